@@ -1,0 +1,231 @@
+"""Numba kernels: the hot loops, pure functions over NumPy arrays.
+
+Nothing here knows about Dask.  Two families:
+
+* **worker sweeps** (:func:`sweep_csr`, :func:`sweep_dense`): per-sample SGD on
+  the smooth loss over a chunk of rows, applied to a compact local copy ``w``
+  of the coordinates the chunk touches.  The caller pushes the difference to
+  the parameter store, which applies the penalty's proximal map.  Each sweep
+  also returns the loss of every sample *before* its update (progressive
+  validation loss) and the composition ``(D, S)`` of the chunk's per-sample
+  prox maps (see :mod:`dask_asyncopt.penalties`).
+* **store kernels** (:func:`gather`, :func:`add_delta`, :func:`catch_up_all`):
+  lazy proximal updates of a parameter block.
+
+Weights are ``(n_coordinates, n_outputs)`` row-major so that the ``K`` outputs
+of one feature (one-vs-rest classes) are contiguous.
+"""
+
+import numpy as np
+from numba import njit
+
+from .losses import loss_derivative, loss_value
+from .penalties import prox_catch_up, prox_step_params
+from .schedules import step_size
+
+# Layout of the float ``params`` vector shared by the sweeps.
+P_ETA0, P_ALPHA, P_L1_RATIO, P_T0, P_POWER_T, P_EPSILON, P_INTERCEPT_DECAY = range(7)
+N_PARAMS = 7
+
+# As scikit-learn's SGD: a bounded derivative turns the exponential blow-up of
+# a too-large step on unscaled data into bounded growth.
+MAX_DLOSS = 1e12
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _clip(dloss):
+    return min(max(dloss, -MAX_DLOSS), MAX_DLOSS)
+
+
+@njit(nogil=True, cache=True)
+def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, params,
+              t_start, t_stride):
+    """Per-sample SGD over CSR ``rows`` on the local weights ``w`` (in place).
+
+    Parameters
+    ----------
+    indptr, indices, data : CSR arrays of the chunk; ``indices`` index ``w``.
+    Y : (n_rows, K) float64 targets (``+-1`` per output for classification).
+    rows : int64 array, the order in which rows are visited.
+    w : (n_local, K) float64, updated in place.
+    intercept : local index of the intercept coordinate in ``w`` or ``-1``.
+    loss, schedule : integer codes (:mod:`.losses`, :mod:`.schedules`).
+    params : float64 vector, see ``P_*`` constants.
+    t_start, t_stride : the global sample counter of the first row and its
+        increment per row (the number of workers advancing it concurrently).
+
+    Returns
+    -------
+    loss_sum, prox_d, prox_s : float
+        Sum of sample losses before each update, and the prox composition.
+    """
+    eta0 = params[P_ETA0]
+    alpha = params[P_ALPHA]
+    l1_ratio = params[P_L1_RATIO]
+    t0 = params[P_T0]
+    power_t = params[P_POWER_T]
+    epsilon = params[P_EPSILON]
+    intercept_decay = params[P_INTERCEPT_DECAY]
+    n_outputs = w.shape[1]
+    g = np.empty(n_outputs)
+    loss_sum = 0.0
+    prox_d = 1.0
+    prox_s = 0.0
+    t = t_start
+    for r in rows:
+        eta = step_size(schedule, eta0, alpha, t0, power_t, t)
+        start = indptr[r]
+        end = indptr[r + 1]
+        for k in range(n_outputs):
+            g[k] = w[intercept, k] if intercept >= 0 else 0.0
+        for jj in range(start, end):
+            j = indices[jj]
+            x = data[jj]
+            for k in range(n_outputs):
+                g[k] += w[j, k] * x
+        for k in range(n_outputs):
+            p = g[k]
+            loss_sum += loss_value(loss, p, Y[r, k], epsilon)
+            g[k] = eta * _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+        for jj in range(start, end):
+            j = indices[jj]
+            x = data[jj]
+            for k in range(n_outputs):
+                w[j, k] -= g[k] * x
+        if intercept >= 0:
+            for k in range(n_outputs):
+                w[intercept, k] -= intercept_decay * g[k]
+        a, c = prox_step_params(eta, alpha, l1_ratio)
+        prox_s += a * prox_d
+        prox_d *= c
+        t += t_stride
+    return loss_sum, prox_d, prox_s
+
+
+@njit(nogil=True, cache=True)
+def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_stride):
+    """Dense-row counterpart of :func:`sweep_csr`; column ``j`` of ``X`` is ``w[j]``."""
+    eta0 = params[P_ETA0]
+    alpha = params[P_ALPHA]
+    l1_ratio = params[P_L1_RATIO]
+    t0 = params[P_T0]
+    power_t = params[P_POWER_T]
+    epsilon = params[P_EPSILON]
+    intercept_decay = params[P_INTERCEPT_DECAY]
+    n_outputs = w.shape[1]
+    n_cols = X.shape[1]
+    g = np.empty(n_outputs)
+    loss_sum = 0.0
+    prox_d = 1.0
+    prox_s = 0.0
+    t = t_start
+    for r in rows:
+        eta = step_size(schedule, eta0, alpha, t0, power_t, t)
+        for k in range(n_outputs):
+            g[k] = w[intercept, k] if intercept >= 0 else 0.0
+        for j in range(n_cols):
+            x = X[r, j]
+            for k in range(n_outputs):
+                g[k] += w[j, k] * x
+        for k in range(n_outputs):
+            p = g[k]
+            loss_sum += loss_value(loss, p, Y[r, k], epsilon)
+            g[k] = eta * _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+        for j in range(n_cols):
+            x = X[r, j]
+            for k in range(n_outputs):
+                w[j, k] -= g[k] * x
+        if intercept >= 0:
+            for k in range(n_outputs):
+                w[intercept, k] -= intercept_decay * g[k]
+        a, c = prox_step_params(eta, alpha, l1_ratio)
+        prox_s += a * prox_d
+        prox_d *= c
+        t += t_stride
+    return loss_sum, prox_d, prox_s
+
+
+@njit(nogil=True, cache=True)
+def gather(w, last, hist_d, hist_s, now, ids, skip, out):
+    """Materialise coordinates ``ids`` at history index ``now`` and copy them to ``out``.
+
+    ``last[j]`` is the history index at which ``w[j]`` was last materialised;
+    ``skip`` is an unpenalised coordinate (the intercept) or ``-1``.
+    """
+    d_now = hist_d[now]
+    s_now = hist_s[now]
+    n_outputs = w.shape[1]
+    for i in range(ids.shape[0]):
+        j = ids[i]
+        lj = last[j]
+        if lj != now and j != skip:
+            d_from = hist_d[lj]
+            s_from = hist_s[lj]
+            for k in range(n_outputs):
+                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
+        last[j] = now
+        for k in range(n_outputs):
+            out[i, k] = w[j, k]
+
+
+@njit(nogil=True, cache=True)
+def add_delta(w, last, hist_d, hist_s, now, ids, delta, skip):
+    """Materialise coordinates ``ids`` at ``now``, then add ``delta`` to them."""
+    d_now = hist_d[now]
+    s_now = hist_s[now]
+    n_outputs = w.shape[1]
+    for i in range(ids.shape[0]):
+        j = ids[i]
+        lj = last[j]
+        if lj != now and j != skip:
+            d_from = hist_d[lj]
+            s_from = hist_s[lj]
+            for k in range(n_outputs):
+                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
+        last[j] = now
+        for k in range(n_outputs):
+            w[j, k] += delta[i, k]
+
+
+@njit(nogil=True, cache=True)
+def catch_up_all(w, last, hist_d, hist_s, now, skip):
+    """Materialise every coordinate of a block at history index ``now``."""
+    d_now = hist_d[now]
+    s_now = hist_s[now]
+    n_outputs = w.shape[1]
+    for j in range(w.shape[0]):
+        lj = last[j]
+        if lj != now and j != skip:
+            d_from = hist_d[lj]
+            s_from = hist_s[lj]
+            for k in range(n_outputs):
+                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
+        last[j] = now
+
+
+@njit(nogil=True, cache=True)
+def loss_sum_csr(indptr, indices, data, Y, coef, intercept, loss, epsilon):
+    """Sum of losses of CSR rows for global weights ``coef`` (n_features, K)."""
+    n_outputs = coef.shape[1]
+    total = 0.0
+    for r in range(indptr.shape[0] - 1):
+        for k in range(n_outputs):
+            p = intercept[k]
+            for jj in range(indptr[r], indptr[r + 1]):
+                p += coef[indices[jj], k] * data[jj]
+            total += loss_value(loss, p, Y[r, k], epsilon)
+    return total
+
+
+@njit(nogil=True, cache=True)
+def loss_sum_dense(X, Y, coef, intercept, loss, epsilon):
+    """Sum of losses of dense rows for global weights ``coef`` (n_features, K)."""
+    n_outputs = coef.shape[1]
+    total = 0.0
+    for r in range(X.shape[0]):
+        for k in range(n_outputs):
+            p = intercept[k]
+            for j in range(X.shape[1]):
+                p += coef[j, k] * X[r, j]
+            total += loss_value(loss, p, Y[r, k], epsilon)
+    return total

@@ -1,0 +1,134 @@
+"""A worker's share of the training data, cut into chunks ready for the sweeps.
+
+A chunk is the unit of one pull -> sweep -> push exchange.  At set-up, each
+chunk's columns are renumbered into a compact local index space ordered by
+(block, coordinate within block), so that
+
+* a pull is one request per block for exactly the coordinates the chunk
+  touches, and the replies concatenate into the local weight vector;
+* the sweep runs over a small dense vector (cache-friendly) rather than the
+  whole model;
+* this renumbering is paid once per fit, not once per exchange.
+
+Coordinates are assigned to blocks by interleaving: global coordinate ``i``
+is local coordinate ``i // n_blocks`` of block ``i % n_blocks``.  The
+intercept, when fitted, is global coordinate ``n_features``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def block_sizes(n_coords, n_blocks):
+    """Number of coordinates of each block under interleaving."""
+    return [len(range(b, n_coords, n_blocks)) for b in range(n_blocks)]
+
+
+def block_slices(owner, n_blocks):
+    """Bounds of each block's run in an array sorted by block."""
+    return np.searchsorted(owner, np.arange(n_blocks + 1))
+
+
+@dataclass
+class Chunk:
+    """Rows of one exchange, in local coordinates.
+
+    ``X`` is a CSR matrix whose column ``c`` is local coordinate ``c`` (sparse
+    input) or a dense array whose columns are all coordinates in block order
+    with a column of ones standing for the intercept (dense input).
+    ``block_ids[b]`` are the local-in-block ids pulled from block ``b``;
+    ``bounds[b]:bounds[b + 1]`` is their run in the local weight vector.
+    """
+
+    X: object
+    Y: np.ndarray
+    block_ids: list
+    bounds: np.ndarray
+    intercept: int  # local index of the intercept for the CSR sweep, else -1
+
+    @property
+    def n_rows(self):
+        return self.Y.shape[0]
+
+
+class WorkerShard:
+    """Chunks of one worker loop plus its position in the data stream.
+
+    The shard lives in the memory of the worker that owns the loop; every
+    epoch task receives the same object, so the cursor carries over.
+    """
+
+    def __init__(self, chunks, seed):
+        self.chunks = chunks
+        self.rng = np.random.default_rng(seed)
+        self.order = []
+        self.n_rows = sum(c.n_rows for c in chunks)
+        self.round = 0  # sync rounds taken part in
+        self.samples_seen = 0  # latest global sample count this worker heard of
+
+    def next_chunk(self):
+        """Next chunk and a row order for it; reshuffled after each pass."""
+        if not self.order:
+            self.order = list(self.rng.permutation(len(self.chunks)))
+        self.current = self.order.pop()
+        chunk = self.chunks[self.current]
+        return chunk, self.rng.permutation(chunk.n_rows).astype(np.int64)
+
+    def put_back(self, chunk):
+        """Return the chunk just taken, unprocessed (it comes next again)."""
+        self.order.append(self.current)
+
+
+def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
+    span = -(-(n_features + 1) // n_blocks)  # coordinates per block, rounded up
+    cols = X.indices.astype(np.int64)
+    keys = (cols % n_blocks) * span + cols // n_blocks
+    if fit_intercept:
+        icpt_key = (n_features % n_blocks) * span + n_features // n_blocks
+        keys = np.append(keys, icpt_key)
+    uniq, local = np.unique(keys, return_inverse=True)
+    owner = uniq // span
+    bounds = block_slices(owner, n_blocks)
+    block_ids = [uniq[bounds[b]:bounds[b + 1]] - b * span for b in range(n_blocks)]
+    intercept = -1
+    if fit_intercept:
+        intercept = int(local[-1])
+        local = local[:-1]
+    Xl = sp.csr_matrix((X.data, local.astype(np.int32), X.indptr),
+                       shape=(X.shape[0], uniq.shape[0]))
+    return Chunk(Xl, Y, block_ids, bounds, intercept)
+
+
+def dense_layout(n_features, n_blocks, fit_intercept):
+    """Column order of dense chunks (block order) and per-block bounds and ids."""
+    n_coords = n_features + int(fit_intercept)
+    coords = np.arange(n_coords)
+    order = np.lexsort((coords // n_blocks, coords % n_blocks))
+    owner = (coords % n_blocks)[order]
+    bounds = block_slices(owner, n_blocks)
+    block_ids = [None] * n_blocks  # every coordinate: pull whole blocks
+    return order, bounds, block_ids
+
+
+def _chunks_dense(X, Y, n_features, n_blocks, fit_intercept, batch_size):
+    order, bounds, block_ids = dense_layout(n_features, n_blocks, fit_intercept)
+    if fit_intercept:
+        X = np.hstack([X, np.ones((X.shape[0], 1))])
+    X = np.ascontiguousarray(X[:, order], dtype=np.float64)
+    return [Chunk(X[s:s + batch_size], Y[s:s + batch_size], block_ids, bounds, -1)
+            for s in range(0, X.shape[0], batch_size)]
+
+
+def make_shard(X, Y, *, n_features, n_blocks, fit_intercept, batch_size, seed):
+    """Cut ``X`` (CSR or dense, global columns) and targets ``Y`` into a shard."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        chunks = [_chunk_csr(X[s:s + batch_size], Y[s:s + batch_size], n_features,
+                             n_blocks, fit_intercept)
+                  for s in range(0, X.shape[0], batch_size)]
+    else:
+        chunks = _chunks_dense(np.asarray(X), Y, n_features, n_blocks, fit_intercept,
+                               batch_size)
+    return WorkerShard(chunks, seed)

@@ -1,0 +1,308 @@
+"""Parameter store: one block of coordinates per Dask actor.
+
+A :class:`BlockServer` owns a slice of the model (coordinates ``b, b+M,
+b+2M, ...`` for block ``b`` of ``M``: interleaving balances blocks when the
+frequent features are the first columns), the lazy proximal history of that
+slice, and a **version counter** incremented by every applied push.  Workers
+send the version they read with every push; the difference is the push's
+staleness, which is measured and, with ``max_staleness``, bounded by admission
+control (as in stale-synchronous parallel): a push waits while applying it
+would leave another worker's outstanding read more than ``max_staleness``
+versions behind, and ready pushes are applied oldest read first.  No work is
+dropped; fast workers wait for a straggler only when the bound binds.
+
+Two modes share the class:
+
+* ``"async"`` (AsyB-ProxSGD): a push is applied on arrival.
+* ``"sync"`` (the all-reduce baseline): the pushes of one round are buffered
+  until every worker has pushed, then applied in worker order (so the result
+  does not depend on arrival order), and the version advances once.
+
+Methods are safe to call concurrently: Dask runs them on the actor thread or
+the event loop, and a worker loop on the same worker calls the object
+directly (no round trip through TCP to itself); a lock serialises them.
+"""
+
+import asyncio
+import threading
+
+import numpy as np
+
+from .kernels import add_delta, catch_up_all, gather
+from .penalties import penalty_value
+
+_RENORMALISE_ABOVE = 1e150
+
+
+class FitStopped(RuntimeError):
+    """Raised to worker loops when the driver stops a fit."""
+
+
+class BlockServer:
+    """One parameter block with its proximal history and version counter.
+
+    Parameters
+    ----------
+    block_id, n_blocks : int
+        This block is coordinates ``block_id :: n_blocks`` of the model.
+    n_coords, n_outputs : int
+        Number of coordinates in this block and of outputs (classes).
+    alpha, l1_ratio : float
+        Elastic-net penalty applied by the proximal steps.
+    unpenalised : int
+        Local index of the intercept coordinate, or ``-1``.
+    mode : {"async", "sync"}
+    n_workers : int
+        Number of pushing worker loops (rounds of ``"sync"`` wait for all).
+    max_staleness : int or None
+        Reject pushes computed more than this many versions ago.
+    init : ndarray of shape (n_coords, n_outputs), optional
+        Initial coefficients (warm start).
+    samples : int
+        Samples processed before (a warm start continues the step schedule).
+    """
+
+    def __init__(self, block_id, n_blocks, n_coords, n_outputs, alpha, l1_ratio,
+                 unpenalised, mode, n_workers, max_staleness, init=None, samples=0):
+        self.block_id = block_id
+        self.n_blocks = n_blocks
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.unpenalised = unpenalised
+        self.mode = mode
+        self.n_workers = n_workers
+        self.max_staleness = max_staleness
+        if init is None:
+            self.w = np.zeros((n_coords, n_outputs))
+        else:
+            self.w = np.array(init, dtype=np.float64, order="C", copy=True)
+        self.last = np.zeros(n_coords, dtype=np.int64)
+        self.hist_d = np.ones(64)
+        self.hist_s = np.zeros(64)
+        self.now = 0  # index into the (D, S) history
+        self.version = 0  # pushes (async) or rounds (sync) applied
+        self.samples = samples  # samples whose pushes were applied (the schedule's t)
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.round_buffer = {}
+        self.stopped = False
+        self.reading = {}  # worker -> version of its outstanding read
+        self.ready = {}  # worker -> read version of its push waiting for admission
+        self.reset_stats()
+
+    # ------------------------------------------------------------------ reads
+    def pull(self, ids, worker=-1):
+        """Current values of local coordinates ``ids`` (``None``: all).
+
+        ``worker`` (a worker loop's index) registers the read as outstanding
+        until that worker pushes, for the ``max_staleness`` bound.
+        Returns ``(values, version, samples)``.
+        """
+        with self.lock:
+            self._check_running()
+            if worker >= 0 and self.max_staleness is not None:
+                self.reading[worker] = self.version
+            return self._pull(ids)
+
+    def _pull(self, ids):
+        if ids is None:
+            catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
+                         self.unpenalised)
+            values = self.w.copy()
+        else:
+            values = np.empty((ids.shape[0], self.w.shape[1]))
+            gather(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
+                   self.unpenalised, values)
+        return values, self.version, self.samples
+
+    async def pull_at(self, ids, min_version, timeout):
+        """:meth:`pull` once ``version >= min_version`` (the sync barrier)."""
+        loop = asyncio.get_running_loop()
+        # Waiting happens on an executor thread: the event loop must stay free
+        # to receive the very pushes that complete the round.
+        return await loop.run_in_executor(None, self.pull_when, ids, min_version, timeout)
+
+    def pull_when(self, ids, min_version, timeout):
+        """Blocking :meth:`pull_at`, for a caller on this worker."""
+        with self.changed:
+            if not self.changed.wait_for(
+                    lambda: self.stopped or self.version >= min_version, timeout):
+                raise TimeoutError(
+                    f"block {self.block_id}: round {min_version} not completed within "
+                    f"{timeout} s (a worker loop is lost or stalled)")
+            self._check_running()
+            return self._pull(ids)
+
+    def coefficients(self):
+        """All coefficients of the block, materialised."""
+        return self.pull(None)[0]
+
+    def penalty(self):
+        """``alpha * R(w)`` of this block, the intercept excluded."""
+        with self.lock:
+            catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
+                         self.unpenalised)
+            if self.unpenalised < 0:
+                return penalty_value(self.w, self.alpha, self.l1_ratio)
+            mask = np.ones(self.w.shape[0], dtype=bool)
+            mask[self.unpenalised] = False
+            return penalty_value(self.w[mask], self.alpha, self.l1_ratio)
+
+    # ----------------------------------------------------------------- writes
+    def push(self, worker, ids, delta, prox_d, prox_s, n_samples, read_version,
+             timeout=None):
+        """Add ``delta`` to coordinates ``ids``, then the chunk's proximal map.
+
+        Parameters
+        ----------
+        worker : int
+            Index of the pushing worker loop (orders a sync round).
+        ids : int array or None
+            Local coordinates (``None``: all, in order).
+        delta : (len(ids), n_outputs) array
+        prox_d, prox_s : float
+            Composition of the per-sample proximal maps of the chunk.
+        n_samples : int
+            Rows in the chunk.
+        read_version : int
+            The version this block had when the worker read it.
+        timeout : float, optional
+            Longest wait for admission under ``max_staleness``.
+
+        Returns
+        -------
+        version, samples, staleness : int
+        """
+        with self.changed:
+            self._check_running()
+            if self.mode == "sync":
+                return self._push_sync(worker, ids, delta, prox_d, prox_s, n_samples,
+                                       read_version)
+            if self.max_staleness is not None:
+                self.reading.pop(worker, None)
+                self.ready[worker] = read_version
+                try:
+                    if not self.changed.wait_for(
+                            lambda: self.stopped or self._admissible(worker), timeout):
+                        raise TimeoutError(
+                            f"block {self.block_id}: push waited {timeout} s for a worker "
+                            f"{self.max_staleness} versions behind (lost or stalled)")
+                finally:
+                    del self.ready[worker]
+                self._check_running()
+            staleness = self.version - read_version
+            self._apply(ids, delta, prox_d, prox_s)
+            self.version += 1
+            self.samples += n_samples
+            self.stale_sum += staleness
+            self.stale_max = max(self.stale_max, staleness)
+            self.n_pushes += 1
+            self.changed.notify_all()
+            return self.version, self.samples, staleness
+
+    async def push_at(self, *args, **kwargs):
+        """:meth:`push` for remote callers: waits on an executor thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.push(*args, **kwargs))
+
+    def _admissible(self, worker):
+        read_version = self.ready[worker]
+        if read_version > min(self.ready.values()):
+            return False  # an older ready push goes first
+        oldest_read = min(self.reading.values(), default=self.version)
+        return self.version + 1 - oldest_read <= self.max_staleness
+
+    def _push_sync(self, worker, ids, delta, prox_d, prox_s, n_samples, read_version):
+        if read_version != self.version:
+            raise RuntimeError(
+                f"sync push for round {read_version} arrived at round {self.version}")
+        self.round_buffer[worker] = (ids, delta, prox_d, prox_s, n_samples)
+        if len(self.round_buffer) == self.n_workers:
+            self._apply_round()
+        return self.version, self.samples, 0
+
+    def _apply_round(self):
+        total_d, total_s, total_n = 1.0, 0.0, 0
+        for worker in sorted(self.round_buffer):
+            ids, delta, prox_d, prox_s, n_samples = self.round_buffer[worker]
+            self._add(ids, delta)
+            total_s += prox_s * total_d
+            total_d *= prox_d
+            total_n += n_samples
+        self.round_buffer.clear()
+        self._advance(total_d, total_s)
+        self.version += 1
+        self.samples += total_n
+        self.n_pushes += self.n_workers
+        self.changed.notify_all()
+
+    def _apply(self, ids, delta, prox_d, prox_s):
+        self._add(ids, delta)
+        self._advance(prox_d, prox_s)
+
+    def _add(self, ids, delta):
+        if ids is None:
+            ids = np.arange(self.w.shape[0])
+        add_delta(self.w, self.last, self.hist_d, self.hist_s, self.now, ids, delta,
+                  self.unpenalised)
+
+    def _advance(self, prox_d, prox_s):
+        """Append one proximal map to the lazy history."""
+        if self.now + 1 == self.hist_d.shape[0]:
+            self.hist_d = np.concatenate([self.hist_d, np.ones_like(self.hist_d)])
+            self.hist_s = np.concatenate([self.hist_s, np.zeros_like(self.hist_s)])
+        d, s = self.hist_d[self.now], self.hist_s[self.now]
+        self.hist_s[self.now + 1] = s + prox_s * d
+        self.hist_d[self.now + 1] = d * prox_d
+        self.now += 1
+        if self.hist_d[self.now] > _RENORMALISE_ABOVE:
+            # Materialise every coordinate and restart the history at 1 so the
+            # products never overflow on very long fits with strong L2.
+            catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
+                         self.unpenalised)
+            self.hist_d[:] = 1.0
+            self.hist_s[:] = 0.0
+            self.last[:] = 0
+            self.now = 0
+
+    # ------------------------------------------------------------------ stats
+    def stop(self):
+        """Refuse further pulls and pushes and wake every waiting call.
+
+        Worker loops cannot be cancelled from outside (a running task is a
+        thread); they stop at their next exchange with any block.
+        """
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+
+    def _check_running(self):
+        if self.stopped:
+            raise FitStopped(f"block {self.block_id}: the fit was stopped")
+
+    def forget_reader(self, worker):
+        """Drop ``worker``'s outstanding read (it stopped without pushing)."""
+        with self.changed:
+            self.reading.pop(worker, None)
+            self.changed.notify_all()
+
+    def reset_stats(self):
+        """Start a new measurement window for staleness statistics."""
+        self.n_pushes = 0
+        self.stale_sum = 0
+        self.stale_max = 0
+
+    def stats(self, reset=True):
+        """Pushes, staleness sum and max since the last reset."""
+        with self.lock:
+            out = {
+                "block": self.block_id,
+                "version": self.version,
+                "samples": self.samples,
+                "pushes": self.n_pushes,
+                "staleness_sum": self.stale_sum,
+                "staleness_max": self.stale_max,
+            }
+            if reset:
+                self.reset_stats()
+            return out

@@ -1,0 +1,69 @@
+"""Shared real Dask clusters for the tests.
+
+One thread-based ``LocalCluster`` (2 single-threaded workers, as the default
+embedded cluster) serves most tests; it is the default client, which is how
+users with an active client run.  A process-based cluster is started only by
+the tests that ask for it (serialisation between processes).
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from distributed import Client, LocalCluster
+
+
+@pytest.fixture(scope="session")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def process_client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(
+            cluster, set_as_default=False, direct_to_workers=True) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _default_client(client):
+    """Every test runs with the shared cluster active, like a notebook user."""
+    with client.as_current():
+        yield
+
+
+def cluster_is_clean(client):
+    """No tasks on the scheduler and no actors on any worker."""
+    import gc
+
+    gc.collect()
+    n_tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+    actors = client.run(lambda dask_worker: len(dask_worker.state.actors))
+    return n_tasks == 0 and sum(actors.values()) == 0
+
+
+def make_sparse_classification(n_samples, n_features, nnz_per_row=10, seed=0,
+                               n_classes=2, noise=1.0):
+    """Hashed-feature style sparse data with labels from a noisy linear model."""
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_samples), nnz_per_row)
+    cols = rng.integers(0, n_features, size=n_samples * nnz_per_row)
+    vals = np.full(n_samples * nnz_per_row, 1.0 / np.sqrt(nnz_per_row))
+    X = sp.csr_matrix((vals, (rows, cols)), shape=(n_samples, n_features))
+    X.sum_duplicates()
+    W = rng.normal(size=(n_features, n_classes)) * 3 * (rng.random((n_features, 1)) < 0.3)
+    scores = X @ W + noise * rng.logistic(size=(n_samples, n_classes))
+    if n_classes == 2:
+        y = (scores[:, 1] - scores[:, 0] > 0).astype(int)
+    else:
+        y = scores.argmax(axis=1)
+    return X, y
+
+
+def logistic_objective(X, y, coef, intercept, alpha, l1_ratio):
+    """scikit-learn SGD's objective: mean log-loss + alpha * elastic-net penalty."""
+    z = (X @ np.ravel(coef) + intercept[0]) * np.where(y == 1, 1.0, -1.0)
+    pen = l1_ratio * np.abs(coef).sum() + (1 - l1_ratio) * 0.5 * np.square(coef).sum()
+    return np.logaddexp(0, -z).mean() + alpha * pen
