@@ -10,6 +10,7 @@ values) happens there.
 """
 
 import math
+import uuid
 
 import dask
 import numpy as np
@@ -99,7 +100,8 @@ def place_in_memory(client, X, Y, loop_workers, layout, rng):
         shards.append(client.submit(
             lambda xy, layout, seed: shard_from_arrays(xy[0], xy[1], dict(layout, seed=seed)),
             part, layout, int(rng.integers(2**31)), workers=[addr],
-            allow_other_workers=False, pure=False, key=f"asyncopt-shard-{i}-{id(part)}"))
+            allow_other_workers=False, pure=False,
+            key=f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}"))
     return shards, n
 
 
@@ -144,5 +146,7 @@ def place_dask(client, X, y, loop_workers, layout, encode, rng):
             client.cancel(shards)
             raise
     finally:
-        client.cancel(x_parts + y_parts)
+        # release, not cancel: cancelling a key cancels its dependents (the shards)
+        for f in x_parts + y_parts:
+            f.release()
     return shards, sum(rows)

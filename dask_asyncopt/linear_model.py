@@ -255,7 +255,7 @@ class _BaseAsyncSGD(BaseEstimator):
                 raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
                                  f"is expecting {self.n_features_in_} features as input")
             X = X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
-            n_out = self.coef_.shape[0]
+            n_out = len(self.intercept_)
             return X.map_blocks(self._decision_block, dtype=np.float64,
                                 chunks=(X.chunks[0], (n_out,)))
         X = validate_data(self, inputs.to_scipy(X), accept_sparse=_SPARSE_FORMATS,
@@ -264,8 +264,8 @@ class _BaseAsyncSGD(BaseEstimator):
 
     def _decision_block(self, X):
         X = inputs.to_scipy(X)
-        return np.asarray(safe_sparse_dot(X, self.coef_.T, dense_output=True)) + \
-            self.intercept_
+        coef = self.coef_.reshape(len(self.intercept_), -1)
+        return np.asarray(safe_sparse_dot(X, coef.T, dense_output=True)) + self.intercept_
 
 
 def _has_sparse_chunks(X):
@@ -560,6 +560,11 @@ random_state, verbose, warm_start :
 
     def _encode_in_memory(self, y):
         return _regression_targets(y)
+
+    def _fit(self, *args):
+        super()._fit(*args)
+        self.coef_ = self.coef_.ravel()  # (n_features,), as SGDRegressor
+        return self
 
     def _encode_dask(self, y):
         return _regression_targets

@@ -66,7 +66,6 @@ class WorkerShard:
         self.order = []
         self.n_rows = sum(c.n_rows for c in chunks)
         self.round = 0  # sync rounds taken part in
-        self.samples_seen = 0  # latest global sample count this worker heard of
 
     def next_chunk(self):
         """Next chunk and a row order for it; reshuffled after each pass."""

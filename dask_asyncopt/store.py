@@ -55,7 +55,10 @@ class BlockServer:
     n_workers : int
         Number of pushing worker loops (rounds of ``"sync"`` wait for all).
     max_staleness : int or None
-        Reject pushes computed more than this many versions ago.
+        Hold back a push while applying it would leave another worker's
+        outstanding read more than this many versions behind.  Pushes whose
+        reads were taken at the same version cannot all be applied at
+        staleness 0: the bound holds up to those ties (no work is dropped).
     init : ndarray of shape (n_coords, n_outputs), optional
         Initial coefficients (warm start).
     samples : int
@@ -209,7 +212,7 @@ class BlockServer:
         read_version = self.ready[worker]
         if read_version > min(self.ready.values()):
             return False  # an older ready push goes first
-        oldest_read = min(self.reading.values(), default=self.version)
+        oldest_read = min(self.reading.values(), default=self.version + 1)
         return self.version + 1 - oldest_read <= self.max_staleness
 
     def _push_sync(self, worker, ids, delta, prox_d, prox_s, n_samples, read_version):

@@ -34,14 +34,20 @@ def _default_client(client):
         yield
 
 
-def cluster_is_clean(client):
-    """No tasks on the scheduler and no actors on any worker."""
+def cluster_is_clean(client, wait=5.0):
+    """No tasks on the scheduler and no actors on any worker (releases are
+    asynchronous: poll for up to ``wait`` seconds)."""
     import gc
+    import time
 
-    gc.collect()
-    n_tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
-    actors = client.run(lambda dask_worker: len(dask_worker.state.actors))
-    return n_tasks == 0 and sum(actors.values()) == 0
+    deadline = time.monotonic() + wait
+    while True:
+        gc.collect()
+        n_tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        actors = sum(client.run(lambda dask_worker: len(dask_worker.state.actors)).values())
+        if (n_tasks == 0 and actors == 0) or time.monotonic() > deadline:
+            return n_tasks == 0 and actors == 0
+        time.sleep(0.05)
 
 
 def make_sparse_classification(n_samples, n_features, nnz_per_row=10, seed=0,

@@ -1,9 +1,8 @@
 """The driver: creates the parameter store, runs epochs, keeps the history.
 
-Epochs are the unit of bookkeeping, not of synchronisation between workers:
-every worker loop keeps taking chunks until the *global* sample count (kept by
-the blocks, returned with each push) reaches the epoch's end, so a fast worker
-processes more of an epoch than a slow one.  Between epochs the driver reads
+An epoch is one pass of every worker loop over its own shard (each sample
+once, so the stochastic gradients stay unbiased); within it the loops never
+wait for each other under ``"asyb"``.  Between epochs the driver reads
 the blocks' statistics, evaluates the objective (progressive loss of the
 epoch + penalty at its end), applies early stopping, and records a history row.
 """

@@ -97,7 +97,8 @@ def run_epoch(shard, actors, config, worker, target):
     worker : int
         This loop's index.
     target : int
-        Stop once this many samples have been processed in total (all loops).
+        Sync rounds stop once this many samples have been processed in total
+        (all loops); an asynchronous loop stops after one pass over its shard.
 
     Returns
     -------
@@ -112,7 +113,10 @@ def run_epoch(shard, actors, config, worker, target):
     n_loops = config["n_loops"]
     loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
     started = time.perf_counter()
-    while sync or shard.samples_seen < target:
+    # Asynchronous loops each take exactly their own shard once per epoch: were a
+    # faster loop to take more, its shard would weigh more in the objective and
+    # the iterates would converge to the optimum of that skewed objective.
+    while sync or n_samples < shard.n_rows:
         chunk, rows = shard.next_chunk()
         if sync:
             calls = [s.pull_at(ids, shard.round, timeout)
@@ -153,7 +157,6 @@ def run_epoch(shard, actors, config, worker, target):
                  for i, (s, ids, r) in enumerate(zip(servers, chunk.block_ids, replies,
                                                      strict=True))]
         replies = [c.result(timeout) for c in calls]
-        shard.samples_seen = max(r[1] for r in replies)
         shard.round += 1
         loss_sum += chunk_loss
         n_samples += chunk.n_rows
