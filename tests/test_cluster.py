@@ -1,0 +1,42 @@
+"""The embedded default cluster: started once per process, reused by every fit.
+
+Runs in a fresh interpreter, where no Dask client exists, exactly as a user
+script that never creates one.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import pickle
+    import numpy as np
+    from sklearn.base import clone
+    from dask_asyncopt import AsyncSGDClassifier, cluster
+
+    if __name__ == "__main__":
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(300, 4))
+        y = (X[:, 0] > 0).astype(int)
+        est = AsyncSGDClassifier(max_iter=3, tol=None)
+        est.fit(X, y)
+        first = cluster.get_client()
+        assert len(first.scheduler_info()["workers"]) == cluster._n_cores()
+        est.fit(X, y)
+        assert cluster.get_client() is first, "the embedded cluster was started twice"
+        assert len(cluster._embedded) == 1
+        assert est.score(X, y) > 0.8
+        # no client is an estimator parameter: clone and pickle just work
+        assert pickle.loads(pickle.dumps(est)).score(X, y) == est.score(X, y)
+        assert clone(est).get_params() == est.get_params()
+        print("OK")
+""")
+
+
+def test_embedded_cluster_started_once_and_reused(tmp_path):
+    path = tmp_path / "no_client.py"
+    path.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("OK")

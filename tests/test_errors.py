@@ -1,0 +1,122 @@
+"""Bad input gets a clear error; any fit, failed or not, leaves the cluster clean."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+
+from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
+
+from .conftest import cluster_is_clean
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(60, 3))
+y = (X[:, 0] > 0).astype(int)
+
+X_nan = X.copy()
+X_nan[3, 1] = np.nan
+X_inf = X.copy()
+X_inf[0, 0] = np.inf
+
+BAD_FIT = [
+    ("nan", dict(), X_nan, y, ValueError, "NaN"),
+    ("inf", dict(), X_inf, y, ValueError, "infinity"),
+    ("sparse nan", dict(), sp.csr_matrix(X_nan), y, ValueError, "NaN"),
+    ("y nan", dict(), X, np.where(y == 1, np.nan, 0.0), ValueError, "NaN|Unknown label"),
+    ("wrong lengths", dict(), X, y[:-1], ValueError, "inconsistent numbers of samples"),
+    ("1-d X", dict(), X[:, 0], y, ValueError, "2D array"),
+    ("one class", dict(), X, np.zeros(60), ValueError, "at least two classes"),
+    ("strings", dict(), np.array([["a", "b"]] * 60), y, ValueError, "convert|numeric"),
+    ("empty", dict(), np.empty((0, 3)), np.empty(0), ValueError, "0 sample"),
+    ("no features", dict(), np.empty((60, 0)), y, ValueError, "0 feature"),
+    ("unknown solver", dict(solver="hogwild"), X, y, ValueError, "solver"),
+    ("unknown penalty", dict(penalty="l3"), X, y, ValueError, "penalty"),
+    ("negative alpha", dict(alpha=-1.0), X, y, ValueError, "alpha"),
+    ("unknown loss", dict(loss="squared_error"), X, y, ValueError, "loss"),
+    ("bad l1_ratio", dict(l1_ratio=2.0), X, y, ValueError, "l1_ratio"),
+    ("bad batch_size", dict(batch_size=0), X, y, ValueError, "batch_size"),
+    ("bad n_workers", dict(n_workers=0), X, y, ValueError, "n_workers"),
+    ("string alpha", dict(alpha="big"), X, y, ValueError, "alpha"),
+    ("constant without eta0", dict(learning_rate="constant"), X, y, ValueError, "eta0"),
+    ("optimal without alpha", dict(alpha=0.0), X, y, ValueError, "alpha must be > 0"),
+    ("coef_init width", dict(), X, y, ValueError, "coef_init"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_FIT, ids=[c[0] for c in BAD_FIT])
+def test_bad_fit_input(case, client):
+    name, params, Xb, yb, exc, match = case
+    est = AsyncSGDClassifier(max_iter=2, **params)
+    kwargs = {"coef_init": np.zeros((1, 5))} if name == "coef_init width" else {}
+    with pytest.raises(exc, match=match):
+        est.fit(Xb, yb, **kwargs)
+    assert cluster_is_clean(client)
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        AsyncSGDClassifier().predict(X)
+    with pytest.raises(NotFittedError):
+        AsyncSGDRegressor().predict(X)
+
+
+def test_predict_with_wrong_width(client):
+    est = AsyncSGDClassifier(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="3 features"):
+        est.predict(X[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(X_nan)
+    assert cluster_is_clean(client)
+
+
+def test_predict_proba_only_for_probabilistic_losses():
+    est = AsyncSGDClassifier(loss="hinge", max_iter=2).fit(X, y)
+    assert not hasattr(est, "predict_proba")
+
+
+def test_divergence_is_an_error_not_nan_coefficients(client):
+    # values so large that one step overflows the predictions to inf
+    Xbig = rng.normal(loc=1e160, scale=1e159, size=(200, 3))
+    ybig = rng.normal(size=200)
+    est = AsyncSGDRegressor(learning_rate="constant", eta0=10.0, max_iter=5, tol=None)
+    with pytest.raises(FloatingPointError, match="step size"):
+        est.fit(Xbig, ybig)
+    assert not hasattr(est, "coef_")
+    assert cluster_is_clean(client)
+
+
+def test_failure_inside_a_worker_loop_leaves_cluster_clean(client):
+    """A dask partition with NaN fails on its worker; nothing is left behind."""
+    import dask.array as da
+
+    Xd = da.from_array(X_nan, chunks=(20, -1))
+    yd = da.from_array(y, chunks=20)
+    with pytest.raises(ValueError, match="NaN"):
+        AsyncSGDClassifier(max_iter=2).fit(Xd, yd)
+    assert cluster_is_clean(client)
+
+
+def test_exception_from_callback_stops_loops(client, monkeypatch):
+    """An exception raised in the driver mid-fit stops the loops and frees actors."""
+    from dask_asyncopt.solvers import driver
+
+    calls = []
+
+    def boom(row):
+        calls.append(row)
+        raise KeyboardInterrupt
+
+    original = driver.Settings
+
+    def settings_with_callback(**kw):
+        return original(callback=boom, **kw)
+
+    monkeypatch.setattr("dask_asyncopt.linear_model.Settings", settings_with_callback)
+    Xs, ys = rng.normal(size=(2000, 5)), rng.integers(0, 2, 2000)
+    with pytest.raises(KeyboardInterrupt):
+        AsyncSGDClassifier(max_iter=10, tol=None).fit(Xs, ys)
+    assert len(calls) == 1
+    assert cluster_is_clean(client)
+    # the client is still usable afterwards
+    monkeypatch.undo()
+    assert AsyncSGDClassifier(max_iter=2).fit(Xs, ys).n_iter_ == 2
