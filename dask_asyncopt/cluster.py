@@ -39,8 +39,10 @@ def embedded_client():
         client = _embedded.get(processes)
         if client is None or client.status not in ("running", "connecting"):
             n = int(dask.config.get("asyncopt.n-workers", None) or _n_cores())
+            # ":0": a free port for the dashboard (client.dashboard_link), no warning
+            # when another cluster already holds 8787
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                   dashboard_address=None, silence_logs=40)
+                                   dashboard_address=":0", silence_logs=40)
             client = Client(cluster, set_as_default=False, direct_to_workers=True)
             _embedded[processes] = client
         return client

@@ -147,6 +147,8 @@ class _BaseAsyncSGD(BaseEstimator):
             Fitted estimator.
         """
         self._check_params()
+        if self.verbose:
+            _enable_progress_log()
         client = get_client()
         with client.as_current():
             return self._fit(client, X, y, coef_init, intercept_init)
@@ -268,6 +270,18 @@ class _BaseAsyncSGD(BaseEstimator):
         return np.asarray(safe_sparse_dot(X, coef.T, dense_output=True)) + self.intercept_
 
 
+def _enable_progress_log():
+    """Per-epoch lines (objective, time, staleness) on stderr, once per process."""
+    import logging
+
+    logger = logging.getLogger("dask_asyncopt")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[dask_asyncopt] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _has_sparse_chunks(X):
     meta = getattr(X, "_meta", None)
     return meta is not None and (sp.issparse(meta) or inputs.is_pydata_sparse(meta))
@@ -330,6 +344,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Seconds any single exchange may take before the fit fails.
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
+        If > 0, log one line per epoch (objective, time, staleness, compute share)
+        to the ``dask_asyncopt`` logger, with a stderr handler if it has none.
     warm_start : bool, default=False
 
     Attributes
