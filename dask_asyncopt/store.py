@@ -143,13 +143,16 @@ class BlockServer:
     def penalty(self):
         """``alpha * R(w)`` of this block, the intercept excluded."""
         with self.lock:
-            catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
-                         self.unpenalised)
-            if self.unpenalised < 0:
-                return penalty_value(self.w, self.alpha, self.l1_ratio)
-            mask = np.ones(self.w.shape[0], dtype=bool)
-            mask[self.unpenalised] = False
-            return penalty_value(self.w[mask], self.alpha, self.l1_ratio)
+            return self._penalty()
+
+    def _penalty(self):
+        catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
+                     self.unpenalised)
+        if self.unpenalised < 0:
+            return penalty_value(self.w, self.alpha, self.l1_ratio)
+        mask = np.ones(self.w.shape[0], dtype=bool)
+        mask[self.unpenalised] = False
+        return penalty_value(self.w[mask], self.alpha, self.l1_ratio)
 
     # ----------------------------------------------------------------- writes
     def push(self, worker, ids, delta, prox_d, prox_s, n_samples, read_version,
@@ -296,9 +299,10 @@ class BlockServer:
         self.stale_max = 0
 
     def stats(self, reset=True):
-        """Pushes, staleness sum and max since the last reset."""
+        """Pushes, staleness sum and max since the last reset, and the penalty."""
         with self.lock:
             out = {
+                "penalty": self._penalty(),
                 "block": self.block_id,
                 "version": self.version,
                 "samples": self.samples,

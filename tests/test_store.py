@@ -176,7 +176,8 @@ def test_version_and_staleness_stats():
     assert server.push(0, ids, delta, 1.0, 0.0, 2, 3) == (4, 17, 0)
     stats = server.stats(reset=False)
     assert stats == {"block": 0, "version": 4, "samples": 17, "pushes": 4,
-                     "staleness_sum": 3, "staleness_max": 2}
+                     "staleness_sum": 3, "staleness_max": 2,
+                     "penalty": server.penalty()}
     assert server.stats()["pushes"] == 4  # reset=True returns, then resets
     stats = server.stats()
     assert (stats["pushes"], stats["staleness_sum"], stats["staleness_max"]) == (0, 0, 0)

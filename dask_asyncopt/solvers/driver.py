@@ -138,8 +138,9 @@ def _run_epochs(client, shards, loop_workers, actors, config, n_samples, problem
             for i, (shard, addr) in enumerate(zip(shards, loop_workers, strict=True))]
         loops[:] = futures
         reports = client.gather(futures)
-        stats = [a.stats().result(settings.timeout) for a in actors]
-        penalty = sum(a.penalty().result(settings.timeout) for a in actors)
+        calls = [a.stats() for a in actors]  # all blocks at once, then collect
+        stats = [c.result(settings.timeout) for c in calls]
+        penalty = sum(s["penalty"] for s in stats)
         loops.clear()
         epoch_samples = sum(r["samples"] for r in reports)
         total = max(s["samples"] for s in stats)
@@ -183,7 +184,8 @@ def _run_epochs(client, shards, loop_workers, actors, config, n_samples, problem
                     no_improve = 0
                 else:
                     break
-    blocks = [a.coefficients().result(settings.timeout) for a in actors]
+    calls = [a.coefficients() for a in actors]
+    blocks = [c.result(settings.timeout) for c in calls]
     full = np.empty((problem.n_features + int(problem.fit_intercept), problem.n_outputs))
     for b, values in enumerate(blocks):
         full[b::n_blocks] = values

@@ -10,7 +10,8 @@ import math
 import time
 
 import numpy as np
-from distributed import get_worker, secede
+from distributed import Worker, get_worker, secede
+from distributed.core import Status
 
 from ..kernels import sweep_csr, sweep_dense
 
@@ -64,9 +65,19 @@ class _Remote:
 
 
 def bind_servers(actors, bounded):
-    """Direct handles for servers on this worker, actor handles for the rest."""
-    local = get_worker().state.actors
-    return [_Local(local[a.key]) if a.key in local else _Remote(a, bounded) for a in actors]
+    """Direct handles for servers in this process, actor handles for the rest.
+
+    With thread workers (the embedded default) every block lives in this
+    process: calling it directly skips a round trip through the event loop
+    that all in-process workers share, which would otherwise serialise every
+    exchange of every loop.  The block's lock keeps calls atomic either way.
+    """
+    here = {}
+    for worker in list(Worker._instances):
+        if worker.status in (Status.running, Status.paused):
+            here.update(worker.state.actors)
+    here.update(get_worker().state.actors)
+    return [_Local(here[a.key]) if a.key in here else _Remote(a, bounded) for a in actors]
 
 
 def _share_dense(delta, prox_d, prox_s, n_loops):
