@@ -15,10 +15,12 @@ A. ``F_target``: the objective scikit-learn's ``SGDClassifier`` reaches in 5
    epochs, and its wall time (median of the repeats).
 B. Time to reach ``F_target``: scikit-learn (its 5-epoch time), our estimator
    (``solver="asyb"`` and ``"sync"``, 2-worker thread cluster; asyb also on a
-   2-worker process cluster) and dask-ml's ``LogisticRegression``.  For the
-   epoch-based solvers the time to reach is the wall time of a fresh fit with
-   ``max_iter=k`` (``tol=None``) for the smallest ``k`` whose *exact* objective,
-   computed here from ``coef_``/``intercept_``, is ``<= F_target``.
+   2-worker process cluster) and dask-ml's ``LogisticRegression``.  The time to
+   reach is the wall time of a fresh fit with ``max_iter=k`` (``tol=None``) for
+   the smallest ``k`` at which a majority of the repeated fits have an *exact*
+   objective (computed here from ``coef_``/``intercept_``) ``<= F_target``; a
+   doubling/bisection search over single fits proposes ``k``, the repeats
+   confirm or move it (``asyb`` is non-deterministic).
 C. Ratios of B against their targets.
 D. Scaling: ``n_workers=1`` vs ``2`` on the 2-worker cluster, 5 epochs.
 E. The default embedded cluster with threads vs processes: start and fit time.
@@ -27,7 +29,12 @@ The report (markdown) goes to stdout and to ``--out``.  Every timed measurement
 also records how much CPU *other* processes used meanwhile (system busy time
 minus this process tree's CPU time); a repeat during which others used more than
 ``--max-foreign`` cores on average is discarded and run again (at most twice
-per kept repeat), and the report gives the spread and the discards.
+per kept repeat), and the report gives the spread and the discards.  A fit of
+ours that fails because it saw no workers (a race in ``Client.scheduler_info``,
+see :func:`is_transient`) is re-run and counted in the report.
+
+``--n-samples/--n-features`` allow quick tries (e.g. 20000 x 10000, ~1 min);
+the default size takes about 2 minutes on 2 cores.
 """
 
 import argparse

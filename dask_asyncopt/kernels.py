@@ -37,6 +37,24 @@ def _clip(dloss):
     return min(max(dloss, -MAX_DLOSS), MAX_DLOSS)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _row_step(g, Y, r, loss, epsilon, eta):
+    """Turn predictions ``g`` of row ``r`` into scaled derivatives; return the loss."""
+    row_loss = 0.0
+    for k in range(g.shape[0]):
+        p = g[k]
+        row_loss += loss_value(loss, p, Y[r, k], epsilon)
+        g[k] = eta * _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+    return row_loss
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio):
+    """Append one sample's proximal map to a chunk's composition ``(D, S)``."""
+    a, c = prox_step_params(eta, alpha, l1_ratio)
+    return prox_d * c, prox_s + a * prox_d
+
+
 @njit(nogil=True, cache=True)
 def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, params,
               t_start, t_stride):
@@ -83,10 +101,7 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
             x = data[jj]
             for k in range(n_outputs):
                 g[k] += w[j, k] * x
-        for k in range(n_outputs):
-            p = g[k]
-            loss_sum += loss_value(loss, p, Y[r, k], epsilon)
-            g[k] = eta * _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+        loss_sum += _row_step(g, Y, r, loss, epsilon, eta)
         for jj in range(start, end):
             j = indices[jj]
             x = data[jj]
@@ -95,9 +110,7 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
         if intercept >= 0:
             for k in range(n_outputs):
                 w[intercept, k] -= intercept_decay * g[k]
-        a, c = prox_step_params(eta, alpha, l1_ratio)
-        prox_s += a * prox_d
-        prox_d *= c
+        prox_d, prox_s = _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio)
         t += t_stride
     return loss_sum, prox_d, prox_s
 
@@ -127,10 +140,7 @@ def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_str
             x = X[r, j]
             for k in range(n_outputs):
                 g[k] += w[j, k] * x
-        for k in range(n_outputs):
-            p = g[k]
-            loss_sum += loss_value(loss, p, Y[r, k], epsilon)
-            g[k] = eta * _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+        loss_sum += _row_step(g, Y, r, loss, epsilon, eta)
         for j in range(n_cols):
             x = X[r, j]
             for k in range(n_outputs):
@@ -138,9 +148,7 @@ def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_str
         if intercept >= 0:
             for k in range(n_outputs):
                 w[intercept, k] -= intercept_decay * g[k]
-        a, c = prox_step_params(eta, alpha, l1_ratio)
-        prox_s += a * prox_d
-        prox_d *= c
+        prox_d, prox_s = _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio)
         t += t_stride
     return loss_sum, prox_d, prox_s
 

@@ -157,7 +157,7 @@ class _BaseAsyncSGD(BaseEstimator):
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31))
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
         if not workers:
             raise RuntimeError("the Dask cluster has no workers")
         n_loops = self.n_workers or len(workers)

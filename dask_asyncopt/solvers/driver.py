@@ -97,7 +97,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
     n_loops = len(shards)
     n_coords = problem.n_features + int(problem.fit_intercept)
     n_blocks = min(settings.n_blocks, n_coords)
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
     token = uuid.uuid4().hex[:8]
     icpt_block = problem.n_features % n_blocks
     inits = _split_blocks(init, n_blocks) if init is not None else [None] * n_blocks
