@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import inputs
 from .cluster import get_client
 from .kernels import N_PARAMS
-from .losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, loss_derivative
+from .losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, SMOOTHNESS, loss_derivative
 from .penalties import effective_penalty
 from .schedules import SCHEDULES, optimal_t0
 from .solvers import SOLVERS, fit_blocks
@@ -65,6 +65,7 @@ class _BaseAsyncSGD(BaseEstimator):
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions(set(SOLVERS))],
         "optimizer": [StrOptions({"sgd"})],
+        "variance_reduction": [StrOptions({"auto", "svrg"}), None],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "max_staleness": [Interval(Integral, 0, None, closed="left"), None],
         "n_workers": [Interval(Integral, 1, None, closed="left"), None],
@@ -77,7 +78,8 @@ class _BaseAsyncSGD(BaseEstimator):
     def __init__(self, loss, *, penalty="l2", alpha=1e-4, l1_ratio=0.15, fit_intercept=True,
                  max_iter=1000, tol=1e-3, n_iter_no_change=5, epsilon=0.1,
                  learning_rate="optimal", eta0=0.0, power_t=0.5, batch_size="auto",
-                 solver="asyb", optimizer="sgd", n_blocks=None, max_staleness=None,
+                 solver="asyb", optimizer="sgd", variance_reduction="auto", n_blocks=None,
+                 max_staleness=None,
                  n_workers=None, timeout=120.0, random_state=None, verbose=0,
                  warm_start=False):
         self.loss = loss
@@ -95,6 +97,7 @@ class _BaseAsyncSGD(BaseEstimator):
         self.batch_size = batch_size
         self.solver = solver
         self.optimizer = optimizer
+        self.variance_reduction = variance_reduction
         self.n_blocks = n_blocks
         self.max_staleness = max_staleness
         self.n_workers = n_workers
@@ -111,11 +114,25 @@ class _BaseAsyncSGD(BaseEstimator):
         return tags
 
     # ----------------------------------------------------------------- checks
+    def _uses_svrg(self):
+        """Whether ``fit`` runs proximal SVRG (smooth losses) or plain SGD."""
+        if self.variance_reduction is None:
+            return False
+        smooth = self._losses[self.loss] in SMOOTHNESS
+        if self.variance_reduction == "svrg" and not smooth:
+            raise ValueError(
+                f"variance_reduction='svrg' needs a smooth loss; loss={self.loss!r} is not "
+                f"differentiable; use variance_reduction=None or one of "
+                f"{sorted(k for k, v in self._losses.items() if v in SMOOTHNESS)}")
+        return smooth
+
     def _check_params(self):
         if self.learning_rate in ("constant", "invscaling", "adaptive") and self.eta0 <= 0:
             raise ValueError(
                 f"eta0 must be > 0 with learning_rate={self.learning_rate!r}; "
                 "set eta0 (e.g. eta0=0.01) or use learning_rate='optimal'")
+        if self._uses_svrg():
+            return  # a constant step: no schedule constraints
         if self.learning_rate == "optimal" and self.alpha == 0:
             raise ValueError(
                 "alpha must be > 0 with learning_rate='optimal' (its step is "
@@ -221,16 +238,20 @@ class _BaseAsyncSGD(BaseEstimator):
         code = self._losses[self.loss]
         schedule = SCHEDULES[self.learning_rate]
         t0 = 0.0
-        if self.learning_rate == "optimal":
+        if self.learning_rate == "optimal" and alpha > 0:
             t0 = optimal_t0(alpha, lambda p: abs(loss_derivative(code, p, 1.0, self.epsilon)))
         params = np.zeros(N_PARAMS)
         # scikit-learn's convention: on sparse data the intercept moves 100x slower,
         # as it is updated by every sample while each feature is by few.
         params[:] = (self.eta0, alpha, l1_ratio, t0, self.power_t, self.epsilon,
                      0.01 if sparse_input else 1.0)
+        svrg = None
+        if self._uses_svrg():
+            svrg = {"smoothness": SMOOTHNESS[code],
+                    "step": self.eta0 if self.learning_rate == "constant" else None}
         return Problem(n_features=self.n_features_in_, n_outputs=self._n_outputs(),
                        loss=code, schedule=schedule, params=params, alpha=alpha,
-                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept)
+                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept, svrg=svrg)
 
     def _initial_coefficients(self, coef_init, intercept_init, n_outputs):
         if coef_init is None and self.warm_start and hasattr(self, "coef_"):
@@ -383,7 +404,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, n_iter_no_change=5,
                  epsilon=0.1, learning_rate="optimal", eta0=0.0, power_t=0.5,
-                 batch_size="auto", solver="asyb", optimizer="sgd", n_blocks=None,
+                 batch_size="auto", solver="asyb", optimizer="sgd",
+                 variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
@@ -391,7 +413,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
-            batch_size=batch_size, solver=solver, optimizer=optimizer, n_blocks=n_blocks,
+            batch_size=batch_size, solver=solver, optimizer=optimizer,
+            variance_reduction=variance_reduction, n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 
@@ -559,7 +582,8 @@ random_state, verbose, warm_start :
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, n_iter_no_change=5,
                  epsilon=0.1, learning_rate="invscaling", eta0=0.01, power_t=0.25,
-                 batch_size="auto", solver="asyb", optimizer="sgd", n_blocks=None,
+                 batch_size="auto", solver="asyb", optimizer="sgd",
+                 variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
@@ -567,7 +591,8 @@ random_state, verbose, warm_start :
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
-            batch_size=batch_size, solver=solver, optimizer=optimizer, n_blocks=n_blocks,
+            batch_size=batch_size, solver=solver, optimizer=optimizer,
+            variance_reduction=variance_reduction, n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 

@@ -114,3 +114,16 @@ def loss_derivative(code, p, y, epsilon):
     if z < -epsilon:
         return 2.0 * (-z - epsilon)
     return 0.0
+
+
+# Lipschitz constant of each loss's derivative (its largest curvature).  The
+# variance-reduced solver needs one; hinge and epsilon_insensitive are not
+# smooth, so it does not apply to them.
+SMOOTHNESS = {
+    LOG_LOSS: 0.25,
+    SQUARED_HINGE: 2.0,
+    MODIFIED_HUBER: 2.0,
+    SQUARED_ERROR: 1.0,
+    HUBER: 1.0,
+    SQUARED_EPSILON_INSENSITIVE: 2.0,
+}

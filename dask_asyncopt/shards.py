@@ -46,7 +46,7 @@ class Chunk:
     Y: np.ndarray
     block_ids: list
     bounds: np.ndarray
-    intercept: int  # local index of the intercept for the CSR sweep, else -1
+    intercept: int  # local index of the intercept coordinate, else -1
 
     @property
     def n_rows(self):
@@ -113,10 +113,12 @@ def dense_layout(n_features, n_blocks, fit_intercept):
 
 def _chunks_dense(X, Y, n_features, n_blocks, fit_intercept, batch_size):
     order, bounds, block_ids = dense_layout(n_features, n_blocks, fit_intercept)
+    intercept = -1
     if fit_intercept:
         X = np.hstack([X, np.ones((X.shape[0], 1))])
+        intercept = int(np.flatnonzero(order == n_features)[0])
     X = np.ascontiguousarray(X[:, order], dtype=np.float64)
-    return [Chunk(X[s:s + batch_size], Y[s:s + batch_size], block_ids, bounds, -1)
+    return [Chunk(X[s:s + batch_size], Y[s:s + batch_size], block_ids, bounds, intercept)
             for s in range(0, X.shape[0], batch_size)]
 
 

@@ -63,10 +63,15 @@ class BlockServer:
         Initial coefficients (warm start).
     samples : int
         Samples processed before (a warm start continues the step schedule).
+    average_rounds : bool
+        ``"sync"`` only: add, per coordinate, the mean of the round's deltas
+        over the pushes that touched it rather than their sum (for updates
+        that already contain their proximal steps, see ``_apply_round``).
     """
 
     def __init__(self, block_id, n_blocks, n_coords, n_outputs, alpha, l1_ratio,
-                 unpenalised, mode, n_workers, max_staleness, init=None, samples=0):
+                 unpenalised, mode, n_workers, max_staleness, init=None, samples=0,
+                 average_rounds=False):
         self.block_id = block_id
         self.n_blocks = n_blocks
         self.alpha = alpha
@@ -75,6 +80,7 @@ class BlockServer:
         self.mode = mode
         self.n_workers = n_workers
         self.max_staleness = max_staleness
+        self.average_rounds = average_rounds
         if init is None:
             self.w = np.zeros((n_coords, n_outputs))
         else:
@@ -87,6 +93,11 @@ class BlockServer:
         self.samples = samples  # samples whose pushes were applied (the schedule's t)
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
+        # Snapshot terms of the variance-reduced solver: the gradient sum at the
+        # snapshot and the number of rows touching each coordinate.
+        self.grad_sum = np.zeros_like(self.w)
+        self.counts = np.zeros(n_coords, dtype=np.int64)
+        self.snapshot_parts = {}
         self.round_buffer = {}
         self.stopped = False
         self.reading = {}  # worker -> version of its outstanding read
@@ -94,20 +105,23 @@ class BlockServer:
         self.reset_stats()
 
     # ------------------------------------------------------------------ reads
-    def pull(self, ids, worker=-1):
+    def pull(self, ids, worker=-1, snapshot=False):
         """Current values of local coordinates ``ids`` (``None``: all).
 
         ``worker`` (a worker loop's index) registers the read as outstanding
         until that worker pushes, for the ``max_staleness`` bound.
-        Returns ``(values, version, samples)``.
+        Returns ``(values, version, samples)``, with ``snapshot`` followed by
+        the variance-reduced solver's terms: ``drift`` (gradient sum at the
+        snapshot over the count of rows touching each coordinate) and those
+        row ``counts``.
         """
         with self.lock:
             self._check_running()
             if worker >= 0 and self.max_staleness is not None:
                 self.reading[worker] = self.version
-            return self._pull(ids)
+            return self._pull(ids, snapshot)
 
-    def _pull(self, ids):
+    def _pull(self, ids, snapshot=False):
         if ids is None:
             catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
                          self.unpenalised)
@@ -116,16 +130,24 @@ class BlockServer:
             values = np.empty((ids.shape[0], self.w.shape[1]))
             gather(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
                    self.unpenalised, values)
+        if snapshot:
+            return (values, self.version, self.samples) + self._snapshot_terms(ids)
         return values, self.version, self.samples
 
-    async def pull_at(self, ids, min_version, timeout):
+    def _snapshot_terms(self, ids):
+        grad = self.grad_sum if ids is None else self.grad_sum[ids]
+        counts = self.counts if ids is None else self.counts[ids]
+        return grad / np.maximum(counts, 1)[:, None], counts
+
+    async def pull_at(self, ids, min_version, timeout, snapshot=False):
         """:meth:`pull` once ``version >= min_version`` (the sync barrier)."""
         loop = asyncio.get_running_loop()
         # Waiting happens on an executor thread: the event loop must stay free
         # to receive the very pushes that complete the round.
-        return await loop.run_in_executor(None, self.pull_when, ids, min_version, timeout)
+        return await loop.run_in_executor(None, self.pull_when, ids, min_version, timeout,
+                                          snapshot)
 
-    def pull_when(self, ids, min_version, timeout):
+    def pull_when(self, ids, min_version, timeout, snapshot=False):
         """Blocking :meth:`pull_at`, for a caller on this worker."""
         with self.changed:
             if not self.changed.wait_for(
@@ -134,7 +156,42 @@ class BlockServer:
                     f"block {self.block_id}: round {min_version} not completed within "
                     f"{timeout} s (a worker loop is lost or stalled)")
             self._check_running()
-            return self._pull(ids)
+            return self._pull(ids, snapshot)
+
+    # --------------------------------------------------------------- snapshot
+    def reset_snapshot(self):
+        """Start a new snapshot: zero the gradient sum (row counts are kept)."""
+        with self.lock:
+            self.grad_sum[:] = 0.0
+            self.snapshot_parts = {}
+
+    def add_snapshot(self, key, ids, grad, counts=None):
+        """Add a chunk's gradient sum (and, once per fit, its row counts) at ``ids``.
+
+        ``key`` (worker, chunk) orders the sum: in ``"sync"`` mode parts are
+        kept until :meth:`finish_snapshot` adds them in key order, so the
+        floating-point sum, and the fit, do not depend on arrival order.
+        """
+        with self.lock:
+            self._check_running()
+            if self.mode == "sync":
+                self.snapshot_parts[key] = (ids, grad, counts)
+            else:
+                self._add_snapshot(ids, grad, counts)
+
+    def finish_snapshot(self):
+        """Add the parts kept by :meth:`add_snapshot` (``"sync"`` mode) in key order."""
+        with self.lock:
+            for key in sorted(self.snapshot_parts):
+                self._add_snapshot(*self.snapshot_parts[key])
+            self.snapshot_parts = {}
+
+    def _add_snapshot(self, ids, grad, counts):
+        if ids is None:
+            ids = slice(None)
+        self.grad_sum[ids] += grad
+        if counts is not None:
+            self.counts[ids] += counts
 
     def coefficients(self):
         """All coefficients of the block, materialised."""
@@ -229,13 +286,16 @@ class BlockServer:
 
     def _apply_round(self):
         total_d, total_s, total_n = 1.0, 0.0, 0
-        for worker in sorted(self.round_buffer):
-            ids, delta, prox_d, prox_s, n_samples = self.round_buffer[worker]
-            self._add(ids, delta)
+        pushes = [self.round_buffer[worker] for worker in sorted(self.round_buffer)]
+        self.round_buffer.clear()
+        if self.average_rounds:
+            self._add_mean([p[0] for p in pushes], [p[1] for p in pushes])
+        for ids, delta, prox_d, prox_s, n_samples in pushes:
+            if not self.average_rounds:
+                self._add(ids, delta)
             total_s += prox_s * total_d
             total_d *= prox_d
             total_n += n_samples
-        self.round_buffer.clear()
         self._advance(total_d, total_s)
         self.version += 1
         self.samples += total_n
@@ -245,6 +305,24 @@ class BlockServer:
     def _apply(self, ids, delta, prox_d, prox_s):
         self._add(ids, delta)
         self._advance(prox_d, prox_s)
+
+    def _add_mean(self, ids_list, deltas):
+        """Add per coordinate the mean of ``deltas`` over those touching it.
+
+        Updates that end in a proximal step (the variance-reduced sweeps) do
+        not add up: two workers starting from the same value both shrink a
+        small coordinate to 0, and their summed deltas carry it across zero
+        to minus its value (measured: the sync solver then settles 2e-3 above
+        the optimum with twice its non-zeros).  Their mean does not overshoot;
+        a coordinate only one worker touched keeps its whole delta.
+        """
+        n = self.w.shape[0]
+        ids = np.concatenate([np.arange(n) if i is None else i for i in ids_list])
+        uniq, where = np.unique(ids, return_inverse=True)
+        total = np.zeros((uniq.shape[0], self.w.shape[1]))
+        np.add.at(total, where, np.concatenate(deltas))
+        touches = np.bincount(where, minlength=uniq.shape[0])
+        self._add(uniq, total / touches[:, None])
 
     def _add(self, ids, delta):
         if ids is None:

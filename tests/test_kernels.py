@@ -539,3 +539,119 @@ def test_loss_sums(name, K):
     got_dense = kernels.loss_sum_dense(X, Y, coef, intercept, ALL_LOSSES[name], EPSILON)
     np.testing.assert_allclose(got_csr, want, rtol=1e-10)
     np.testing.assert_allclose(got_dense, want, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------
+# Variance-reduced (SVRG) kernels
+# --------------------------------------------------------------------------
+def ref_snapshot(X, Y, w, intercept, name, eps):
+    """Row derivatives at ``w``, gradient sum, loss sum, largest squared row norm."""
+    K = w.shape[1]
+    dsnap = np.zeros(Y.shape)
+    grad = np.zeros_like(w)
+    loss_sum = 0.0
+    for r in range(X.shape[0]):
+        for k in range(K):
+            p = X[r] @ w[:, k] + (w[intercept, k] if intercept >= 0 else 0.0)
+            loss_sum += float(ref_loss(name, p, Y[r, k], eps))
+            dsnap[r, k] = min(max(float(ref_dloss(name, p, Y[r, k], eps)), -1e12), 1e12)
+            grad[:, k] += dsnap[r, k] * X[r]
+            if intercept >= 0:
+                grad[intercept, k] += dsnap[r, k]
+    return loss_sum, float((X ** 2).sum(axis=1).max()), dsnap, grad
+
+
+def ref_prox_scaled(v, eta, alpha, l1_ratio, scale):
+    """Soft-threshold by eta*alpha*l1_ratio*scale, then the L2 division."""
+    m = max(abs(v) - eta * alpha * l1_ratio * scale, 0.0) * np.sign(v)
+    return m / (1.0 + eta * alpha * (1.0 - l1_ratio) * scale)
+
+
+def ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale, name, eps, eta, alpha,
+                   l1_ratio):
+    """Plain-Python sparse prox-SVRG: only the row's non-zeros move."""
+    w = w.copy()
+    K = w.shape[1]
+    loss_sum = 0.0
+    for r in rows:
+        p = X[r] @ w + (w[intercept] if intercept >= 0 else 0.0)
+        g = np.empty(K)
+        for k in range(K):
+            loss_sum += float(ref_loss(name, p[k], Y[r, k], eps))
+            g[k] = min(max(float(ref_dloss(name, p[k], Y[r, k], eps)), -1e12), 1e12)
+            g[k] -= dsnap[r, k]
+        for j in np.flatnonzero(X[r]):
+            for k in range(K):
+                v = w[j, k] - eta * (g[k] * X[r, j] + drift[j, k])
+                w[j, k] = ref_prox_scaled(v, eta, alpha, l1_ratio, pen_scale[j])
+        if intercept >= 0:
+            w[intercept] -= eta * (g + drift[intercept])
+    return loss_sum, w
+
+
+SVRG_CASES = [(name, K, l1) for name in ("log_loss", "squared_error", "modified_huber")
+              for K in (1, 3) for l1 in (0.0, 0.5, 1.0)]
+
+
+@pytest.mark.parametrize("with_intercept", [False, True])
+@pytest.mark.parametrize("name,K,l1_ratio", SVRG_CASES)
+def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
+    rng = np.random.default_rng(11)
+    intercept = 12 if with_intercept else -1
+    X, Y, w, _ = make_problem(rng, name, K, intercept)
+    want_loss, want_norm, want_d, want_g = ref_snapshot(X, Y, w, intercept, name, EPSILON)
+    code = ALL_LOSSES[name]
+    Xs = sp.csr_matrix(X)
+    dsnap, grad = np.full(Y.shape, np.nan), np.zeros_like(w)
+    got = kernels.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, w, intercept, code,
+                               EPSILON, dsnap, grad)
+    np.testing.assert_allclose(got, (want_loss, want_norm), rtol=1e-12)
+    np.testing.assert_allclose(dsnap, want_d, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+    # Dense: the intercept is an explicit column of ones.
+    Xd = X.copy()
+    if with_intercept:
+        Xd[:, intercept] = 1.0
+    dsnap, grad = np.full(Y.shape, np.nan), np.zeros_like(w)
+    loss_sum, _ = kernels.snapshot_dense(Xd, Y, w, code, EPSILON, dsnap, grad)
+    np.testing.assert_allclose(loss_sum, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(dsnap, want_d, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("with_intercept", [False, True])
+@pytest.mark.parametrize("name,K,l1_ratio", SVRG_CASES)
+def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
+    rng = np.random.default_rng(12)
+    intercept = 12 if with_intercept else -1
+    X, Y, w, rows = make_problem(rng, name, K, intercept)
+    n_cols = w.shape[0]
+    dsnap = rng.normal(scale=0.5, size=Y.shape)
+    drift = rng.normal(scale=0.1, size=w.shape)
+    pen_scale = rng.uniform(1.0, 4.0, size=n_cols)
+    if with_intercept:
+        pen_scale[intercept] = 0.0
+    eta, alpha = 0.07, 0.3
+    want_loss, want_w = ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale,
+                                       name, EPSILON, eta, alpha, l1_ratio)
+    code = ALL_LOSSES[name]
+    Xs = sp.csr_matrix(X)
+    got_w = w.copy()
+    got = kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, got_w, intercept,
+                                 dsnap, drift, pen_scale, code, EPSILON, eta, alpha, l1_ratio)
+    np.testing.assert_allclose(got, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)
+    if l1_ratio == 1.0:  # the L1 prox really sets coordinates to zero
+        assert (got_w == 0).any() and not (w == 0).any()
+    # Dense rows touch every column: a dense reference with all columns "non-zero".
+    Xd = X.copy()
+    if with_intercept:
+        Xd[:, intercept] = 1.0
+    Xd[Xd == 0.0] = 1e-300  # explicit (tiny) entries: the reference then moves all
+    want_loss, want_w = ref_svrg_sweep(Xd, Y, rows, w, -1, dsnap, drift, pen_scale, name,
+                                       EPSILON, eta, alpha, l1_ratio)
+    got_w = w.copy()
+    got = kernels.sweep_dense_svrg(Xd, Y, rows, got_w, dsnap, drift, pen_scale, code,
+                                   EPSILON, eta, alpha, l1_ratio)
+    np.testing.assert_allclose(got, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)

@@ -553,3 +553,41 @@ def test_block_server_as_dask_actor(client):
         return sum(client.run(lambda dask_worker: len(dask_worker.state.actors)).values())
 
     wait_until(lambda: n_actors() == 0, timeout=10)
+
+
+def test_sync_average_rounds_mean_over_touching_pushes():
+    """With ``average_rounds`` a coordinate moves by the mean of the deltas that
+    touched it: both pushes -> their mean, one push -> its whole delta."""
+    server = BlockServer(0, 1, 6, 2, 0.0, 0.0, -1, "sync", 2, None, average_rounds=True)
+    server.w[:] = 1.0
+    d0 = np.arange(6.0).reshape(3, 2)
+    d1 = -np.ones((2, 2))
+    server.push(0, np.array([0, 1, 2]), d0, 1.0, 0.0, 5, 0)
+    server.push(1, np.array([2, 4]), d1, 1.0, 0.0, 5, 0)
+    want = np.ones((6, 2))
+    want[0] += d0[0]
+    want[1] += d0[1]
+    want[2] += (d0[2] + d1[0]) / 2
+    want[4] += d1[1]
+    np.testing.assert_array_equal(server.coefficients(), want)
+    assert server.version == 1 and server.samples == 10
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_snapshot_terms(mode):
+    """Drift is the gradient sum over the rows touching a coordinate; counts are
+    kept across snapshots, gradient sums restart; sync sums in key order."""
+    server = new_server(n_coords=5, K=1, mode=mode)
+    server.reset_snapshot()
+    server.add_snapshot((1, 0), np.array([1, 3]), np.array([[2.0], [6.0]]), np.array([1, 3]))
+    server.add_snapshot((0, 0), np.array([3, 4]), np.array([[3.0], [4.0]]), np.array([2, 2]))
+    server.finish_snapshot()
+    values, version, samples, drift, counts = server.pull(np.array([1, 3, 4]), -1, True)
+    np.testing.assert_array_equal(counts, [1, 5, 2])
+    np.testing.assert_allclose(drift.ravel(), [2.0, 9.0 / 5, 2.0])
+    server.reset_snapshot()
+    server.add_snapshot((0, 0), None, np.ones((5, 1)))
+    server.finish_snapshot()
+    *_, drift, counts = server.pull(None, -1, True)
+    np.testing.assert_array_equal(counts, [0, 1, 0, 5, 2])
+    np.testing.assert_allclose(drift.ravel(), [1.0, 1.0, 1.0, 1 / 5, 1 / 2])

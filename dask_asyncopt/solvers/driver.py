@@ -3,8 +3,20 @@
 An epoch is one pass of every worker loop over its own shard (each sample
 once, so the stochastic gradients stay unbiased); within it the loops never
 wait for each other under ``"asyb"``.  Between epochs the driver reads
-the blocks' statistics, evaluates the objective (progressive loss of the
-epoch + penalty at its end), applies early stopping, and records a history row.
+the blocks' statistics, evaluates the objective, applies early stopping, and
+records a history row.
+
+Two gradient estimators share that structure:
+
+* plain proximal SGD with a decaying step schedule; the objective reported is
+  the progressive loss of the epoch (each row's loss before its step) plus the
+  penalty at its end;
+* proximal SVRG (``Problem.svrg``): after every epoch a *snapshot* pass over
+  all shards stores each row's loss derivative and sums the full gradient in
+  the blocks; the next epoch's steps subtract the stale part and add the full
+  gradient, which removes the sampling noise that makes SGD stall short of
+  the optimum under L1.  The snapshot pass also yields the exact objective of
+  the current coefficients, which the history reports.
 """
 
 import logging
@@ -19,7 +31,7 @@ from distributed import wait
 from ..kernels import P_ETA0
 from ..schedules import ADAPTIVE
 from ..store import BlockServer
-from .loop import run_epoch
+from .loop import run_epoch, run_snapshot
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -38,6 +50,9 @@ class Problem:
     alpha: float
     l1_ratio: float
     fit_intercept: bool
+    # Variance reduction: None (plain SGD) or {"smoothness": L of the loss,
+    # "step": a fixed step or None for 1 / (L * largest squared row norm)}.
+    svrg: dict | None = None
 
     def kernel_args(self):
         return {"loss": self.loss, "schedule": self.schedule, "params": self.params}
@@ -94,7 +109,6 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
     FitResult
     """
     mode = SOLVERS[settings.solver]
-    n_loops = len(shards)
     n_coords = problem.n_features + int(problem.fit_intercept)
     n_blocks = min(settings.n_blocks, n_coords)
     workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
@@ -102,7 +116,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
     icpt_block = problem.n_features % n_blocks
     inits = _split_blocks(init, n_blocks) if init is not None else [None] * n_blocks
     servers = []
-    loops = []
+    run = _Run(client, shards, loop_workers, settings, token)
     try:
         for b in range(n_blocks):
             size = len(range(b, n_coords, n_blocks))
@@ -110,52 +124,70 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
                 problem.fit_intercept and b == icpt_block) else -1
             servers.append(client.submit(
                 BlockServer, b, n_blocks, size, problem.n_outputs, problem.alpha,
-                problem.l1_ratio, unpenalised, mode, n_loops, settings.max_staleness,
-                inits[b], t_start, actor=True, workers=[workers[b % len(workers)]],
+                problem.l1_ratio, unpenalised, mode, len(shards), settings.max_staleness,
+                inits[b], t_start, problem.svrg is not None, actor=True,
+                workers=[workers[b % len(workers)]],
                 key=f"asyncopt-block-{b}-{token}"))
-        actors = client.gather(servers)
-        config = {"mode": mode, "problem": problem.kernel_args(), "n_loops": n_loops,
-                  "timeout": settings.timeout,
-                  "bounded": mode == "async" and settings.max_staleness is not None}
-        return _run_epochs(client, shards, loop_workers, actors, config, n_samples,
-                           problem, settings, n_blocks, token, loops, t_start)
+        run.actors = client.gather(servers)
+        run.config = {"mode": mode, "problem": problem.kernel_args(), "n_loops": len(shards),
+                      "timeout": settings.timeout, "svrg": None,
+                      "bounded": mode == "async" and settings.max_staleness is not None}
+        epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
+        history, total = epochs(run, n_samples, problem, t_start)
+        coef, intercept = _coefficients(run, problem, n_blocks)
+        return FitResult(coef, intercept, history, len(history), total)
     finally:
-        _release(client, servers, loops)
+        _release(client, servers, run.loops)
 
 
-def _run_epochs(client, shards, loop_workers, actors, config, n_samples, problem,
-                settings, n_blocks, token, loops, total):
-    history = []
-    best, no_improve = math.inf, 0
-    started = time.perf_counter()
-    params = problem.params
-    for epoch in range(1, settings.max_iter + 1):
-        target = total + n_samples
+class _Run:
+    """One fit's cluster handles: shards, block actors, running loop tasks."""
+
+    def __init__(self, client, shards, loop_workers, settings, token):
+        self.client = client
+        self.shards = shards
+        self.loop_workers = loop_workers
+        self.settings = settings
+        self.token = token
+        self.actors = []
+        self.config = None
+        self.loops = []
+        self.started = time.perf_counter()
+
+    def run_loops(self, func, name, epoch, *args):
+        """Run ``func(shard, actors, config, i, *args)`` next to every shard; gather.
+
+        Task keys read ``asyncopt-<name>-<loop>-epoch-<epoch>-<fit token>`` on
+        the dashboard.
+        """
         futures = [
-            client.submit(run_epoch, shard, actors, config, i, target,
-                          workers=[addr], allow_other_workers=False, pure=False,
-                          key=f"asyncopt-{settings.solver}-loop-{i}-epoch-{epoch}-{token}")
-            for i, (shard, addr) in enumerate(zip(shards, loop_workers, strict=True))]
-        loops[:] = futures
-        reports = client.gather(futures)
-        calls = [a.stats() for a in actors]  # all blocks at once, then collect
-        stats = [c.result(settings.timeout) for c in calls]
-        penalty = sum(s["penalty"] for s in stats)
-        loops.clear()
-        epoch_samples = sum(r["samples"] for r in reports)
-        total = max(s["samples"] for s in stats)
-        loss = sum(r["loss_sum"] for r in reports) / max(epoch_samples, 1)
-        objective = loss + penalty
+            self.client.submit(func, shard, self.actors, self.config, i, *args,
+                               workers=[addr], allow_other_workers=False, pure=False,
+                               key=f"asyncopt-{name}-{i}-epoch-{epoch}-{self.token}")
+            for i, (shard, addr) in enumerate(zip(self.shards, self.loop_workers,
+                                                  strict=True))]
+        self.loops[:] = futures
+        reports = self.client.gather(futures)
+        self.loops.clear()
+        return reports
+
+    def call_blocks(self, method):
+        """Call ``method`` on every block at once, then collect the replies."""
+        calls = [getattr(a, method)() for a in self.actors]
+        return [c.result(self.settings.timeout) for c in calls]
+
+    def record(self, history, epoch, reports, stats, loss, objective, step):
+        """Append the epoch's history row, log it and pass it to the callback."""
         pushes = sum(s["pushes"] for s in stats)
         wall = sum(r["wall_time"] for r in reports)
         row = {
             "epoch": epoch,
-            "time": time.perf_counter() - started,
-            "samples": total,
+            "time": time.perf_counter() - self.started,
+            "samples": max(s["samples"] for s in stats),
             "updates": pushes,
             "loss": loss,
             "objective": objective,
-            "eta0": float(params[P_ETA0]),
+            "eta0": step,
             "staleness_mean": sum(s["staleness_sum"] for s in stats) / max(pushes, 1),
             "staleness_max": max(s["staleness_max"] for s in stats),
             "compute_fraction": sum(r["kernel_time"] for r in reports) / max(wall, 1e-12),
@@ -164,28 +196,100 @@ def _run_epochs(client, shards, loop_workers, actors, config, n_samples, problem
         logger.info("epoch %d: objective %.6g, %.3g s, staleness %.2f/%d, compute %.0f%%",
                     epoch, objective, row["time"], row["staleness_mean"],
                     row["staleness_max"], 100 * row["compute_fraction"])
-        if settings.callback is not None:
-            settings.callback(row)
+        if self.settings.callback is not None:
+            self.settings.callback(row)
         if not math.isfinite(objective):
             raise FloatingPointError(
                 f"the objective became {objective} at epoch {epoch}: the step size is too "
                 "large; lower eta0 (or raise alpha with learning_rate='optimal')")
-        if settings.tol is not None:
-            if objective > best - settings.tol:
-                no_improve += 1
+
+
+class _EarlyStopping:
+    """scikit-learn's rule: stop after ``n_iter_no_change`` epochs without an
+    improvement of at least ``tol`` on the best objective."""
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol = tol
+        self.patience = n_iter_no_change
+        self.best = math.inf
+        self.no_improve = 0
+
+    def stalled(self, objective):
+        if self.tol is None:
+            return False
+        self.no_improve = self.no_improve + 1 if objective > self.best - self.tol else 0
+        self.best = min(self.best, objective)
+        return self.no_improve >= self.patience
+
+
+def _sgd_epochs(run, n_samples, problem, total):
+    settings = run.settings
+    history = []
+    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
+    params = problem.params
+    for epoch in range(1, settings.max_iter + 1):
+        reports = run.run_loops(run_epoch, f"{settings.solver}-loop", epoch,
+                                total + n_samples)
+        stats = run.call_blocks("stats")
+        total = max(s["samples"] for s in stats)
+        loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
+        objective = loss + sum(s["penalty"] for s in stats)
+        run.record(history, epoch, reports, stats, loss, objective, float(params[P_ETA0]))
+        if stopping.stalled(objective):
+            if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
+                params = params.copy()
+                params[P_ETA0] /= 5.0
+                run.config = dict(run.config, problem=dict(run.config["problem"], params=params))
+                stopping.no_improve = 0
             else:
-                no_improve = 0
-            best = min(best, objective)
-            if no_improve >= settings.n_iter_no_change:
-                if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
-                    params = params.copy()
-                    params[P_ETA0] /= 5.0
-                    config = dict(config, problem=dict(config["problem"], params=params))
-                    no_improve = 0
-                else:
-                    break
-    calls = [a.coefficients() for a in actors]
-    blocks = [c.result(settings.timeout) for c in calls]
+                break
+    return history, total
+
+
+def _svrg_epochs(run, n_samples, problem, total):
+    settings = run.settings
+    history = []
+    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
+    reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
+    previous = _snapshot_objective(run, reports, n_samples)[1]
+    step = problem.svrg["step"]
+    if step is None:
+        max_sq_norm = max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept)
+        step = 1.0 / (problem.svrg["smoothness"] * max(max_sq_norm, 1e-12))
+    for epoch in range(1, settings.max_iter + 1):
+        run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
+                              "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
+        reports = run.run_loops(run_epoch, f"{settings.solver}-loop", epoch,
+                                total + n_samples)
+        stats = run.call_blocks("stats")
+        total = max(s["samples"] for s in stats)
+        run.call_blocks("reset_snapshot")
+        snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
+        loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
+        run.record(history, epoch, reports + snapshot, stats, loss, objective, step)
+        if stopping.stalled(objective):
+            break
+        if objective > previous:
+            # The step is 1 / L for the worst row; delays between loops and
+            # unlucky data can still make it too long: halve it, as a line
+            # search would.
+            step /= 2.0
+            logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
+                        previous, objective, step)
+        previous = objective
+    return history, total
+
+
+def _snapshot_objective(run, reports, n_samples, stats=None):
+    """Complete a snapshot; return the exact mean loss and objective there."""
+    run.call_blocks("finish_snapshot")
+    stats = stats if stats is not None else run.call_blocks("stats")
+    loss = sum(r["loss_sum"] for r in reports) / n_samples
+    return loss, loss + sum(s["penalty"] for s in stats)
+
+
+def _coefficients(run, problem, n_blocks):
+    blocks = run.call_blocks("coefficients")
     full = np.empty((problem.n_features + int(problem.fit_intercept), problem.n_outputs))
     for b, values in enumerate(blocks):
         full[b::n_blocks] = values
@@ -194,7 +298,7 @@ def _run_epochs(client, shards, loop_workers, actors, config, n_samples, problem
     coef = full[:problem.n_features]
     intercept = full[problem.n_features] if problem.fit_intercept else np.zeros(
         problem.n_outputs)
-    return FitResult(coef, intercept, history, len(history), total)
+    return coef, intercept
 
 
 def _release(client, servers, loops):
@@ -212,4 +316,3 @@ def _release(client, servers, loops):
         except TimeoutError:
             logger.warning("worker loops still running 30 s after the fit stopped")
     client.cancel(list(loops) + list(servers), force=True)
-
