@@ -24,6 +24,7 @@ from .cluster import get_client
 from .kernels import N_PARAMS
 from .losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, loss_derivative
 from .penalties import effective_penalty
+from .progress import FitProgress
 from .schedules import SCHEDULES, optimal_t0
 from .solvers import SOLVERS, fit_blocks
 from .solvers.driver import Problem, Settings
@@ -147,13 +148,13 @@ class _BaseAsyncSGD(BaseEstimator):
             Fitted estimator.
         """
         self._check_params()
-        if self.verbose:
-            _enable_progress_log()
         client = get_client()
-        with client.as_current():
-            return self._fit(client, X, y, coef_init, intercept_init)
+        progress = FitProgress(self.verbose, total=self.max_iter,
+                               desc=f"{type(self).__name__}({self.solver})")
+        with client.as_current(), progress:
+            return self._fit(client, X, y, coef_init, intercept_init, progress)
 
-    def _fit(self, client, X, y, coef_init, intercept_init):
+    def _fit(self, client, X, y, coef_init, intercept_init, callback=None):
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31))
@@ -187,7 +188,7 @@ class _BaseAsyncSGD(BaseEstimator):
         settings = Settings(solver=self.solver, n_blocks=n_blocks,
                             max_staleness=self.max_staleness, max_iter=self.max_iter,
                             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                            timeout=self.timeout)
+                            timeout=self.timeout, callback=callback)
         t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
             self, "t_") else 0
         try:
@@ -270,18 +271,6 @@ class _BaseAsyncSGD(BaseEstimator):
         return np.asarray(safe_sparse_dot(X, coef.T, dense_output=True)) + self.intercept_
 
 
-def _enable_progress_log():
-    """Per-epoch lines (objective, time, staleness) on stderr, once per process."""
-    import logging
-
-    logger = logging.getLogger("dask_asyncopt")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[dask_asyncopt] %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def _has_sparse_chunks(X):
     meta = getattr(X, "_meta", None)
     return meta is not None and (sp.issparse(meta) or inputs.is_pydata_sparse(meta))
@@ -344,8 +333,10 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Seconds any single exchange may take before the fit fails.
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
-        If > 0, log one line per epoch (objective, time, staleness, compute share)
-        to the ``dask_asyncopt`` logger, with a stderr handler if it has none.
+        0: silent.  1: a ``tqdm.auto`` progress bar over epochs (objective,
+        block updates/s, staleness).  2 or more: the bar and one ``INFO`` line
+        per epoch on the ``dask_asyncopt`` logger (see
+        :class:`~dask_asyncopt.progress.FitProgress`).
     warm_start : bool, default=False
 
     Attributes
