@@ -301,6 +301,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     l1_ratio : float, default=0.15
         Share of L1 in the elastic net.
     fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
     max_iter : int, default=1000
         Maximum epochs; an epoch is ``n_samples`` samples processed in total by all
         workers.
@@ -308,6 +309,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Stop when the epoch objective has not improved by ``tol`` for
         ``n_iter_no_change`` epochs.
     n_iter_no_change : int, default=5
+        Epochs without improvement before stopping.
     epsilon : float, default=0.1
         Unused by classification losses (kept for scikit-learn symmetry).
     learning_rate : {"optimal", "constant", "invscaling", "adaptive"}, default="optimal"
@@ -316,6 +318,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     eta0 : float, default=0.0
         Initial step for "constant", "invscaling" and "adaptive".
     power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     batch_size : int or "auto", default="auto"
         Rows per pull/sweep/push exchange; "auto" aims at ~260k non-zeros per
         exchange so compute dwarfs the actor round trip.
@@ -332,12 +335,14 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     timeout : float, default=120
         Seconds any single exchange may take before the fit fails.
     random_state : int, RandomState instance or None, default=None
+        Seed of the shuffle and the data split between worker loops.
     verbose : int, default=0
         0: silent.  1: a ``tqdm.auto`` progress bar over epochs (objective,
         block updates/s, staleness).  2 or more: the bar and one ``INFO`` line
         per epoch on the ``dask_asyncopt`` logger (see
         :class:`~dask_asyncopt.progress.FitProgress`).
     warm_start : bool, default=False
+        Start from the previous fit's coefficients and continue its schedule.
 
     Attributes
     ----------
@@ -420,6 +425,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Returns
         -------
         scores : ndarray or dask array of shape (n_samples,) or (n_samples, n_classes)
+            ``X @ coef_.T + intercept_``; one column per class for more than two
+            classes.  Lazy for a dask input.
         """
         scores = self._decision(X)
         if scores.shape[1] == 1:
@@ -437,6 +444,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Returns
         -------
         y : ndarray or dask array of shape (n_samples,)
+            Labels from ``classes_``.  Lazy for a dask input.
         """
         scores = self._decision(X)
         if inputs.is_dask(scores):
@@ -513,8 +521,11 @@ class AsyncSGDRegressor(RegressorMixin, _BaseAsyncSGD):
     epsilon : float, default=0.1
         Width of the insensitive zone, or the Huber threshold.
     learning_rate : str, default="invscaling"
+        Step schedule, as :class:`AsyncSGDClassifier` (with another default).
     eta0 : float, default=0.01
+        Initial step.
     power_t : float, default=0.25
+        Exponent of the "invscaling" schedule.
     batch_size, solver, optimizer, n_blocks, max_staleness, n_workers, timeout, \
 random_state, verbose, warm_start :
         As :class:`AsyncSGDClassifier`.
@@ -591,5 +602,6 @@ random_state, verbose, warm_start :
         Returns
         -------
         y : ndarray or dask array of shape (n_samples,)
+            ``X @ coef_ + intercept_``.  Lazy for a dask input.
         """
         return self._decision(X)

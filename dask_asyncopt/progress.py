@@ -130,6 +130,7 @@ class FitProgress:
         Returns
         -------
         None
+            The row is only displayed.
 
         Examples
         --------
