@@ -24,6 +24,7 @@ afterwards, so one verbose fit does not make later fits chatty.
 
 import logging
 import math
+import sys
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -33,14 +34,17 @@ __all__ = ["FitProgress"]
 class _BarHandler(logging.Handler):
     """Writes records through ``tqdm.write`` so that they appear above the bar."""
 
-    def __init__(self, bar):
+    def __init__(self, bar, file=None):
         super().__init__(logging.INFO)
         self.bar = bar
+        self.file = file
         self.setFormatter(logging.Formatter("[dask_asyncopt] %(message)s"))
 
     def emit(self, record):
         try:
-            self.bar.write(self.format(record))
+            # the bar's stream (tqdm.write would default to stdout); looked up per
+            # record so that a redirected sys.stderr is honoured
+            self.bar.write(self.format(record), file=self.file or sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never break a fit
             self.handleError(record)
 
@@ -114,7 +118,7 @@ class FitProgress:
             if logger.getEffectiveLevel() > logging.INFO:
                 logger.setLevel(logging.INFO)
             if not logger.hasHandlers():
-                self._handler = _BarHandler(self.bar)
+                self._handler = _BarHandler(self.bar, self.file)
                 logger.addHandler(self._handler)
         return self
 
