@@ -24,6 +24,8 @@ class TaskRecorder(SchedulerPlugin):
         self.scheduler = scheduler
 
     def transition(self, key, start, finish, *args, **kwargs):
+        if finish in ("released", "forgotten"):
+            return  # e.g. an earlier fit's tasks still being released
         ts = self.scheduler.tasks.get(key)
         if ts is not None and key not in self.tasks:
             self.tasks[key] = (ts.prefix.name, bool(ts.actor))
