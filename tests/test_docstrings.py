@@ -43,6 +43,17 @@ REQUIRED = {"GL08", "SS01", "PR01", "PR02", "PR07", "RT01", "RT03", "EX01"}
 REQUIRED_METHOD = REQUIRED - {"EX01"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_embedded_cluster():
+    """The ``embedded_client`` example starts the process-wide embedded cluster: close
+    it here, while pytest's output streams are open (at exit, its logging would write
+    to closed streams)."""
+    yield
+    from dask_asyncopt import cluster
+
+    cluster._shutdown()
+
+
 def _is_internal(name):
     return name in INTERNAL_MODULES or name.startswith(INTERNAL_PACKAGES) or any(
         part.startswith("_") and part != "__main__" for part in name.split("."))
