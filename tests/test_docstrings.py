@@ -26,6 +26,8 @@ INTERNAL_MODULES = {
     "dask_asyncopt.__main__",
     "dask_asyncopt.inputs",
     "dask_asyncopt.kernels",
+    "dask_asyncopt.mf_kernels",  # matrix factorisation's kernels and store (issue in
+    "dask_asyncopt.mf_store",  # progress on branch mf): internal like kernels/store
     "dask_asyncopt.losses",
     "dask_asyncopt.penalties",
     "dask_asyncopt.schedules",
