@@ -33,7 +33,24 @@ def _n_cores():
 
 
 def embedded_client():
-    """The process-wide embedded client, started on first use."""
+    """The process-wide embedded client, started on first use.
+
+    One ``LocalCluster`` with one single-threaded worker per core (the
+    ``asyncopt.n-workers`` config overrides the count), threads of this
+    process unless ``asyncopt.processes`` is set; it is closed at exit.
+
+    Returns
+    -------
+    distributed.Client
+        A client of the embedded cluster; not made the default client.
+
+    Examples
+    --------
+    >>> from dask_asyncopt.cluster import embedded_client
+    >>> client = embedded_client()
+    >>> client is embedded_client()  # started once, then reused
+    True
+    """
     processes = bool(dask.config.get("asyncopt.processes", False))
     with _lock:
         client = _embedded.get(processes)
@@ -49,7 +66,23 @@ def embedded_client():
 
 
 def get_client():
-    """The active client if there is one, else the embedded one."""
+    """The client ``fit`` runs on: the active one if there is one, else the embedded one.
+
+    Returns
+    -------
+    distributed.Client
+        ``Client.current()`` when a client is active (e.g. inside
+        ``with Client(...):``), otherwise :func:`embedded_client`.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_asyncopt.cluster import get_client
+    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    ...     with Client(cluster) as client:
+    ...         get_client() is client
+    True
+    """
     try:
         return Client.current(allow_global=True)
     except ValueError:

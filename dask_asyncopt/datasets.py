@@ -18,24 +18,33 @@ def make_sparse_classification(n_samples=100_000, n_features=100_000, nnz_per_ro
 
     Parameters
     ----------
-    n_samples, n_features, nnz_per_row : int
+    n_samples : int, default=100_000
+        Number of rows.
+    n_features : int, default=100_000
+        Number of (hashed) feature columns.
+    nnz_per_row : int, default=20
+        Features drawn per row; a row has fewer non-zeros when draws collide.
     n_informative : float
         Share of features with a non-zero true weight.
     noise : float
         Scale of the logistic noise on the scores.
-    n_classes : int
-    random_state : int, RandomState instance or None
+    n_classes : int, default=2
+        Number of classes, labelled ``0 .. n_classes - 1``.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the features, weights and noise.
 
     Returns
     -------
     X : scipy.sparse.csr_matrix of shape (n_samples, n_features)
+        Features, each row of unit L2 norm.
     y : ndarray of shape (n_samples,)
+        Integer class labels.
 
     Examples
     --------
     >>> from dask_asyncopt.datasets import make_sparse_classification
     >>> X, y = make_sparse_classification(1000, 500, random_state=0)
-    >>> X.shape, sorted(set(y))
+    >>> X.shape, sorted(set(y.tolist()))
     ((1000, 500), [0, 1])
     """
     rng = check_random_state(random_state)

@@ -24,6 +24,7 @@ from .cluster import get_client
 from .kernels import N_PARAMS
 from .losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, SMOOTHNESS, loss_derivative
 from .penalties import effective_penalty
+from .progress import FitProgress
 from .schedules import SCHEDULES, optimal_t0
 from .solvers import SOLVERS, fit_blocks
 from .solvers.driver import Problem, Settings
@@ -164,13 +165,13 @@ class _BaseAsyncSGD(BaseEstimator):
             Fitted estimator.
         """
         self._check_params()
-        if self.verbose:
-            _enable_progress_log()
         client = get_client()
-        with client.as_current():
-            return self._fit(client, X, y, coef_init, intercept_init)
+        progress = FitProgress(self.verbose, total=self.max_iter,
+                               desc=f"{type(self).__name__}({self.solver})")
+        with client.as_current(), progress:
+            return self._fit(client, X, y, coef_init, intercept_init, progress)
 
-    def _fit(self, client, X, y, coef_init, intercept_init):
+    def _fit(self, client, X, y, coef_init, intercept_init, callback=None):
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31))
@@ -204,7 +205,7 @@ class _BaseAsyncSGD(BaseEstimator):
         settings = Settings(solver=self.solver, n_blocks=n_blocks,
                             max_staleness=self.max_staleness, max_iter=self.max_iter,
                             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                            timeout=self.timeout)
+                            timeout=self.timeout, callback=callback)
         t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
             self, "t_") else 0
         try:
@@ -291,18 +292,6 @@ class _BaseAsyncSGD(BaseEstimator):
         return np.asarray(safe_sparse_dot(X, coef.T, dense_output=True)) + self.intercept_
 
 
-def _enable_progress_log():
-    """Per-epoch lines (objective, time, staleness) on stderr, once per process."""
-    import logging
-
-    logger = logging.getLogger("dask_asyncopt")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[dask_asyncopt] %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def _has_sparse_chunks(X):
     meta = getattr(X, "_meta", None)
     return meta is not None and (sp.issparse(meta) or inputs.is_pydata_sparse(meta))
@@ -333,6 +322,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     l1_ratio : float, default=0.15
         Share of L1 in the elastic net.
     fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
     max_iter : int, default=1000
         Maximum epochs; an epoch is ``n_samples`` samples processed in total by all
         workers.
@@ -340,6 +330,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Stop when the epoch objective has not improved by ``tol`` for
         ``n_iter_no_change`` epochs.
     n_iter_no_change : int, default=5
+        Epochs without improvement before stopping.
     epsilon : float, default=0.1
         Unused by classification losses (kept for scikit-learn symmetry).
     learning_rate : {"optimal", "constant", "invscaling", "adaptive"}, default="optimal"
@@ -348,6 +339,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     eta0 : float, default=0.0
         Initial step for "constant", "invscaling" and "adaptive".
     power_t : float, default=0.5
+        Exponent of the "invscaling" schedule.
     batch_size : int or "auto", default="auto"
         Rows per pull/sweep/push exchange; "auto" aims at ~260k non-zeros per
         exchange so compute dwarfs the actor round trip.
@@ -364,10 +356,14 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     timeout : float, default=120
         Seconds any single exchange may take before the fit fails.
     random_state : int, RandomState instance or None, default=None
+        Seed of the shuffle and the data split between worker loops.
     verbose : int, default=0
-        If > 0, log one line per epoch (objective, time, staleness, compute share)
-        to the ``dask_asyncopt`` logger, with a stderr handler if it has none.
+        0: silent.  1: a ``tqdm.auto`` progress bar over epochs (objective,
+        block updates/s, staleness).  2 or more: the bar and one ``INFO`` line
+        per epoch on the ``dask_asyncopt`` logger (see
+        :class:`~dask_asyncopt.progress.FitProgress`).
     warm_start : bool, default=False
+        Start from the previous fit's coefficients and continue its schedule.
 
     Attributes
     ----------
@@ -452,6 +448,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Returns
         -------
         scores : ndarray or dask array of shape (n_samples,) or (n_samples, n_classes)
+            ``X @ coef_.T + intercept_``; one column per class for more than two
+            classes.  Lazy for a dask input.
         """
         scores = self._decision(X)
         if scores.shape[1] == 1:
@@ -469,6 +467,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Returns
         -------
         y : ndarray or dask array of shape (n_samples,)
+            Labels from ``classes_``.  Lazy for a dask input.
         """
         scores = self._decision(X)
         if inputs.is_dask(scores):
@@ -545,8 +544,11 @@ class AsyncSGDRegressor(RegressorMixin, _BaseAsyncSGD):
     epsilon : float, default=0.1
         Width of the insensitive zone, or the Huber threshold.
     learning_rate : str, default="invscaling"
+        Step schedule, as :class:`AsyncSGDClassifier` (with another default).
     eta0 : float, default=0.01
+        Initial step.
     power_t : float, default=0.25
+        Exponent of the "invscaling" schedule.
     batch_size, solver, optimizer, n_blocks, max_staleness, n_workers, timeout, \
 random_state, verbose, warm_start :
         As :class:`AsyncSGDClassifier`.
@@ -625,5 +627,6 @@ random_state, verbose, warm_start :
         Returns
         -------
         y : ndarray or dask array of shape (n_samples,)
+            ``X @ coef_ + intercept_``.  Lazy for a dask input.
         """
         return self._decision(X)

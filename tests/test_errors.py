@@ -109,7 +109,7 @@ def test_exception_from_callback_stops_loops(client, monkeypatch):
     original = driver.Settings
 
     def settings_with_callback(**kw):
-        return original(callback=boom, **kw)
+        return original(**{**kw, "callback": boom})  # replaces the progress callback
 
     monkeypatch.setattr("dask_asyncopt.linear_model.Settings", settings_with_callback)
     Xs, ys = rng.normal(size=(2000, 5)), rng.integers(0, 2, 2000)

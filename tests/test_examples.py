@@ -1,0 +1,77 @@
+"""Every example script runs at its small size; the notebook executes.
+
+Each script in ``examples/`` must accept ``--size small`` and finish in well
+under a minute there.  They run in fresh interpreters, as a user runs them.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SCRIPTS = sorted(EXAMPLES.glob("*.py"))
+
+
+def _env():
+    # the checkout under test, whatever copy of the package is installed
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def _run(script, *args):
+    """Run ``script --size small`` in a fresh interpreter; it must succeed."""
+    proc = subprocess.run([sys.executable, str(script), "--size", "small", *args],
+                          capture_output=True, text=True, timeout=120, env=_env(),
+                          cwd=ROOT)
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_there_are_examples():
+    assert SCRIPTS and (EXAMPLES / "quickstart.ipynb").is_file()
+
+
+def _check_click_through(proc):
+    out = proc.stdout
+    assert out.startswith("50,000 impressions"), out
+    model, baseline = map(float, re.search(
+        r"test log-loss ([\d.]+) \(constant CTR: ([\d.]+)\)", out).groups())
+    auc = float(re.search(r"ROC AUC ([\d.]+)", out).group(1))
+    assert model < baseline and auc > 0.6, out
+    nonzero, total = (int(v.replace(",", "")) for v in re.search(
+        r"non-zero weights: ([\d,]+) of ([\d,]+)", out).groups())
+    assert 0 < nonzero < total / 10, out  # L1: a sparse model
+    assert "epoch" in proc.stderr  # the progress bar (verbose=1 by default)
+
+
+# what a script's output must show, beyond running (scripts without an entry must run)
+CHECKS = {"click_through_l1.py": _check_click_through}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_script_runs_at_small_size(script):
+    proc = _run(script)
+    if script.name in CHECKS:
+        CHECKS[script.name](proc)
+
+
+def test_quickstart_notebook_executes(monkeypatch):
+    nb = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # inherited by the kernel
+    client = NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(EXAMPLES)}})
+    client.execute()  # raises CellExecutionError at the first failing cell
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    data = [o.get("data", {}) for o in outputs]
+    # the progress bar (a widget when ipywidgets is installed, text otherwise)
+    assert any("AsyncSGDClassifier(asyb)" in d.get("text/plain", "") for d in data) or any(
+        "AsyncSGDClassifier(asyb)" in o.get("text", "") for o in outputs)
+    assert any("image/png" in d for d in data)  # the history plot
