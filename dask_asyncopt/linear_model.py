@@ -347,6 +347,23 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         "asyb": AsyB-ProxSGD, asynchronous.  "sync": a barrier per round,
         deterministic for an int ``random_state``.
     optimizer : {"sgd"}, default="sgd"
+        Update rule applied to the gradient estimates.
+    variance_reduction : {"auto", "svrg"} or None, default="auto"
+        "svrg": proximal SVRG.  After every epoch a snapshot pass over the data
+        stores each row's loss derivative and sums the full gradient in the
+        blocks; steps then use ``(dloss(now) - dloss(snapshot)) x + full
+        gradient``, reweighted per coordinate so that each step touches only
+        the row's non-zeros, with the penalty's prox reweighted the same way.
+        Its noise vanishes at the optimum, so it converges to the exact
+        optimum (a constant step ``1 / L``, ``L`` the loss's curvature bound
+        times the largest squared row norm, halved whenever an epoch raises
+        the objective; ``learning_rate="constant"`` uses ``eta0`` instead), and
+        ``history_`` reports the exact objective after each epoch.  Needs a
+        smooth loss.  "auto": "svrg" for smooth losses (log_loss,
+        modified_huber, squared_hinge, squared_error, huber,
+        squared_epsilon_insensitive), plain proximal SGD with the
+        ``learning_rate`` schedule for hinge and epsilon_insensitive.
+        None: always plain SGD.
     n_blocks : int, default=None
         Number of coefficient blocks (actors); default one per Dask worker.
     max_staleness : int, default=None
@@ -549,8 +566,8 @@ class AsyncSGDRegressor(RegressorMixin, _BaseAsyncSGD):
         Initial step.
     power_t : float, default=0.25
         Exponent of the "invscaling" schedule.
-    batch_size, solver, optimizer, n_blocks, max_staleness, n_workers, timeout, \
-random_state, verbose, warm_start :
+    batch_size, solver, optimizer, variance_reduction, n_blocks, max_staleness, \
+n_workers, timeout, random_state, verbose, warm_start :
         As :class:`AsyncSGDClassifier`.
 
     Attributes
