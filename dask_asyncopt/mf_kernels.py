@@ -31,7 +31,12 @@ from numba import njit
 RULE_SGD, RULE_ADAGRAD = 0, 1
 
 
-@njit(nogil=True, cache=True)
+# Reassociation lets LLVM vectorise the dot product and the gradient-norm sums
+# (1.5-1.8x measured); no "nnan"/"ninf": non-finite values must propagate to
+# the caller's finiteness check.  error_model="numpy": no zero-division checks
+# in the inner loop (G >= 1 and k >= 1 by construction).
+@njit(nogil=True, cache=True, error_model="numpy",
+      fastmath={"reassoc", "contract", "nsz", "arcp"})
 def sgd_ratings(users, items, ratings, order, U, V, mu, eta, reg_f, reg_b, rule):
     """Per-rating SGD over ``ratings[order]``, in place on ``U`` and ``V``.
 
