@@ -334,7 +334,8 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         shards = []
         try:
             for w, addr in enumerate(loop_workers):
-                part = client.scatter(parts[w], workers=[addr], direct=True)
+                # hash=False: identical data in two fits must not share (and cancel) keys
+                part = client.scatter(parts[w], workers=[addr], direct=True, hash=False)
                 shards.append(client.submit(
                     make_rating_shard, part, int(rng.integers(2**31)), workers=[addr],
                     allow_other_workers=False, pure=False))
