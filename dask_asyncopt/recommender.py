@@ -250,6 +250,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # fit(R) with a users x items matrix
         tags.input_tags.two_d_array = True
+        tags.input_tags.positive_only = True  # ids are non-negative integers
         tags.target_tags.required = False  # y is optional with fit(R)
         tags.non_deterministic = self.solver != "sync"
         return tags

@@ -5,8 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from dask_asyncopt.mf_kernels import (RULE_ADAGRAD, RULE_SGD, predict_pairs,
-                                      sgd_ratings, squared_error_sum)
+from dask_asyncopt.mf_kernels import (
+    RULE_ADAGRAD,
+    RULE_SGD,
+    predict_pairs,
+    sgd_ratings,
+    squared_error_sum,
+)
 
 
 def ref_sgd(users, items, ratings, order, U, V, mu, eta, reg_f, reg_b, adagrad):

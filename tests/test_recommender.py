@@ -37,7 +37,7 @@ def tiny():
 
 
 def fast(**kw):
-    return MatrixFactorization(n_factors=4, max_iter=3, random_state=0, **kw)
+    return MatrixFactorization(**({"n_factors": 4, "max_iter": 3, "random_state": 0} | kw))
 
 
 # ------------------------------------------------------------------ accuracy
@@ -214,3 +214,17 @@ def test_clone_params_pickle_and_grid_search(client, tiny):
     assert search.best_params_["reg_factors"] in (0.01, 0.1)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert cluster_is_clean(client)
+
+
+def test_process_workers_exchange_through_actor_handles(process_client, tiny):
+    """Item blocks on the other process are reached through actor handles; the
+    sync schedule gives the same model as with thread workers."""
+    X, y = tiny
+    ref = fast(solver="sync").fit(X, y).predict(X)
+    with process_client.as_current():
+        mf = fast(solver="sync").fit(X, y)
+        np.testing.assert_allclose(mf.predict(X), ref, rtol=1e-12)
+        mf = fast(solver="asyb", max_iter=5).fit(X, y)
+        assert (mf.history_["staleness_max"] == 0).all()
+        assert np.isfinite(mf.predict(X)).all()
+    assert cluster_is_clean(process_client)
