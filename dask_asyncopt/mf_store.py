@@ -1,0 +1,148 @@
+"""Factor blocks of matrix factorisation, one per Dask actor.
+
+A :class:`FactorBlock` owns a block of rows of one side of the model (a
+user block or an item block): packed rows ``[factors (k), bias, G]`` (see
+:mod:`dask_asyncopt.mf_kernels`).  Training is *stratified* (DSGD / NOMAD):
+a worker loop checks a whole item block out, runs SGD on the ratings of its
+own users that fall in that block, and checks it back in.  While a block is
+checked out nobody else can read or write it, so every update is applied to
+the current values: the asynchrony is in *which* block a loop takes next,
+never in stale reads.  The version counter still measures it: a check-in's
+staleness (versions applied since its check-out) is 0 by construction and is
+reported so that the claim is checked, not assumed.
+
+Two ways to take a block:
+
+* ``ticket=None`` (solver ``"asyb"``): the block is handed to whoever asks
+  while it is free (first come, first served).
+* ``ticket=v`` (solver ``"sync"``): the block is handed out only at version
+  ``v``; the driver's fixed DSGD schedule gives every (loop, block) visit its
+  ticket, which makes a fit deterministic for an int ``random_state``.
+
+Methods are safe to call concurrently (Dask runs them on the actor thread or
+the event loop; a loop on the same worker calls the object directly): a
+condition variable serialises them.
+"""
+
+import asyncio
+import threading
+
+import numpy as np
+
+from .store import FitStopped
+
+
+class FactorBlock:
+    """One block of packed factor rows with a check-out lock and a version.
+
+    Parameters
+    ----------
+    block_id : int
+    n_rows, n_factors : int
+    init_scale : float
+        Factors start ``N(0, (init_scale / sqrt(n_factors))**2)``; biases at 0;
+        ``G`` (the adaptive-step accumulator) at 1.
+    seed : int
+        Seed of this block's initial factors.
+    init : ndarray of shape (n_rows, n_factors + 2), optional
+        Starting rows (warm start), used instead of the random start.
+    """
+
+    def __init__(self, block_id, n_rows, n_factors, init_scale, seed, init=None):
+        self.block_id = block_id
+        if init is not None:
+            self.W = np.array(init, dtype=np.float64, order="C", copy=True)
+        else:
+            rng = np.random.default_rng(seed)
+            self.W = np.zeros((n_rows, n_factors + 2))
+            self.W[:, :n_factors] = rng.normal(
+                scale=init_scale / np.sqrt(max(n_factors, 1)), size=(n_rows, n_factors))
+            self.W[:, n_factors + 1] = 1.0
+        self.version = 0
+        self.holder = None  # worker loop holding the block, or None
+        self.held_at = 0  # version at check-out
+        self.stopped = False
+        self.changed = threading.Condition(threading.Lock())
+        self.reset_stats()
+
+    # -------------------------------------------------------------- exchange
+    def acquire(self, worker, ticket=None, wait=None):
+        """Check the block out to ``worker``: returns ``(rows copy, version)``.
+
+        Waits up to ``wait`` seconds (``None``: forever) for the block to be
+        free (and, with ``ticket``, at version ``ticket``); returns ``None``
+        if it is not.
+        """
+        with self.changed:
+            if not self.changed.wait_for(
+                    lambda: self.stopped or (self.holder is None and (
+                        ticket is None or self.version == ticket)), wait):
+                return None
+            self._check_running()
+            self.holder = worker
+            self.held_at = self.version
+            return self.W.copy(), self.version
+
+    async def acquire_at(self, worker, ticket=None, wait=None):
+        """:meth:`acquire` for remote callers: waits on an executor thread so
+        the worker's event loop stays free to receive the check-in it waits for."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.acquire, worker, ticket, wait)
+
+    def release(self, worker, rows, n_ratings):
+        """Check the block in with its new rows; returns ``(version, staleness)``."""
+        with self.changed:
+            self._check_running()
+            if self.holder != worker:
+                raise RuntimeError(
+                    f"factor block {self.block_id}: loop {worker} checked in a block "
+                    f"held by {self.holder}")
+            staleness = self.version - self.held_at
+            self.W[...] = rows
+            self.version += 1
+            self.holder = None
+            self.n_pushes += 1
+            self.ratings += n_ratings
+            self.stale_sum += staleness
+            self.stale_max = max(self.stale_max, staleness)
+            self.changed.notify_all()
+            return self.version, staleness
+
+    def give_back(self, worker):
+        """Release a checked-out block unchanged (a loop failed mid-stratum)."""
+        with self.changed:
+            if self.holder == worker:
+                self.holder = None
+                self.changed.notify_all()
+
+    # ----------------------------------------------------------------- reads
+    def rows(self):
+        """All packed rows (a copy)."""
+        with self.changed:
+            return self.W.copy()
+
+    def stop(self):
+        """Refuse further exchanges and wake every waiting call."""
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+
+    def _check_running(self):
+        if self.stopped:
+            raise FitStopped(f"factor block {self.block_id}: the fit was stopped")
+
+    def reset_stats(self):
+        self.n_pushes = 0
+        self.ratings = 0
+        self.stale_sum = 0
+        self.stale_max = 0
+
+    def stats(self, reset=True):
+        """Check-ins, ratings, staleness sum and max since the last reset."""
+        with self.changed:
+            out = {"block": self.block_id, "version": self.version,
+                   "pushes": self.n_pushes, "ratings": self.ratings,
+                   "staleness_sum": self.stale_sum, "staleness_max": self.stale_max}
+            if reset:
+                self.reset_stats()
+            return out
