@@ -156,7 +156,11 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the ratings, report their RMSE per
         epoch, stop early and keep the best epoch's model.
     validation_fraction : float, default=0.1
+        Share of the ratings held out with ``early_stopping`` (drawn with
+        ``random_state``).
     n_iter_no_change : int, default=3
+        Epochs without an improvement of ``tol`` in validation RMSE before
+        ``early_stopping`` stops the fit.
     solver : {"asyb", "sync"}, default="asyb"
         ``"asyb"``: loops take any free item block (no barrier).  ``"sync"``:
         DSGD's fixed rotation (deterministic for an int ``random_state``).
@@ -169,8 +173,14 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     timeout : float, default=120.0
         Longest wait for any single exchange before the fit fails.
     random_state : int, RandomState instance or None, default=None
+        Seed of the initial factors, the stratification, the validation split and
+        the loops' rating order.  With ``solver="sync"`` an int makes fits
+        repeatable.
     verbose : int, default=0
-        Log one line per epoch.
+        0: silent.  1: a ``tqdm.auto`` progress bar over epochs (train RMSE,
+        validation RMSE with ``early_stopping``, item-block updates per second).
+        2 or more: the bar and one ``INFO`` line per epoch on the
+        ``dask_asyncopt`` logger (see :class:`~dask_asyncopt.progress.FitProgress`).
 
     Attributes
     ----------
@@ -383,10 +393,12 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like, pandas/dask DataFrame or dask array of shape (n_pairs, 2)
+            ``[user id, item id]`` pairs.  A dask input gives a lazy result.
 
         Returns
         -------
         y : ndarray or dask array of shape (n_pairs,)
+            Predicted ratings ``mu + b_u + c_i + <p_u, q_i>``.
         """
         check_is_fitted(self)
         if inputs.is_dask(X):
@@ -411,6 +423,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         user_ids : array-like of shape (n_users,)
+            Ids of the users to recommend to (an unknown id is allowed).
         n : int, default=10
             Items per user; lowered to the number of items every requested user
             has not seen (with ``exclude_seen``) so that every row is full.
@@ -466,6 +479,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         item_ids : array-like of shape (n_queries,)
+            Ids of the items whose neighbours are wanted (an unknown id is allowed).
         n : int, default=5
             Neighbours per item (the item itself excluded); at most
             ``n_items - 1``.
