@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import inputs
 from .cluster import get_client
 from .mf_kernels import RULE_ADAGRAD, RULE_SGD, predict_pairs
+from .progress import FitProgress
 from .solvers.mf import MF_SOLVERS, MFSettings, fit_mf, make_rating_shard, stratify
 
 _RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD}
@@ -294,15 +295,13 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             ratings = _as_ratings(y, pairs.shape[0])
         if pairs.shape[0] == 0:
             raise ValueError("X has 0 ratings; at least 1 is required")
-        if self.verbose:
-            from .linear_model import _enable_progress_log
-
-            _enable_progress_log()
         client = get_client()
-        with client.as_current():
-            return self._fit(client, pairs, ratings)
+        progress = FitProgress(self.verbose, total=self.max_iter,
+                               desc=f"{type(self).__name__}({self.solver})")
+        with client.as_current(), progress:
+            return self._fit(client, pairs, ratings, progress)
 
-    def _fit(self, client, pairs, ratings):
+    def _fit(self, client, pairs, ratings, callback=None):
         seed = self.random_state
         if isinstance(seed, np.random.RandomState):
             seed = seed.randint(2**31)
@@ -341,7 +340,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             rule=_RULES[self.learning_rate], init_scale=float(self.init_scale),
             solver=self.solver, max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
-            seed=int(rng.integers(2**31)))
+            seed=int(rng.integers(2**31)), callback=callback)
         shards = []
         try:
             for w, addr in enumerate(loop_workers):
