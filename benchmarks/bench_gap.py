@@ -4,11 +4,14 @@ Run from the repository root::
 
     python benchmarks/bench_gap.py [--n-samples 100000 --n-features 100000]
 
-For each penalty (L1 and L2 logistic regression) the reference optimum is
-``LogisticRegression(solver="saga", C=1/(n*alpha), tol=1e-8)`` on the same
-data; ours is ``AsyncSGDClassifier(loss="log_loss", penalty=..., alpha=...)``
-with every other parameter at its default, on a 2-worker thread
-``LocalCluster``.  Writes the ``bench_gap`` section of ``docs/benchmarks.md``.
+For each penalty (L1 and L2 logistic regression) the reference optimum F* is
+the lower of ``LogisticRegression(solver="saga", C=1/(n*alpha), tol=--saga-tol)``
+on the same data and a long fit of ours (``max_iter=60, tol=None``): at this
+size saga needs thousands of epochs for ``tol=1e-8``, and taking the lower
+value can only make our gap look larger.  Ours is
+``AsyncSGDClassifier(loss="log_loss", penalty=..., alpha=...)`` with every
+other parameter at its default, on a 2-worker thread ``LocalCluster``.
+Writes the ``bench_gap`` section of ``docs/benchmarks.md``.
 """
 
 import argparse
@@ -34,6 +37,7 @@ def main():
     p.add_argument("--n-samples", type=int, default=100_000)
     p.add_argument("--n-features", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--saga-tol", type=float, default=1e-6)
     args = p.parse_args()
     X, y = make_sparse_classification(args.n_samples, args.n_features,
                                       random_state=args.seed)
@@ -44,9 +48,14 @@ def main():
             l1 = 1.0 if penalty == "l1" else 0.0
             tick = time.perf_counter()
             ref = LogisticRegression(penalty=penalty, C=1.0 / (X.shape[0] * alpha),
-                                     solver="saga", tol=1e-8, max_iter=10_000).fit(X, y)
+                                     solver="saga", tol=args.saga_tol,
+                                     max_iter=10_000).fit(X, y)
             t_ref = time.perf_counter() - tick
-            f_star = objective(X, y, ref.coef_, ref.intercept_, alpha, l1)
+            f_saga = objective(X, y, ref.coef_, ref.intercept_, alpha, l1)
+            long = AsyncSGDClassifier(loss="log_loss", penalty=penalty, alpha=alpha,
+                                      max_iter=60, tol=None).fit(X, y)
+            f_long = objective(X, y, long.coef_, long.intercept_, alpha, l1)
+            f_star = min(f_saga, f_long)
             for solver in ("asyb", "sync"):
                 tick = time.perf_counter()
                 est = AsyncSGDClassifier(loss="log_loss", penalty=penalty, alpha=alpha,
@@ -54,8 +63,8 @@ def main():
                 t = time.perf_counter() - tick
                 f = objective(X, y, est.coef_, est.intercept_, alpha, l1)
                 rows.append(f"| {penalty} | {alpha:g} | {solver} | {est.n_iter_} | {t:.1f} | "
-                            f"{f:.6f} | {f_star:.6f} ({ref.n_iter_[0]} saga epochs, "
-                            f"{t_ref:.0f} s) | {(f - f_star) / f_star:.1e} | "
+                            f"{f:.6f} | {f_saga:.6f} ({ref.n_iter_[0]} epochs, {t_ref:.0f} s) | "
+                            f"{f_long:.6f} | {(f - f_star) / f_star:.1e} | "
                             f"{np.count_nonzero(est.coef_):,} / "
                             f"{np.count_nonzero(ref.coef_):,} |")
                 print(rows[-1], flush=True)
@@ -67,11 +76,11 @@ def main():
         f"({args.n_samples:,} x {args.n_features:,}, 20 non-zeros a row), 2-worker thread "
         "cluster, `AsyncSGDClassifier(loss='log_loss', penalty=..., alpha=...)` with all "
         "other parameters at their defaults (so `tol=1e-3`, `n_iter_no_change=5` decide "
-        "when to stop).  Target: relative gap <= 1e-3.",
+        f"when to stop).  saga with `tol={args.saga_tol:g}`.  Target: relative gap <= 1e-3.",
         "",
-        "| penalty | alpha | solver | epochs | fit (s) | F ours | F* (saga) | relative gap "
-        "| non-zeros ours / saga |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| penalty | alpha | solver | epochs | fit (s) | F ours | F saga | F ours, 60 epochs "
+        "| relative gap to the lower | non-zeros ours / saga |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
     write_section("bench_gap", text)
