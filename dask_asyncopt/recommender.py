@@ -15,9 +15,12 @@ search.  An id ``fit`` never saw is *unknown*: its prediction falls back to
 the global mean plus the bias of the other side if that one is known.
 """
 
+import logging
 import math
+from dataclasses import replace
 from numbers import Integral, Real
 
+import dask
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -29,7 +32,10 @@ from . import inputs
 from .cluster import get_client
 from .mf_kernels import RULE_ADAGRAD, RULE_SGD, predict_pairs
 from .progress import FitProgress
+from .solvers.driver import WorkerLost
 from .solvers.mf import MF_SOLVERS, MFSettings, fit_mf, make_rating_shard, stratify
+
+logger = logging.getLogger("dask_asyncopt")
 
 _RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD}
 
@@ -322,15 +328,6 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             train = np.sort(perm[n_valid:])
             held = perm[:n_valid]
         mu = float(ratings[train].mean())
-        workers = sorted(client.nthreads())
-        if not workers:
-            raise RuntimeError("the Dask cluster has no workers")
-        n_loops = max(1, min(self.n_workers or len(workers), user_ids.shape[0]))
-        n_blocks = max(1, min(self.n_blocks or 2 * n_loops, item_ids.shape[0]))
-        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
-        layout, parts = stratify(users[train], items[train], ratings[train],
-                                 user_ids.shape[0], item_ids.shape[0], n_loops, n_blocks,
-                                 rng)
         if self.early_stopping:
             # rows in id order, as the driver gathers the model
             validation = (users[held], items[held], ratings[held])
@@ -340,20 +337,28 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             rule=_RULES[self.learning_rate], init_scale=float(self.init_scale),
             solver=self.solver, max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
-            seed=int(rng.integers(2**31)), callback=callback)
-        shards = []
-        try:
-            for w, addr in enumerate(loop_workers):
-                # hash=False: identical data in two fits must not share (and cancel) keys
-                part = client.scatter(parts[w], workers=[addr], direct=True, hash=False)
-                shards.append(client.submit(
-                    make_rating_shard, part, int(rng.integers(2**31)), workers=[addr],
-                    allow_other_workers=False, pure=False))
-            del parts
-            result = fit_mf(client, shards, loop_workers, layout, mu, settings,
-                            validation=validation)
-        finally:
-            client.cancel(shards)
+            seed=int(rng.integers(2**31)), callback=callback,
+            checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1))
+        train_ratings = (users[train], items[train], ratings[train])
+        n_ids = (user_ids.shape[0], item_ids.shape[0])
+        history, init = [], None
+        while True:
+            try:
+                result = self._fit_on_workers(client, train_ratings, n_ids, mu, settings,
+                                              validation, init, rng)
+                break
+            except WorkerLost as lost:
+                # Resume on the surviving workers from the last checkpoint.
+                resume = lost.checkpoint
+                if resume is not None:
+                    history += [r for r in lost.history if r["epoch"] <= resume.epoch]
+                    init = resume.model
+                    settings = replace(settings, first_epoch=resume.epoch, resume=resume)
+                event = (f"lost {', '.join(sorted(lost.lost))}; restarted from epoch "
+                         f"{settings.first_epoch}")
+                logger.warning("%s (%d workers left)", event, len(client.nthreads()))
+                history.append({"epoch": settings.first_epoch, "event": event})
+        result.history = history + result.history
         k = self.n_factors
         U, V = result.U, result.V
         self.user_ids_ = user_ids
@@ -372,6 +377,31 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             shape=(user_ids.shape[0], item_ids.shape[0]))
         self.n_features_in_ = 2
         return self
+
+    def _fit_on_workers(self, client, train_ratings, n_ids, mu, settings, validation, init,
+                        rng):
+        """Stratify the ratings over the current workers and train there once."""
+        workers = sorted(client.nthreads())
+        if not workers:
+            raise RuntimeError("the Dask cluster has no workers" + (
+                " left" if settings.first_epoch else ""))
+        n_loops = max(1, min(self.n_workers or len(workers), n_ids[0]))
+        n_blocks = max(1, min(self.n_blocks or 2 * n_loops, n_ids[1]))
+        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
+        layout, parts = stratify(*train_ratings, *n_ids, n_loops, n_blocks, rng)
+        shards = []
+        try:
+            for w, addr in enumerate(loop_workers):
+                # hash=False: identical data in two fits must not share (and cancel) keys
+                part = client.scatter(parts[w], workers=[addr], direct=True, hash=False)
+                shards.append(client.submit(
+                    make_rating_shard, part, int(rng.integers(2**31)), workers=[addr],
+                    allow_other_workers=False, pure=False))
+            del parts
+            return fit_mf(client, shards, loop_workers, layout, mu, settings,
+                          validation=validation, init=init)
+        finally:
+            client.cancel(shards)
 
     # ----------------------------------------------------------------- serving
     def _packed(self):

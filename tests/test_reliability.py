@@ -63,3 +63,32 @@ def test_fit_survives_a_killed_worker(cluster3, solver):
     f = logistic_objective(X, y, est.coef_, est.intercept_, ALPHA, 1.0)
     assert abs(f - f_ref) / f_ref <= 0.01, (f, f_ref)
     assert cluster_is_clean(cluster3, wait=10)
+
+
+def test_matrix_factorization_survives_a_killed_worker(cluster3):
+    from dask_asyncopt import MatrixFactorization
+    from dask_asyncopt.datasets import make_ratings
+
+    X, y = make_ratings(n_users=4000, n_items=2000, n_ratings=300_000, random_state=8)
+    X_test, y_test = X[-30_000:], y[-30_000:]
+    X, y = X[:-30_000], y[:-30_000]
+    kw = dict(n_factors=16, max_iter=8, random_state=0, timeout=30)
+    with cluster3.as_current():
+        undisturbed = MatrixFactorization(**kw).fit(X, y)
+        rmse_ref = np.sqrt(np.mean((undisturbed.predict(X_test) - y_test) ** 2))
+        stop, killed = threading.Event(), []
+        killer = threading.Thread(
+            target=lambda: killed.append(_kill_when(cluster3, "-loop-0-epoch-3-", stop)))
+        killer.start()
+        try:
+            est = MatrixFactorization(**kw).fit(X, y)
+        finally:
+            stop.set()
+            killer.join()
+    assert killed and killed[0] is not None, "the fit ended before the worker was killed"
+    events = est.history_["event"].dropna().tolist()
+    assert len(events) == 1 and killed[0] in events[0], events
+    assert est.n_iter_ == 8
+    rmse = np.sqrt(np.mean((est.predict(X_test) - y_test) ** 2))
+    assert abs(rmse - rmse_ref) / rmse_ref <= 0.01, (rmse, rmse_ref)
+    assert cluster_is_clean(cluster3, wait=10)

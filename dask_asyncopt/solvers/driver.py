@@ -166,7 +166,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
         coef, intercept = _split_coefficients(_gather_coefficients(run), problem)
         return FitResult(coef, intercept, run.history, len(run.history), total)
     except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
-        lost = _lost_workers(client, workers)
+        lost = lost_workers(client, workers)
         if lost:
             raise WorkerLost(lost, run.checkpoint, run.history) from exc
         raise
@@ -174,7 +174,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
         _release(client, servers, run.loops)
 
 
-def _lost_workers(client, workers, patience=5.0):
+def lost_workers(client, workers, patience=5.0):
     """Workers of ``workers`` the scheduler no longer lists (it may take a moment
     to notice a killed process after a call to it failed)."""
     deadline = time.monotonic() + patience

@@ -29,6 +29,7 @@ import logging
 import math
 import time
 import uuid
+from asyncio import CancelledError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,7 @@ from distributed.core import Status
 
 from ..mf_kernels import RULE_ADAGRAD, predict_pairs, sgd_ratings
 from ..mf_store import FactorBlock
+from .driver import WorkerLost, lost_workers
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -300,6 +302,18 @@ class MFSettings:
     timeout: float
     seed: int
     callback: object = None
+    checkpoint_every: int = 1  # epochs between copies of the model kept in the driver
+    first_epoch: int = 0  # > 0 when a fit resumes from a checkpoint
+    resume: object = None  # the checkpoint resumed from (early-stopping state)
+
+
+@dataclass
+class MFCheckpoint:
+    """The model after ``epoch`` and the early-stopping state, kept in the driver."""
+
+    model: tuple  # packed (U, V) in id order
+    epoch: int
+    best: tuple  # (best score, its epoch, its model, epochs without improvement)
 
 
 @dataclass
@@ -343,6 +357,7 @@ def fit_mf(client, shards, loop_workers, layout, mu, settings, validation=None,
         [None] * n_loops, [None] * n_blocks)
     futures = []
     loops = []
+    state = {"history": [], "checkpoint": None}
     try:
         for w in range(n_loops):
             futures.append(client.submit(
@@ -356,7 +371,13 @@ def fit_mf(client, shards, loop_workers, layout, mu, settings, validation=None,
                 workers=[workers[b % len(workers)]], key=f"asyncopt-mf-items-{b}-{token}"))
         actors = client.gather(futures)
         return _run_epochs(client, shards, loop_workers, actors[:n_loops],
-                           actors[n_loops:], layout, mu, settings, validation, token, loops)
+                           actors[n_loops:], layout, mu, settings, validation, token, loops,
+                           state)
+    except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
+        lost = lost_workers(client, workers)
+        if lost:
+            raise WorkerLost(lost, state["checkpoint"], state["history"]) from exc
+        raise
     finally:
         _release(client, futures, loops)
 
@@ -368,16 +389,17 @@ def _read_model(actors_u, actors_v, layout, timeout):
 
 
 def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, settings,
-                validation, token, loops):
-    history = []
+                validation, token, loops, state):
+    history = state["history"]
     started = time.perf_counter()
     config = {"solver": settings.solver, "n_loops": len(shards), "mu": mu,
               "eta": settings.eta0, "reg_factors": settings.reg_factors,
               "reg_biases": settings.reg_biases, "rule": settings.rule,
               "timeout": settings.timeout}
-    best, best_epoch, best_model, no_improve = math.inf, 0, None, 0
+    best, best_epoch, best_model, no_improve = (
+        settings.resume.best if settings.resume is not None else (math.inf, 0, None, 0))
     model = None
-    for epoch in range(settings.max_iter):
+    for epoch in range(settings.first_epoch, settings.max_iter):
         if settings.rule != RULE_ADAGRAD:
             # plain SGD: 1/sqrt(epoch) decay (adagrad decays per row by itself)
             config = dict(config, eta=settings.eta0 / math.sqrt(1.0 + epoch))
@@ -428,6 +450,11 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
                     row["time"], 100 * row["compute_fraction"], 100 * row["wait_fraction"])
         if settings.callback is not None:
             settings.callback(row)
+        if settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0:
+            state["checkpoint"] = MFCheckpoint(
+                model if validation is not None else _read_model(
+                    actors_u, actors_v, layout, settings.timeout),
+                epoch + 1, (best, best_epoch, best_model, no_improve))
         if (validation is not None and settings.tol is not None
                 and no_improve >= settings.n_iter_no_change):
             break
@@ -435,10 +462,10 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
         U, V = best_model
     else:
         U, V = _read_model(actors_u, actors_v, layout, settings.timeout)
-        best_epoch = len(history)
+        best_epoch = settings.first_epoch + len(history)
     if not (np.isfinite(U).all() and np.isfinite(V).all()):
         raise FloatingPointError("the factors became non-finite: lower eta0")
-    return MFResult(U, V, history, len(history), best_epoch)
+    return MFResult(U, V, history, settings.first_epoch + len(history), best_epoch)
 
 
 def rmse_of(model, mu, users, items, ratings):
@@ -462,4 +489,6 @@ def _release(client, futures, loops):
             wait(loops, timeout=30)
         except TimeoutError:
             logger.warning("worker loops still running 30 s after the fit stopped")
+        except (Exception, CancelledError):  # noqa: BLE001 - loops failed or were lost
+            pass
     client.cancel(list(loops) + list(futures), force=True)
