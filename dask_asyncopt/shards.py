@@ -15,10 +15,12 @@ is local coordinate ``i // n_blocks`` of block ``i % n_blocks``.  The
 intercept, when fitted, is global coordinate ``n_features``.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 
 
 def block_sizes(n_coords, n_blocks):
@@ -80,6 +82,60 @@ class WorkerShard:
         self.order.append(self.current)
 
 
+@njit(cache=True)
+def _compact_columns(indices, n_coords, n_blocks, intercept, stamp, mark, local_of):
+    """Local ids of a chunk's columns in block order, without sorting.
+
+    Marks the columns present (``stamp[j] == mark``), then walks each block's
+    coordinates in order: O(nnz + n_coords), against O(nnz log nnz) for
+    ``np.unique`` — the cheaper one when the model is not much larger than a
+    chunk.  Returns the remapped indices, the in-block ids of each local
+    coordinate, the per-block bounds and the intercept's local id (or -1).
+    """
+    for c in indices:
+        stamp[c] = mark
+    if intercept >= 0:
+        stamp[intercept] = mark
+    bounds = np.zeros(n_blocks + 1, dtype=np.int64)
+    ids = np.empty(min(n_coords, indices.shape[0] + 1), dtype=np.int64)
+    n_local = 0
+    for b in range(n_blocks):
+        bounds[b] = n_local
+        j, k = b, 0
+        while j < n_coords:
+            if stamp[j] == mark:
+                local_of[j] = n_local
+                ids[n_local] = k
+                n_local += 1
+            j += n_blocks
+            k += 1
+    bounds[n_blocks] = n_local
+    out = np.empty(indices.shape[0], dtype=np.int32)
+    for i in range(indices.shape[0]):
+        out[i] = local_of[indices[i]]
+    return out, ids[:n_local], bounds, local_of[intercept] if intercept >= 0 else -1
+
+
+class _Scratch:
+    """Per-shard work arrays of :func:`_compact_columns` (one slot per coordinate)."""
+
+    def __init__(self, n_coords):
+        self.stamp = np.zeros(n_coords, dtype=np.int32)
+        self.local_of = np.zeros(n_coords, dtype=np.int32)
+        self.mark = 0
+
+
+def _chunk_csr_stamped(X, Y, n_features, n_blocks, fit_intercept, scratch):
+    scratch.mark += 1
+    n_coords = n_features + int(fit_intercept)
+    local, ids, bounds, intercept = _compact_columns(
+        X.indices, n_coords, n_blocks, n_features if fit_intercept else -1, scratch.stamp,
+        scratch.mark, scratch.local_of)
+    block_ids = [ids[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
+    Xl = sp.csr_matrix((X.data, local, X.indptr), shape=(X.shape[0], ids.shape[0]))
+    return Chunk(Xl, Y, block_ids, bounds, int(intercept))
+
+
 def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
     span = -(-(n_features + 1) // n_blocks)  # coordinates per block, rounded up
     cols = X.indices.astype(np.int64)
@@ -126,8 +182,15 @@ def make_shard(X, Y, *, n_features, n_blocks, fit_intercept, batch_size, seed):
     """Cut ``X`` (CSR or dense, global columns) and targets ``Y`` into a shard."""
     if sp.issparse(X):
         X = sp.csr_matrix(X)
-        chunks = [_chunk_csr(X[s:s + batch_size], Y[s:s + batch_size], n_features,
-                             n_blocks, fit_intercept)
+        # Walking the model's coordinates per chunk beats sorting the chunk's
+        # columns unless the model is much larger than a chunk.
+        if n_features <= 64 * X.nnz * batch_size / max(X.shape[0], 1):
+            scratch = _Scratch(n_features + int(fit_intercept))
+            chunk_of = functools.partial(_chunk_csr_stamped, scratch=scratch)
+        else:
+            chunk_of = _chunk_csr
+        chunks = [chunk_of(X[s:s + batch_size], Y[s:s + batch_size], n_features, n_blocks,
+                           fit_intercept)
                   for s in range(0, X.shape[0], batch_size)]
     else:
         chunks = _chunks_dense(np.asarray(X), Y, n_features, n_blocks, fit_intercept,
