@@ -1,0 +1,36 @@
+"""Regenerate every table and plot of ``docs/benchmarks.md``.
+
+Run from the repository root (needs ``pip install -e ".[bench,plot]"``)::
+
+    python benchmarks/run_all.py [--only bench_sgd bench_mf ...]
+
+Runs each benchmark script with its default arguments, one after the other
+(each writes its own section of ``docs/benchmarks.md``); on a 2-core machine
+the whole run takes tens of minutes.  Run it on an otherwise idle machine:
+every script measures wall time.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = sorted(p.stem for p in HERE.glob("bench_*.py"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="*", choices=SCRIPTS, default=SCRIPTS)
+    args = p.parse_args()
+    for name in args.only:
+        tick = time.perf_counter()
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, str(HERE / f"{name}.py")], check=True,
+                       cwd=HERE.parent)
+        print(f"== {name}: {time.perf_counter() - tick:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
