@@ -15,12 +15,13 @@ Writes the ``bench_gap`` section of ``docs/benchmarks.md``.
 """
 
 import argparse
+import functools
 import time
 
 import numpy as np
 from distributed import Client, LocalCluster
 from report import write_section  # benchmarks/ is on sys.path when run as a script
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.datasets import make_sparse_classification
@@ -56,10 +57,11 @@ def main():
                                       max_iter=60, tol=None).fit(X, y)
             f_long = objective(X, y, long.coef_, long.intercept_, alpha, l1)
             f_star = min(f_saga, f_long)
-            for solver in ("asyb", "sync"):
+            for solver in ("asyb", "sync", "scikit-learn SGDClassifier"):
                 tick = time.perf_counter()
-                est = AsyncSGDClassifier(loss="log_loss", penalty=penalty, alpha=alpha,
-                                         solver=solver).fit(X, y)
+                model = SGDClassifier if solver.startswith("scikit") else functools.partial(
+                    AsyncSGDClassifier, solver=solver)
+                est = model(loss="log_loss", penalty=penalty, alpha=alpha).fit(X, y)
                 t = time.perf_counter() - tick
                 f = objective(X, y, est.coef_, est.intercept_, alpha, l1)
                 rows.append(f"| {penalty} | {alpha:g} | {solver} | {est.n_iter_} | {t:.1f} | "
