@@ -35,7 +35,7 @@ from .loop import run_epoch, run_snapshot
 
 logger = logging.getLogger("dask_asyncopt")
 
-SOLVERS = {"asyb": "async", "sync": "sync"}
+SOLVERS = {"asyb": "async", "sync": "sync", "adpsgd": "gossip"}
 
 
 @dataclass
@@ -108,6 +108,11 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
     -------
     FitResult
     """
+    if settings.solver == "adpsgd":  # replicas, no blocks: see solvers/adpsgd.py
+        from .adpsgd import fit_replicas
+
+        return fit_replicas(client, shards, loop_workers, n_samples, problem, settings,
+                            init, t_start)
     mode = SOLVERS[settings.solver]
     n_coords = problem.n_features + int(problem.fit_intercept)
     n_blocks = min(settings.n_blocks, n_coords)
@@ -176,8 +181,9 @@ class _Run:
         calls = [getattr(a, method)() for a in self.actors]
         return [c.result(self.settings.timeout) for c in calls]
 
-    def record(self, history, epoch, reports, stats, loss, objective, step):
-        """Append the epoch's history row, log it and pass it to the callback."""
+    def record(self, history, epoch, reports, stats, loss, objective, step, extra=None):
+        """Append the epoch's history row (plus ``extra`` columns), log it and pass
+        it to the callback."""
         pushes = sum(s["pushes"] for s in stats)
         wall = sum(r["wall_time"] for r in reports)
         row = {
@@ -192,6 +198,7 @@ class _Run:
             "staleness_max": max(s["staleness_max"] for s in stats),
             "compute_fraction": sum(r["kernel_time"] for r in reports) / max(wall, 1e-12),
         }
+        row.update(extra or {})
         history.append(row)
         logger.info("epoch %d: objective %.6g, %.3g s, staleness %.2f/%d, compute %.0f%%",
                     epoch, objective, row["time"], row["staleness_mean"],
