@@ -338,17 +338,19 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
             "wall_time": time.perf_counter() - started}
 
 
-def run_gossip_rounds(actors, rank, n_rounds, seed, timeout=30.0):
+def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
     """Many short gossip rounds with random local steps (tests, measurements).
 
-    Each round applies a random step to a random subset of this loop's
-    replica, then :meth:`Gossip.tick`; the loop ends with
-    :meth:`Gossip.finish`.
+    Each round applies a random step (normal, times ``scale``) to a random
+    tenth of this loop's replica, then :meth:`Gossip.tick`, or, on an active
+    loop, waits for the exchange in flight first (every round averages once);
+    the loop ends with :meth:`Gossip.finish`.
 
     Parameters
     ----------
     actors : list of Actor
     rank, n_rounds, seed : int
+    scale : float
     timeout : float
 
     Returns
@@ -365,10 +367,11 @@ def run_gossip_rounds(actors, rank, n_rounds, seed, timeout=30.0):
     started = time.perf_counter()
     for _ in range(n_rounds):
         ids = np.unique(rng.integers(0, n_coords, size=max(1, n_coords // 10)))
-        delta = rng.normal(size=(ids.shape[0], n_outputs))
+        delta = scale * rng.normal(size=(ids.shape[0], n_outputs))
         version = me.read(ids)[1]
         me.step(ids, delta, 1.0, 0.0, 1, version)
         applied[ids] += delta
+        gossip.finish()
         gossip.tick()
     gossip.finish()
     return {"applied": applied, "exchanges": gossip.n_sent,
