@@ -449,8 +449,11 @@ def fit_replicas(client, shards, loop_workers, n_samples, problem, settings, ini
 
 
 def _extra(distance, reports):
+    loops = [r for r in reports if "exchanges" in r]  # not the snapshot reports
+    taken = sum(r["samples"] for r in loops)
     return {"consensus_distance": distance,
-            "exchanges": sum(r.get("exchanges", 0) for r in reports)}
+            "exchanges": sum(r["exchanges"] for r in loops),
+            "loop_shares": tuple(r["samples"] / max(taken, 1) for r in loops)}
 
 
 def _sgd_epochs(run, n_samples, problem):
