@@ -105,9 +105,9 @@ def measure(client, solver, X, y, args, slow_pid=None, slow_loop=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-samples", type=int, default=400_000)
-    parser.add_argument("--n-features", type=int, default=100_000)
-    parser.add_argument("--alpha", type=float, default=1e-5)
+    parser.add_argument("--n-samples", type=int, default=200_000)
+    parser.add_argument("--n-features", type=int, default=50_000)
+    parser.add_argument("--alpha", type=float, default=2e-6)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--slowdown", type=float, default=4.0)
     parser.add_argument("--period", type=float, default=0.1)
