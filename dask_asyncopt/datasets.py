@@ -100,21 +100,23 @@ def make_ratings(n_users=10_000, n_items=5_000, n_ratings=500_000, rank=10, nois
 
     Parameters
     ----------
-    n_users, n_items, n_ratings : int
+    n_users, n_items, n_ratings : int, default=10_000, 5_000, 500_000
         Sizes; ``n_ratings`` distinct (user, item) pairs are returned.
-    rank : int
+    rank : int, default=10
         Rank of the interaction.
-    noise : float
+    noise : float, default=0.5
         Standard deviation of the rating noise (the noise floor of RMSE).
-    activity_exponent : float
+    activity_exponent : float, default=0.8
         Power-law exponent of user and item activity (0: uniform).
-    mean, bias_scale, signal_scale : float
+    mean, bias_scale, signal_scale : float, default=3.5, 0.3, 0.8
         Global mean, bias standard deviation, interaction standard deviation.
-    missing_not_at_random : float
+    missing_not_at_random : float, default=0.0
         Strength of the preference-driven selection (0: missing at random).
-    return_truth : bool
+    return_truth : bool, default=False
         Also return the generating parameters.
-    random_state : int, RandomState instance or None
+    random_state : int, RandomState instance or None, default=None
+        Seed of the factors, biases, activity ranking, pairs and noise; an int
+        makes the data reproducible.
 
     Returns
     -------

@@ -7,8 +7,11 @@ loops sweep the data where it lives (see :mod:`dask_asyncopt.solvers`).
 """
 
 import functools
+import logging
+from dataclasses import replace
 from numbers import Integral, Real
 
+import dask
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -27,9 +30,12 @@ from .penalties import effective_penalty
 from .progress import FitProgress
 from .schedules import SCHEDULES, optimal_t0
 from .solvers import SOLVERS, fit_blocks
-from .solvers.driver import Problem, Settings
+from .solvers.driver import Problem, Settings, WorkerLost
 
 _SPARSE_FORMATS = ["csr", "csc", "coo"]
+
+logger = logging.getLogger("dask_asyncopt")
+
 
 
 def _classification_targets(y, classes):
@@ -175,50 +181,77 @@ class _BaseAsyncSGD(BaseEstimator):
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31))
-        workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
-        if not workers:
-            raise RuntimeError("the Dask cluster has no workers")
-        n_loops = self.n_workers or len(workers)
         if inputs.is_dask(X) or inputs.is_dask(y):
             X, y, encode, n_samples = self._describe_dask(X, y)
-            n_loops = min(n_loops, X.numblocks[0])
+            data = (X, y, encode)
         else:
             X, y = self._validate_in_memory(X, y)
-            Y = self._encode_in_memory(y)
             n_samples = X.shape[0]
+            data = (X, self._encode_in_memory(y), None)
         if n_samples == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
-        n_loops = min(n_loops, n_samples)
+        problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
+        init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
+        t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
+            self, "t_") else 0
+        settings = Settings(solver=self.solver, max_staleness=self.max_staleness,
+                            max_iter=self.max_iter, tol=self.tol,
+                            n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
+                            callback=callback,
+                            checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1))
+        history = []
+        while True:
+            try:
+                result = self._fit_on_workers(client, data, problem, settings, init, t_start,
+                                              rng)
+                break
+            except WorkerLost as lost:
+                # Resume on the surviving workers from the last checkpoint: the
+                # blocks and shards are rebuilt, the epochs after it are redone.
+                resume = lost.checkpoint
+                kept = [r for r in lost.history if resume and r["epoch"] <= resume.epoch]
+                history += kept
+                if resume is not None:
+                    init, t_start = resume.coef, resume.samples
+                    settings = replace(settings, first_epoch=resume.epoch + 1)
+                event = (f"lost {', '.join(sorted(lost.lost))}; restarted from epoch "
+                         f"{settings.first_epoch - 1}")
+                logger.warning("%s (%d workers left)", event, len(client.nthreads()))
+                history.append({"epoch": settings.first_epoch - 1, "event": event})
+        self.coef_ = np.ascontiguousarray(result.coef.T)
+        self.intercept_ = result.intercept.copy()
+        self.n_iter_ = settings.first_epoch - 1 + result.n_iter
+        self.t_ = float(result.t)
+        # A restart after a lost worker adds a row with an ``event`` column.
+        self.history_ = pd.DataFrame(history + result.history)
+        return self
+
+    def _fit_on_workers(self, client, data, problem, settings, init, t_start, rng):
+        """Place the data on the current workers and run the solver there once."""
+        workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
+        if not workers:
+            raise RuntimeError("the Dask cluster has no workers" + (
+                " left" if settings.first_epoch > 1 else ""))
+        X, Y, encode = data
+        n_loops = min(self.n_workers or len(workers), X.shape[0])
+        if inputs.is_dask(X):
+            n_loops = min(n_loops, X.numblocks[0])
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
         n_blocks = self.n_blocks or len(workers)
         layout = {"n_features": self.n_features_in_, "n_blocks": n_blocks,
                   "fit_intercept": self.fit_intercept,
                   "batch_size": None if self.batch_size == "auto" else self.batch_size}
-        problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
-        init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
         if inputs.is_dask(X):
-            shards, n_samples = inputs.place_dask(client, X, y, loop_workers, layout,
+            shards, n_samples = inputs.place_dask(client, X, Y, loop_workers, layout,
                                                   encode, rng)
         else:
             shards, n_samples = inputs.place_in_memory(client, X, Y, loop_workers, layout,
                                                        rng)
-        settings = Settings(solver=self.solver, n_blocks=n_blocks,
-                            max_staleness=self.max_staleness, max_iter=self.max_iter,
-                            tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-                            timeout=self.timeout, callback=callback)
-        t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
-            self, "t_") else 0
         try:
-            result = fit_blocks(client, shards, loop_workers, n_samples, problem, settings,
-                                init, t_start)
+            return fit_blocks(client, shards, loop_workers, n_samples, problem,
+                              replace(settings, n_blocks=n_blocks), init, t_start)
         finally:
             client.cancel(shards)
-        self.coef_ = np.ascontiguousarray(result.coef.T)
-        self.intercept_ = result.intercept.copy()
-        self.n_iter_ = result.n_iter
-        self.t_ = float(result.t)
-        self.history_ = pd.DataFrame(result.history)
-        return self
 
     def _describe_dask(self, X, y):
         if not (inputs.is_dask(X) and inputs.is_dask(y)):

@@ -20,11 +20,15 @@ def rmse(y_true, y_pred):
 
     Parameters
     ----------
-    y_true, y_pred : array-like of shape (n,)
+    y_true : array-like of shape (n,)
+        Observed ratings.
+    y_pred : array-like of shape (n,)
+        Predicted ratings, in the same order.
 
     Returns
     -------
     float
+        The root mean squared error (in rating units).
 
     Examples
     --------
@@ -71,6 +75,7 @@ def precision_at_k(relevant, recommended, k):
         Recommended item ids of each user, best first.  A list shorter than
         ``k`` counts its missing places as not relevant.
     k : int
+        Number of top recommendations per user that are scored.
 
     Returns
     -------
@@ -103,6 +108,7 @@ def ndcg_at_k(relevant, recommended, k):
     recommended : sequence of array-like, or 2-d array
         Recommended item ids of each user, best first.
     k : int
+        Number of top recommendations per user that are scored.
 
     Returns
     -------

@@ -16,7 +16,15 @@ _AXIS_LABELS = {
     "staleness_mean": "mean staleness (versions)",
     "staleness_max": "max staleness (versions)",
     "compute_fraction": "share of loop time in kernels",
+    # MatrixFactorization's history
+    "train_rmse": "train RMSE (progressive)",
+    "valid_rmse": "validation RMSE",
+    "ratings": "ratings processed in the epoch",
+    "wait_fraction": "share of loop time waiting for a block",
 }
+# default y: the first of these that every history has (linear models, then
+# MatrixFactorization)
+_DEFAULT_Y = ("objective", "train_rmse")
 
 
 def _pyplot():
@@ -38,7 +46,7 @@ def _default_label(est, i):
     return f"{name}(solver={solver!r})" if solver is not None else name
 
 
-def plot_history(est_or_list, x="time", y="objective", ax=None, labels=None, **plot_kwargs):
+def plot_history(est_or_list, x="time", y=None, ax=None, labels=None, **plot_kwargs):
     """Overlay the ``history_`` of one or several fits, e.g. asyb vs sync.
 
     Parameters
@@ -49,8 +57,11 @@ def plot_history(est_or_list, x="time", y="objective", ax=None, labels=None, **p
     x : str, default="time"
         History column on the horizontal axis: ``"time"`` (seconds since the
         fit started) or ``"epoch"``; any other column of the history works too.
-    y : str, default="objective"
-        History column on the vertical axis.
+    y : str or None, default=None
+        History column on the vertical axis.  ``None``: ``"objective"`` for the
+        linear models, ``"train_rmse"`` for
+        :class:`~dask_asyncopt.MatrixFactorization` (whose history also has
+        ``"valid_rmse"`` with ``early_stopping``).
     ax : matplotlib.axes.Axes, optional
         Where to draw; default: a new figure's axes.
     labels : list of str, optional
@@ -89,7 +100,8 @@ def plot_history(est_or_list, x="time", y="objective", ax=None, labels=None, **p
     ['asyb', 'sync']
 
     With fitted estimators, ``plot_history([clf_asyb, clf_sync])`` labels the
-    lines by solver.
+    lines by solver; for matrix factorisation fits,
+    ``plot_history([mf_asyb, mf_sync], y="valid_rmse")``.
     """
     items = list(est_or_list) if isinstance(est_or_list, (list, tuple)) else [est_or_list]
     if not items:
@@ -109,6 +121,9 @@ def plot_history(est_or_list, x="time", y="objective", ax=None, labels=None, **p
                 f"This {type(est).__name__} instance is not fitted yet (it has no "
                 "history_); call fit before plot_history")
         histories.append(pd.DataFrame(history))
+    if y is None:
+        y = next((c for c in _DEFAULT_Y if all(c in h.columns for h in histories)),
+                 _DEFAULT_Y[0])
     for axis, column in (("x", x), ("y", y)):
         for history in histories:
             if column not in history.columns:

@@ -9,8 +9,9 @@ verbose    shown during ``fit``
 =========  ==================================================================
 0          nothing
 1          a progress bar over epochs (``tqdm.auto``: a widget in Jupyter,
-           text on stderr in a terminal) with the objective, block updates
-           per second and staleness of the last epoch
+           text on stderr in a terminal) with the objective (train and
+           validation RMSE for ``MatrixFactorization``), block updates per
+           second and staleness of the last epoch
 >= 2       the bar, and one ``INFO`` line per epoch on the ``dask_asyncopt``
            logger (written above the bar so that it is not garbled)
 =========  ==================================================================
@@ -129,7 +130,8 @@ class FitProgress:
         ----------
         row : mapping
             A ``history_`` row; ``time``, ``updates``, ``objective``,
-            ``staleness_mean`` and ``staleness_max`` are shown when present.
+            ``train_rmse``, ``valid_rmse``, ``staleness_mean`` and
+            ``staleness_max`` are shown when present.
 
         Returns
         -------
@@ -155,6 +157,9 @@ class FitProgress:
     def postfix(row, previous_time=0.0):
         """The bar's postfix for one history row: objective, updates/s, staleness.
 
+        A :class:`~dask_asyncopt.MatrixFactorization` row has no objective: its
+        ``train_rmse`` and ``valid_rmse`` (with early stopping) are shown instead.
+
         Parameters
         ----------
         row : mapping
@@ -174,10 +179,16 @@ class FitProgress:
         >>> FitProgress.postfix({"time": 2.0, "updates": 300, "objective": 0.52,
         ...                     "staleness_mean": 1.25, "staleness_max": 4})
         {'objective': '0.52', 'updates/s': '150', 'staleness': '1.25/4'}
+        >>> FitProgress.postfix({"time": 3.0, "updates": 80, "train_rmse": 0.8123,
+        ...                     "valid_rmse": 0.9011}, previous_time=1.0)
+        {'train_rmse': '0.8123', 'valid_rmse': '0.9011', 'updates/s': '40'}
         """
         out = {}
         if "objective" in row:
             out["objective"] = f"{row['objective']:.6g}"
+        for name in ("train_rmse", "valid_rmse"):  # MatrixFactorization's rows
+            if name in row:
+                out[name] = f"{row[name]:.5g}"
         elapsed = row["time"] - previous_time if "time" in row else 0.0
         if "updates" in row and elapsed > 0:
             out["updates/s"] = f"{row['updates'] / elapsed:.3g}"

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import inputs
 from .cluster import get_client
 from .mf_kernels import RULE_ADAGRAD, RULE_SGD, predict_pairs
+from .progress import FitProgress
 from .solvers.mf import MF_SOLVERS, MFSettings, fit_mf, make_rating_shard, stratify
 
 _RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD}
@@ -156,7 +157,11 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the ratings, report their RMSE per
         epoch, stop early and keep the best epoch's model.
     validation_fraction : float, default=0.1
+        Share of the ratings held out with ``early_stopping`` (drawn with
+        ``random_state``).
     n_iter_no_change : int, default=3
+        Epochs without an improvement of ``tol`` in validation RMSE before
+        ``early_stopping`` stops the fit.
     solver : {"asyb", "sync"}, default="asyb"
         ``"asyb"``: loops take any free item block (no barrier).  ``"sync"``:
         DSGD's fixed rotation (deterministic for an int ``random_state``).
@@ -169,8 +174,14 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     timeout : float, default=120.0
         Longest wait for any single exchange before the fit fails.
     random_state : int, RandomState instance or None, default=None
+        Seed of the initial factors, the stratification, the validation split and
+        the loops' rating order.  With ``solver="sync"`` an int makes fits
+        repeatable.
     verbose : int, default=0
-        Log one line per epoch.
+        0: silent.  1: a ``tqdm.auto`` progress bar over epochs (train RMSE,
+        validation RMSE with ``early_stopping``, item-block updates per second).
+        2 or more: the bar and one ``INFO`` line per epoch on the
+        ``dask_asyncopt`` logger (see :class:`~dask_asyncopt.progress.FitProgress`).
 
     Attributes
     ----------
@@ -284,15 +295,13 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             ratings = _as_ratings(y, pairs.shape[0])
         if pairs.shape[0] == 0:
             raise ValueError("X has 0 ratings; at least 1 is required")
-        if self.verbose:
-            from .linear_model import _enable_progress_log
-
-            _enable_progress_log()
         client = get_client()
-        with client.as_current():
-            return self._fit(client, pairs, ratings)
+        progress = FitProgress(self.verbose, total=self.max_iter,
+                               desc=f"{type(self).__name__}({self.solver})")
+        with client.as_current(), progress:
+            return self._fit(client, pairs, ratings, progress)
 
-    def _fit(self, client, pairs, ratings):
+    def _fit(self, client, pairs, ratings, callback=None):
         seed = self.random_state
         if isinstance(seed, np.random.RandomState):
             seed = seed.randint(2**31)
@@ -331,7 +340,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             rule=_RULES[self.learning_rate], init_scale=float(self.init_scale),
             solver=self.solver, max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
-            seed=int(rng.integers(2**31)))
+            seed=int(rng.integers(2**31)), callback=callback)
         shards = []
         try:
             for w, addr in enumerate(loop_workers):
@@ -383,10 +392,12 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like, pandas/dask DataFrame or dask array of shape (n_pairs, 2)
+            ``[user id, item id]`` pairs.  A dask input gives a lazy result.
 
         Returns
         -------
         y : ndarray or dask array of shape (n_pairs,)
+            Predicted ratings ``mu + b_u + c_i + <p_u, q_i>``.
         """
         check_is_fitted(self)
         if inputs.is_dask(X):
@@ -411,6 +422,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         user_ids : array-like of shape (n_users,)
+            Ids of the users to recommend to (an unknown id is allowed).
         n : int, default=10
             Items per user; lowered to the number of items every requested user
             has not seen (with ``exclude_seen``) so that every row is full.
@@ -466,6 +478,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         item_ids : array-like of shape (n_queries,)
+            Ids of the items whose neighbours are wanted (an unknown id is allowed).
         n : int, default=5
             Neighbours per item (the item itself excluded); at most
             ``n_items - 1``.

@@ -23,8 +23,12 @@ def test_docs_build_without_warnings(tmp_path):
     api = (out / "api.html").read_text()
     for name in ("AsyncSGDClassifier", "AsyncSGDRegressor", "plotting.plot_history",
                  "progress.FitProgress", "datasets.make_sparse_classification",
-                 "cluster.get_client", "AsyncSGDClassifier.fit"):
+                 "cluster.get_client", "AsyncSGDClassifier.fit", "MatrixFactorization",
+                 "MatrixFactorization.recommend", "MatrixFactorization.similar_items",
+                 "metrics.rmse", "metrics.ndcg_at_k", "datasets.make_ratings"):
         assert f'id="dask_asyncopt.{name}"' in api, name
     # the notebook is offered for download, the example script is shown
     assert list((out / "_downloads").rglob("quickstart.ipynb"))
-    assert "make_impressions" in (out / "examples.html").read_text()
+    examples = (out / "examples.html").read_text()
+    assert "make_impressions" in examples and "similar_items" in examples
+    assert 'id="recommender-matrixfactorization"' in (out / "user_guide.html").read_text()

@@ -40,6 +40,9 @@ BAD_FIT = [
     ("constant without eta0", dict(learning_rate="constant"), X, y, ValueError, "eta0"),
     ("optimal without alpha", dict(alpha=0.0), X, y, ValueError, "alpha must be > 0"),
     ("coef_init width", dict(), X, y, ValueError, "coef_init"),
+    ("svrg with hinge", dict(variance_reduction="svrg"), X, y, ValueError, "smooth loss"),
+    ("unknown variance_reduction", dict(variance_reduction="saga"), X, y, ValueError,
+     "variance_reduction"),
 ]
 
 
@@ -96,7 +99,8 @@ def test_failure_inside_a_worker_loop_leaves_cluster_clean(client):
     assert cluster_is_clean(client)
 
 
-def test_exception_from_callback_stops_loops(client, monkeypatch):
+@pytest.mark.parametrize("loss", ["hinge", "log_loss"])  # plain SGD, SVRG
+def test_exception_from_callback_stops_loops(client, monkeypatch, loss):
     """An exception raised in the driver mid-fit stops the loops and frees actors."""
     from dask_asyncopt.solvers import driver
 
@@ -114,7 +118,7 @@ def test_exception_from_callback_stops_loops(client, monkeypatch):
     monkeypatch.setattr("dask_asyncopt.linear_model.Settings", settings_with_callback)
     Xs, ys = rng.normal(size=(2000, 5)), rng.integers(0, 2, 2000)
     with pytest.raises(KeyboardInterrupt):
-        AsyncSGDClassifier(max_iter=10, tol=None).fit(Xs, ys)
+        AsyncSGDClassifier(loss=loss, max_iter=10, tol=None).fit(Xs, ys)
     assert len(calls) == 1
     assert cluster_is_clean(client)
     # the client is still usable afterwards

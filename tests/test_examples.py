@@ -51,8 +51,30 @@ def _check_click_through(proc):
     assert "epoch" in proc.stderr  # the progress bar (verbose=1 by default)
 
 
+def _check_recommender(proc):
+    out = proc.stdout
+    assert out.startswith("100,000 ratings"), out
+    model, baseline, floor = map(float, re.search(
+        r"test RMSE ([\d.]+) \(global mean: ([\d.]+); noise floor: ([\d.]+)\)",
+        out).groups())
+    assert floor < model < 1.35 * floor < baseline, out  # near the noise floor
+    assert len(re.findall(r"^  user \d+: (?:\d+: [\d.-]+(?:, |$)){5}", out, re.M)) == 3, out
+    recommended, average = map(float, re.search(
+        r"true mean rating of the recommended items ([\d.-]+) \(of all unseen items: "
+        r"([\d.-]+)\)", out).groups())
+    assert recommended > average + 0.5, out
+    assert re.search(r"items similar to item \d+ .*: (?:\d+ \([\d.-]+\)(?:, |$)){5}",
+                     out, re.M), out
+    neighbours, everyone = map(float, re.search(
+        r"true-factor cosine of those neighbours ([\d.-]+) \(of all items: ([\d.-]+)\)",
+        out).groups())
+    assert neighbours > everyone + 0.3, out
+    assert "MatrixFactorization(asyb)" in proc.stderr  # the progress bar (verbose=1)
+
+
 # what a script's output must show, beyond running (scripts without an entry must run)
-CHECKS = {"click_through_l1.py": _check_click_through}
+CHECKS = {"click_through_l1.py": _check_click_through,
+          "recommender.py": _check_recommender}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])

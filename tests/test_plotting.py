@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from dask_asyncopt import AsyncSGDClassifier
-from dask_asyncopt.datasets import make_sparse_classification
+from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
+from dask_asyncopt.datasets import make_ratings, make_sparse_classification
 from dask_asyncopt.plotting import plot_history
 
 matplotlib.use("Agg")
@@ -109,3 +109,35 @@ def test_missing_matplotlib_names_the_extra():
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "pip install dask_asyncopt[plot]" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def mf_fits(client):
+    X, y = make_ratings(300, 200, 6_000, random_state=0)
+    with client.as_current():
+        return [MatrixFactorization(n_factors=8, max_iter=3, early_stopping=True, tol=None,
+                                    solver=s, random_state=0).fit(X, y)
+                for s in ("asyb", "sync")]
+
+
+def test_matrix_factorization_fits_default_to_train_rmse(mf_fits):
+    ax = plot_history(mf_fits)
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == [
+        "MatrixFactorization(solver='asyb')", "MatrixFactorization(solver='sync')"]
+    for line, est in zip(lines, mf_fits, strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), est.history_["time"])
+        np.testing.assert_array_equal(line.get_ydata(), est.history_["train_rmse"])
+    assert ax.get_ylabel() == "train RMSE (progressive)"
+
+
+def test_matrix_factorization_validation_rmse_by_epoch(mf_fits):
+    ax = plot_history(mf_fits, x="epoch", y="valid_rmse", labels=["asyb", "sync"])
+    for line, est in zip(ax.get_lines(), mf_fits, strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+        np.testing.assert_array_equal(line.get_ydata(), est.history_["valid_rmse"])
+    assert ax.get_ylabel() == "validation RMSE"
+    # a linear model's column is not there: the error lists what is
+    with pytest.raises(ValueError, match=r"y='objective' is not a history column; "
+                                         r"available: .*train_rmse"):
+        plot_history(mf_fits, y="objective")

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
-from dask_asyncopt.datasets import make_sparse_classification
+from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor, MatrixFactorization
+from dask_asyncopt.datasets import make_ratings, make_sparse_classification
 from dask_asyncopt.progress import FitProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 X, y = make_sparse_classification(2000, 300, random_state=0)
+XR, YR = make_ratings(300, 200, 6_000, random_state=0)
 logger = logging.getLogger("dask_asyncopt")
 
 
@@ -107,3 +108,31 @@ def test_bar_handler_writes_log_lines_when_logging_is_not_configured():
     assert [line.split(":")[0] for line in logged] == [
         "[dask_asyncopt] epoch 1", "[dask_asyncopt] epoch 2"]
     assert any("2/2" in line for line in lines)
+
+
+
+def test_matrix_factorization_bar_shows_rmse_and_rate(client, capsys, caplog):
+    """The recommender's own history rows drive the same bar (epoch, RMSEs, rate)."""
+    caplog.set_level(logging.WARNING, logger="dask_asyncopt")
+    mf = MatrixFactorization(n_factors=8, max_iter=3, early_stopping=True, tol=None,
+                             verbose=1, random_state=0).fit(XR, YR)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    row = mf.history_.iloc[-1]
+    assert "MatrixFactorization(asyb)" in last and "3/3" in last
+    assert f"train_rmse={row['train_rmse']:.5g}" in last
+    assert f"valid_rmse={row['valid_rmse']:.5g}" in last
+    assert "updates/s=" in last
+    assert not [r for r in caplog.records if r.name == "dask_asyncopt"]
+
+
+def test_matrix_factorization_verbose_2_logs_each_epoch(client, capsys, caplog):
+    level_before = logger.level
+    MatrixFactorization(n_factors=8, max_iter=2, solver="sync", verbose=2,
+                        random_state=0).fit(XR, YR)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dask_asyncopt"]
+    assert [m.split(":")[0] for m in lines] == ["epoch 1", "epoch 2"]
+    assert "train RMSE" in lines[0]
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "MatrixFactorization(sync)" in last and "2/2" in last
+    assert "valid_rmse" not in last  # no validation set without early_stopping
+    assert logger.level == level_before

@@ -158,3 +158,16 @@ def test_warm_start_continues_schedule(data):
     t1 = est.t_
     est.fit(X, y)
     assert est.t_ >= t1 + 2 * N
+
+
+def test_more_loops_than_workers_reach_optimum(data, optimum):
+    """Four asynchronous loops on two workers still reach the L1 optimum.
+
+    (``sync`` with four loops averages each round's deltas per coordinate and
+    progresses slower per epoch: on this data the default ``tol`` stops it at a
+    1.4e-3 gap, measured; see docs/status.md.)
+    """
+    X, y = data
+    est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, n_workers=4).fit(X, y)
+    f = logistic_objective(X, y, est.coef_, est.intercept_, 1e-4, 1.0)
+    assert (f - optimum("l1", 1e-4)) / optimum("l1", 1e-4) <= 1e-3

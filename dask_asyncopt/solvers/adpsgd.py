@@ -387,6 +387,13 @@ def _consensus(values):
 class _ReplicaRun(_Run):
     """A fit's handles when the actors are replicas."""
 
+    mean = None  # the last consensus: what checkpoints keep
+
+    def call_blocks(self, method):
+        if method == "coefficients":  # the driver's checkpoints: the consensus model
+            return [self.mean]
+        return super().call_blocks(method)
+
     def call_all(self, method, *args):
         calls = [getattr(a, method)(*args) for a in self.actors]
         return [c.result(self.settings.timeout) for c in calls]
@@ -400,6 +407,7 @@ class _ReplicaRun(_Run):
         stats = self.call_all("stats")
         known = np.array([s["samples"] for s in stats], dtype=np.int64)
         self.call_all("assign", mean, known)
+        self.mean = mean
         total = int(known.sum())
         for s in stats:  # the history's "samples" column: all loops, all fits
             s["samples"] = self.config["t_start"] + total
@@ -437,13 +445,13 @@ def fit_replicas(client, shards, loop_workers, n_samples, problem, settings, ini
                       "n_blocks": settings.n_blocks, "timeout": settings.timeout,
                       "svrg": None, "t_start": t_start}
         epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
-        history, total, mean = epochs(run, n_samples, problem)
+        total, mean = epochs(run, n_samples, problem)
         if not np.isfinite(mean).all():
             raise FloatingPointError("the coefficients became non-finite: lower eta0")
         coef = mean[:problem.n_features]
         icpt = mean[problem.n_features] if problem.fit_intercept else np.zeros(
             problem.n_outputs)
-        return FitResult(coef, icpt, history, len(history), t_start + total)
+        return FitResult(coef, icpt, run.history, len(run.history), t_start + total)
     finally:
         _release(client, replicas, run.loops)
 
@@ -458,7 +466,6 @@ def _extra(distance, reports):
 
 def _sgd_epochs(run, n_samples, problem):
     settings = run.settings
-    history = []
     stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
     params = problem.params
     mean = None
@@ -468,7 +475,7 @@ def _sgd_epochs(run, n_samples, problem):
         mean, distance, stats, total = run.average()
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + _penalty(mean, problem)
-        run.record(history, epoch, reports, stats, loss, objective, float(params[P_ETA0]),
+        run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]),
                    extra=_extra(distance, reports))
         if stopping.stalled(objective):
             if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
@@ -478,12 +485,11 @@ def _sgd_epochs(run, n_samples, problem):
                 stopping.no_improve = 0
             else:
                 break
-    return history, total, mean
+    return total, mean
 
 
 def _svrg_epochs(run, n_samples, problem):
     settings = run.settings
-    history = []
     stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
     reports = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", 0, True)
     mean = run.call_all("values")[0]
@@ -505,7 +511,7 @@ def _svrg_epochs(run, n_samples, problem):
         run.call_all("reset_snapshot")
         snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
         loss, objective = _objective(snapshot, n_samples, mean, problem)
-        run.record(history, epoch, reports + snapshot, stats, loss, objective, step,
+        run.record(epoch, reports + snapshot, stats, loss, objective, step,
                    extra=_extra(distance, reports))
         if stopping.stalled(objective):
             break
@@ -514,7 +520,7 @@ def _svrg_epochs(run, n_samples, problem):
             logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
                         previous, objective, step)
         previous = objective
-    return history, total, mean
+    return total, mean
 
 
 def _penalty(mean, problem):

@@ -23,6 +23,7 @@ import logging
 import math
 import time
 import uuid
+from asyncio import CancelledError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,33 @@ class Settings:
     n_iter_no_change: int = 5
     timeout: float = 120.0
     callback: object = None
+    # Keep a copy of the coefficients in the driver every this many epochs
+    # (0: never), to restart from if a worker is lost.
+    checkpoint_every: int = 1
+    first_epoch: int = 1  # > 1 when a fit restarts from a checkpoint
+
+
+@dataclass
+class Checkpoint:
+    """The model after ``epoch``, kept in the driver (a lost worker cannot take it)."""
+
+    coef: np.ndarray  # (n_features + fit_intercept, n_outputs), intercept last
+    samples: int
+    epoch: int
+
+
+class WorkerLost(RuntimeError):
+    """A worker holding blocks, loops or data left the cluster mid-fit.
+
+    Carries what the fit can resume from: the latest :class:`Checkpoint` (or
+    ``None``) and the history rows recorded so far.
+    """
+
+    def __init__(self, lost, checkpoint, history):
+        super().__init__(f"lost worker(s) {sorted(lost)} during the fit")
+        self.lost = lost
+        self.checkpoint = checkpoint
+        self.history = history
 
 
 @dataclass
@@ -134,15 +162,35 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
                 workers=[workers[b % len(workers)]],
                 key=f"asyncopt-block-{b}-{token}"))
         run.actors = client.gather(servers)
+        run.n_blocks = n_blocks
         run.config = {"mode": mode, "problem": problem.kernel_args(), "n_loops": len(shards),
                       "timeout": settings.timeout, "svrg": None,
                       "bounded": mode == "async" and settings.max_staleness is not None}
         epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
-        history, total = epochs(run, n_samples, problem, t_start)
-        coef, intercept = _coefficients(run, problem, n_blocks)
-        return FitResult(coef, intercept, history, len(history), total)
+        total = epochs(run, n_samples, problem, t_start)
+        coef, intercept = _split_coefficients(_gather_coefficients(run), problem)
+        return FitResult(coef, intercept, run.history, len(run.history), total)
+    except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
+        lost = _lost_workers(client, workers)
+        if lost:
+            raise WorkerLost(lost, run.checkpoint, run.history) from exc
+        raise
     finally:
         _release(client, servers, run.loops)
+
+
+def _lost_workers(client, workers, patience=5.0):
+    """Workers of ``workers`` the scheduler no longer lists (it may take a moment
+    to notice a killed process after a call to it failed)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            lost = set(workers) - set(client.nthreads())
+        except Exception:  # noqa: BLE001 - the scheduler itself is gone: not recoverable here
+            return set()
+        if lost or time.monotonic() > deadline:
+            return lost
+        time.sleep(0.2)
 
 
 class _Run:
@@ -157,6 +205,9 @@ class _Run:
         self.actors = []
         self.config = None
         self.loops = []
+        self.history = []
+        self.checkpoint = None
+        self.n_blocks = 1
         self.started = time.perf_counter()
 
     def run_loops(self, func, name, epoch, *args):
@@ -181,9 +232,9 @@ class _Run:
         calls = [getattr(a, method)() for a in self.actors]
         return [c.result(self.settings.timeout) for c in calls]
 
-    def record(self, history, epoch, reports, stats, loss, objective, step, extra=None):
-        """Append the epoch's history row (plus ``extra`` columns), log it and pass
-        it to the callback."""
+    def record(self, epoch, reports, stats, loss, objective, step, extra=None):
+        """Append the epoch's history row (plus ``extra`` columns), log it, pass it
+        to the callback and keep a checkpoint when one is due."""
         pushes = sum(s["pushes"] for s in stats)
         wall = sum(r["wall_time"] for r in reports)
         row = {
@@ -199,7 +250,7 @@ class _Run:
             "compute_fraction": sum(r["kernel_time"] for r in reports) / max(wall, 1e-12),
         }
         row.update(extra or {})
-        history.append(row)
+        self.history.append(row)
         logger.info("epoch %d: objective %.6g, %.3g s, staleness %.2f/%d, compute %.0f%%",
                     epoch, objective, row["time"], row["staleness_mean"],
                     row["staleness_max"], 100 * row["compute_fraction"])
@@ -209,6 +260,9 @@ class _Run:
             raise FloatingPointError(
                 f"the objective became {objective} at epoch {epoch}: the step size is too "
                 "large; lower eta0 (or raise alpha with learning_rate='optimal')")
+        every = self.settings.checkpoint_every
+        if every and epoch % every == 0:
+            self.checkpoint = Checkpoint(_gather_coefficients(self), row["samples"], epoch)
 
 
 class _EarlyStopping:
@@ -231,17 +285,16 @@ class _EarlyStopping:
 
 def _sgd_epochs(run, n_samples, problem, total):
     settings = run.settings
-    history = []
     stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
     params = problem.params
-    for epoch in range(1, settings.max_iter + 1):
+    for epoch in range(settings.first_epoch, settings.max_iter + 1):
         reports = run.run_loops(run_epoch, f"{settings.solver}-loop", epoch,
                                 total + n_samples)
         stats = run.call_blocks("stats")
         total = max(s["samples"] for s in stats)
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + sum(s["penalty"] for s in stats)
-        run.record(history, epoch, reports, stats, loss, objective, float(params[P_ETA0]))
+        run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]))
         if stopping.stalled(objective):
             if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
                 params = params.copy()
@@ -250,12 +303,11 @@ def _sgd_epochs(run, n_samples, problem, total):
                 stopping.no_improve = 0
             else:
                 break
-    return history, total
+    return total
 
 
 def _svrg_epochs(run, n_samples, problem, total):
     settings = run.settings
-    history = []
     stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
     reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
     previous = _snapshot_objective(run, reports, n_samples)[1]
@@ -263,7 +315,7 @@ def _svrg_epochs(run, n_samples, problem, total):
     if step is None:
         max_sq_norm = max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept)
         step = 1.0 / (problem.svrg["smoothness"] * max(max_sq_norm, 1e-12))
-    for epoch in range(1, settings.max_iter + 1):
+    for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
         reports = run.run_loops(run_epoch, f"{settings.solver}-loop", epoch,
@@ -273,7 +325,7 @@ def _svrg_epochs(run, n_samples, problem, total):
         run.call_blocks("reset_snapshot")
         snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
         loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
-        run.record(history, epoch, reports + snapshot, stats, loss, objective, step)
+        run.record(epoch, reports + snapshot, stats, loss, objective, step)
         if stopping.stalled(objective):
             break
         if objective > previous:
@@ -284,7 +336,7 @@ def _svrg_epochs(run, n_samples, problem, total):
             logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
                         previous, objective, step)
         previous = objective
-    return history, total
+    return total
 
 
 def _snapshot_objective(run, reports, n_samples, stats=None):
@@ -295,11 +347,16 @@ def _snapshot_objective(run, reports, n_samples, stats=None):
     return loss, loss + sum(s["penalty"] for s in stats)
 
 
-def _coefficients(run, problem, n_blocks):
+def _gather_coefficients(run):
+    """All blocks' coefficients as one (n_coords, n_outputs) array, intercept last."""
     blocks = run.call_blocks("coefficients")
-    full = np.empty((problem.n_features + int(problem.fit_intercept), problem.n_outputs))
+    full = np.empty((sum(len(b) for b in blocks), blocks[0].shape[1]))
     for b, values in enumerate(blocks):
-        full[b::n_blocks] = values
+        full[b::run.n_blocks] = values
+    return full
+
+
+def _split_coefficients(full, problem):
     if not np.isfinite(full).all():
         raise FloatingPointError("the coefficients became non-finite: lower eta0")
     coef = full[:problem.n_features]
@@ -322,4 +379,6 @@ def _release(client, servers, loops):
             wait(loops, timeout=30)
         except TimeoutError:
             logger.warning("worker loops still running 30 s after the fit stopped")
+        except (Exception, CancelledError):  # noqa: BLE001 - loops failed or were lost
+            pass
     client.cancel(list(loops) + list(servers), force=True)

@@ -1,0 +1,65 @@
+"""A fit survives losing a worker process: it resumes from the driver's checkpoint."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_asyncopt import AsyncSGDClassifier
+from dask_asyncopt.datasets import make_sparse_classification
+
+from .conftest import cluster_is_clean, logistic_objective
+
+ALPHA = 1e-4
+
+
+@pytest.fixture(scope="module")
+def cluster3():
+    """Three worker processes (their nannies restart a killed one)."""
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(
+            cluster, set_as_default=False, direct_to_workers=True) as c:
+        yield c
+
+
+def _kill_when(client, marker, stop):
+    """SIGKILL one worker process as soon as a task key containing ``marker`` exists."""
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[1]
+    while not stop.is_set():
+        keys = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+        if any(marker in str(k) for k in keys):
+            os.kill(pids[victim], signal.SIGKILL)
+            return victim
+        time.sleep(0.01)
+    return None
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync"])
+def test_fit_survives_a_killed_worker(cluster3, solver):
+    X, y = make_sparse_classification(60_000, 20_000, random_state=21)
+    kw = dict(loss="log_loss", penalty="l1", alpha=ALPHA, max_iter=8, tol=None,
+              solver=solver, random_state=0, timeout=30)
+    with cluster3.as_current():
+        undisturbed = AsyncSGDClassifier(**kw).fit(X, y)
+        f_ref = logistic_objective(X, y, undisturbed.coef_, undisturbed.intercept_, ALPHA, 1.0)
+        stop, killed = threading.Event(), []
+        killer = threading.Thread(
+            target=lambda: killed.append(_kill_when(cluster3, "-loop-0-epoch-4-", stop)))
+        killer.start()
+        try:
+            est = AsyncSGDClassifier(**kw).fit(X, y)
+        finally:
+            stop.set()
+            killer.join()
+    assert killed and killed[0] is not None, "the fit ended before the worker was killed"
+    events = est.history_["event"].dropna().tolist()
+    assert len(events) == 1 and killed[0] in events[0], events
+    assert est.n_iter_ == 8 and est.history_.epoch.max() == 8
+    f = logistic_objective(X, y, est.coef_, est.intercept_, ALPHA, 1.0)
+    assert abs(f - f_ref) / f_ref <= 0.01, (f, f_ref)
+    assert cluster_is_clean(cluster3, wait=10)
