@@ -376,9 +376,12 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     batch_size : int or "auto", default="auto"
         Rows per pull/sweep/push exchange; "auto" aims at ~260k non-zeros per
         exchange so compute dwarfs the actor round trip.
-    solver : {"asyb", "sync"}, default="asyb"
+    solver : {"asyb", "sync", "adpsgd"}, default="asyb"
         "asyb": AsyB-ProxSGD, asynchronous.  "sync": a barrier per round,
-        deterministic for an int ``random_state``.
+        deterministic for an int ``random_state``.  "adpsgd": AD-PSGD, one
+        model replica per worker loop averaged pairwise with peers, no server
+        (``history_`` adds ``consensus_distance``); ``max_staleness`` does not
+        apply.
     optimizer : {"sgd"}, default="sgd"
         Update rule applied to the gradient estimates.
     variance_reduction : {"auto", "svrg"} or None, default="auto"

@@ -30,6 +30,7 @@ INTERNAL_MODULES = {
     "dask_asyncopt.mf_store",  # progress on branch mf): internal like kernels/store
     "dask_asyncopt.losses",
     "dask_asyncopt.penalties",
+    "dask_asyncopt.replica",  # AD-PSGD's replica actor: internal like store
     "dask_asyncopt.schedules",
     "dask_asyncopt.shards",
     "dask_asyncopt.store",

@@ -36,7 +36,7 @@ from .loop import run_epoch, run_snapshot
 
 logger = logging.getLogger("dask_asyncopt")
 
-SOLVERS = {"asyb": "async", "sync": "sync"}
+SOLVERS = {"asyb": "async", "sync": "sync", "adpsgd": "gossip"}
 
 
 @dataclass
@@ -136,6 +136,11 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
     -------
     FitResult
     """
+    if settings.solver == "adpsgd":  # replicas, no blocks: see solvers/adpsgd.py
+        from .adpsgd import fit_replicas
+
+        return fit_replicas(client, shards, loop_workers, n_samples, problem, settings,
+                            init, t_start)
     mode = SOLVERS[settings.solver]
     n_coords = problem.n_features + int(problem.fit_intercept)
     n_blocks = min(settings.n_blocks, n_coords)
@@ -227,9 +232,9 @@ class _Run:
         calls = [getattr(a, method)() for a in self.actors]
         return [c.result(self.settings.timeout) for c in calls]
 
-    def record(self, epoch, reports, stats, loss, objective, step):
-        """Append the epoch's history row, log it, pass it to the callback and
-        keep a checkpoint when one is due."""
+    def record(self, epoch, reports, stats, loss, objective, step, extra=None):
+        """Append the epoch's history row (plus ``extra`` columns), log it, pass it
+        to the callback and keep a checkpoint when one is due."""
         pushes = sum(s["pushes"] for s in stats)
         wall = sum(r["wall_time"] for r in reports)
         row = {
@@ -244,6 +249,7 @@ class _Run:
             "staleness_max": max(s["staleness_max"] for s in stats),
             "compute_fraction": sum(r["kernel_time"] for r in reports) / max(wall, 1e-12),
         }
+        row.update(extra or {})
         self.history.append(row)
         logger.info("epoch %d: objective %.6g, %.3g s, staleness %.2f/%d, compute %.0f%%",
                     epoch, objective, row["time"], row["staleness_mean"],

@@ -1,0 +1,227 @@
+"""Model replicas for decentralised training (AD-PSGD): one per worker loop.
+
+A :class:`Replica` is a Dask actor placed on its loop's worker.  It holds a
+full copy of the model (``n_coords x n_outputs``, global coordinate order,
+the intercept last), a version counter, the samples each loop is known to
+have processed (gossiped, see below) and, for the variance-reduced solver,
+the snapshot's gradient sum and row counts.  There is no server: replicas
+only talk to each other in pairs.
+
+**Pairwise averaging, sum-preserving.**  An *active* loop sends its replica's
+values ``x_a`` to a *passive* peer's :meth:`Replica.exchange`, which, under
+the passive replica's lock, computes ``d = (x_a - x_p) / 2``, adds it
+(``x_p <- (x_a + x_p) / 2``) and returns ``d``; the active side then
+subtracts ``d`` (:meth:`Replica.absorb`).  Whatever happened to the active
+replica while the call was in flight (its own loop's steps) is kept on top
+of the average, so:
+
+* the sum of all replicas is conserved exactly by every exchange (the
+  mixing matrix ``I - (e_a - e_p)(e_a - e_p)^T / 2`` is doubly stochastic);
+* when nothing intervened both replicas end equal (atomic averaging);
+* otherwise the outcome is exactly "averaged when the passive side ran, then
+  the active loop's in-flight steps applied" - AD-PSGD with those steps
+  computed at a stale replica, the delay its analysis allows.
+
+The active loop need not wait for the reply (a stopped or slow peer does not
+stall its computation): it keeps at most one exchange in flight.  Passive
+replicas never call anyone, so no cycle of waits (deadlock) can form.
+
+**Proximal steps.**  A loop's step is a delta on the coordinates its chunk
+touches plus, for plain proximal SGD, the chunk's composed proximal map
+``(D, S)`` (see :mod:`dask_asyncopt.penalties`) applied eagerly to every
+penalised coordinate (the variance-reduced sweeps apply their prox inside
+the kernel and send the identity).
+
+**Gossiped progress.**  Every replica keeps the cumulative samples processed
+by each loop as far as it knows (its own loop's count is exact); exchanges
+merge both sides' vectors by element-wise maximum.  An epoch ends for a
+loop once the known total reaches the epoch's target, so a fast loop can
+take more than its share while a slow one falls behind (see
+:mod:`dask_asyncopt.solvers.adpsgd`).
+"""
+
+import threading
+
+import numpy as np
+
+from .store import FitStopped
+
+
+class Replica:
+    """A full model replica with its version counter and gossiped progress.
+
+    Parameters
+    ----------
+    rank, n_replicas : int
+        This replica's loop index and the number of loops.
+    n_coords, n_outputs : int
+        Model shape (the intercept, if fitted, is coordinate ``intercept``).
+    intercept : int
+        Index of the unpenalised intercept coordinate, or ``-1``.
+    init : ndarray of shape (n_coords, n_outputs), optional
+        Starting values.
+    """
+
+    def __init__(self, rank, n_replicas, n_coords, n_outputs, intercept=-1, init=None):
+        self.rank = rank
+        self.intercept = intercept
+        if init is None:
+            self.w = np.zeros((n_coords, n_outputs))
+        else:
+            self.w = np.array(init, dtype=np.float64, order="C", copy=True)
+        self.penalised = np.ones(n_coords, dtype=bool)
+        if intercept >= 0:
+            self.penalised[intercept] = False
+        self.known = np.zeros(n_replicas, dtype=np.int64)
+        self.grad_sum = np.zeros_like(self.w)
+        self.row_counts = np.zeros(n_coords, dtype=np.int64)
+        self.lock = threading.Lock()
+        self.version = 0  # modifications: own steps, exchanges, absorbed replies
+        self.stopped = False
+        self.reset_stats()
+
+    # ------------------------------------------------------------------ reads
+    def read(self, ids, snapshot=False):
+        """Values at ``ids`` (``None``: all) and the version they were read at.
+
+        With ``snapshot`` also the variance-reduced solver's terms at ``ids``:
+        the snapshot gradient sum over the row counts (``drift``) and the
+        counts.
+        """
+        with self.lock:
+            self._check_running()
+            values = self.w.copy() if ids is None else self.w[ids]
+            if not snapshot:
+                return values, self.version
+            grad = self.grad_sum if ids is None else self.grad_sum[ids]
+            counts = self.row_counts if ids is None else self.row_counts[ids]
+            return values, self.version, grad / np.maximum(counts, 1)[:, None], counts
+
+    def total_known(self):
+        """Samples processed by all loops, as far as this replica knows."""
+        with self.lock:
+            return int(self.known.sum())
+
+    def own(self):
+        """Samples this replica's loop has processed this fit."""
+        with self.lock:
+            return int(self.known[self.rank])
+
+    def outgoing(self, ids=None):
+        """Values (at ``ids``) and known progress to send in an exchange."""
+        with self.lock:
+            self._check_running()
+            values = self.w.copy() if ids is None else self.w[ids]
+            return values, self.known.copy()
+
+    # ----------------------------------------------------------------- writes
+    def step(self, ids, delta, prox_d, prox_s, n_samples, read_version):
+        """Apply this loop's step: add ``delta`` at ``ids``, then the prox map.
+
+        Returns the step's staleness: modifications by others (exchanges)
+        between the loop's read and this step.
+        """
+        with self.lock:
+            self._check_running()
+            self.w[ids] += delta
+            if prox_d != 1.0 or prox_s != 0.0:
+                w = self.w[self.penalised]
+                self.w[self.penalised] = np.sign(w) * np.maximum(
+                    np.abs(w) - prox_s, 0.0) / prox_d
+            staleness = self.version - read_version
+            self.version += 1
+            self.known[self.rank] += n_samples
+            self.n_steps += 1
+            self.stale_sum += staleness
+            self.stale_max = max(self.stale_max, staleness)
+            return staleness
+
+    def exchange(self, values, known, ids=None):
+        """Passive side of a pairwise average: ``x <- (values + x) / 2`` at ``ids``.
+
+        Returns ``(d, known)``: the change applied here (the active side
+        subtracts it, see :meth:`absorb`) and this replica's merged progress.
+        """
+        with self.lock:
+            self._check_running()
+            if ids is None:
+                d = 0.5 * (values - self.w)
+                self.w += d
+            else:
+                d = 0.5 * (values - self.w[ids])
+                self.w[ids] += d
+            np.maximum(self.known, known, out=self.known)
+            self.version += 1
+            self.n_exchanges += 1
+            return d, self.known.copy()
+
+    def absorb(self, d, known, ids=None):
+        """Active side: subtract the passive side's change ``d`` and merge progress."""
+        with self.lock:
+            if ids is None:
+                self.w -= d
+            else:
+                self.w[ids] -= d
+            np.maximum(self.known, known, out=self.known)
+            self.version += 1
+            self.n_exchanges += 1
+
+    def assign(self, values, known=None):
+        """Overwrite the values (the driver's consensus at an epoch boundary)."""
+        with self.lock:
+            self._check_running()
+            self.w[:] = values
+            if known is not None:
+                self.known[:] = known
+            self.version += 1
+
+    # --------------------------------------------------------------- snapshot
+    def reset_snapshot(self):
+        """Zero the snapshot gradient sum (row counts are kept)."""
+        with self.lock:
+            self.grad_sum[:] = 0.0
+
+    def add_snapshot(self, grad, counts=None):
+        """Add one loop's gradient sum (and, once per fit, its row counts)."""
+        with self.lock:
+            self._check_running()
+            self.grad_sum += grad
+            if counts is not None:
+                self.row_counts += counts
+
+    # ------------------------------------------------------------------ stats
+    def values(self):
+        """A copy of all values."""
+        return self.read(None)[0]
+
+    def stop(self):
+        """Refuse further calls: worker loops stop at their next one."""
+        with self.lock:
+            self.stopped = True
+
+    def _check_running(self):
+        if self.stopped:
+            raise FitStopped(f"replica {self.rank}: the fit was stopped")
+
+    def reset_stats(self):
+        """Start a new measurement window."""
+        self.n_steps = 0
+        self.n_exchanges = 0
+        self.stale_sum = 0
+        self.stale_max = 0
+
+    def stats(self, reset=True):
+        """Steps, exchanges, staleness and progress since the last reset."""
+        with self.lock:
+            out = {
+                "replica": self.rank,
+                "version": self.version,
+                "pushes": self.n_steps,
+                "exchanges": self.n_exchanges,
+                "staleness_sum": self.stale_sum,
+                "staleness_max": self.stale_max,
+                "samples": int(self.known[self.rank]),
+            }
+            if reset:
+                self.reset_stats()
+            return out
