@@ -39,7 +39,7 @@ def _kill_when(client, marker, stop):
     return None
 
 
-@pytest.mark.parametrize("solver", ["asyb", "sync"])
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
 def test_fit_survives_a_killed_worker(cluster3, solver):
     X, y = make_sparse_classification(60_000, 20_000, random_state=21)
     kw = dict(loss="log_loss", penalty="l1", alpha=ALPHA, max_iter=8, tol=None,

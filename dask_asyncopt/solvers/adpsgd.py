@@ -47,6 +47,7 @@ evaluation per row, as for ``asyb``/``sync``).
 import logging
 import time
 import uuid
+from asyncio import CancelledError
 
 import numpy as np
 from distributed import secede
@@ -55,7 +56,7 @@ from ..kernels import P_EPSILON, P_ETA0, snapshot_csr, snapshot_dense
 from ..penalties import penalty_value
 from ..replica import Replica
 from ..schedules import ADAPTIVE
-from .driver import FitResult, _EarlyStopping, _release, _Run
+from .driver import FitResult, WorkerLost, _EarlyStopping, _release, _Run, lost_workers
 from .loop import _check_finite, _is_csr, _row_counts, _sweep_sgd, _sweep_svrg, bind_servers
 
 logger = logging.getLogger("dask_asyncopt")
@@ -433,6 +434,7 @@ def fit_replicas(client, shards, loop_workers, n_samples, problem, settings, ini
     n_coords = problem.n_features + int(problem.fit_intercept)
     token = uuid.uuid4().hex[:8]
     intercept = problem.n_features if problem.fit_intercept else -1
+    workers = sorted(client.nthreads())
     replicas = []
     run = _ReplicaRun(client, shards, loop_workers, settings, token)
     try:
@@ -452,6 +454,11 @@ def fit_replicas(client, shards, loop_workers, n_samples, problem, settings, ini
         icpt = mean[problem.n_features] if problem.fit_intercept else np.zeros(
             problem.n_outputs)
         return FitResult(coef, icpt, run.history, len(run.history), t_start + total)
+    except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
+        lost = lost_workers(client, workers)
+        if lost:
+            raise WorkerLost(lost, run.checkpoint, run.history) from exc
+        raise
     finally:
         _release(client, replicas, run.loops)
 
@@ -470,8 +477,9 @@ def _sgd_epochs(run, n_samples, problem):
     params = problem.params
     mean = None
     total = 0
-    for epoch in range(1, settings.max_iter + 1):
-        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch, epoch * n_samples)
+    for epoch in range(settings.first_epoch, settings.max_iter + 1):
+        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
+                                (epoch - settings.first_epoch + 1) * n_samples)
         mean, distance, stats, total = run.average()
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + _penalty(mean, problem)
@@ -503,10 +511,11 @@ def _svrg_epochs(run, n_samples, problem):
     # L1: gap 1.3e-3 after 13 epochs with the shared-model step, 5e-5 after 10).
     step *= run.config["n_loops"]
     total = 0
-    for epoch in range(1, settings.max_iter + 1):
+    for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
-        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch, epoch * n_samples)
+        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
+                                (epoch - settings.first_epoch + 1) * n_samples)
         mean, distance, stats, total = run.average()
         run.call_all("reset_snapshot")
         snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
