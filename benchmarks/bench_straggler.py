@@ -33,43 +33,16 @@ import os
 import platform
 import re
 import shlex
-import signal
 import statistics
 import sys
-import threading
 import time
 
 import numpy as np
 
+from dask_asyncopt.stragglers import DutyCycle
+
 TARGET_RATIO = 2.5  # sync time / async time with one of 2 workers 4x slower
 OBJECTIVE_TOLERANCE = 0.02
-
-
-class DutyCycle:
-    """Stop and resume a process on a duty cycle from a helper thread."""
-
-    def __init__(self, pid, slowdown, period):
-        self.pid = pid
-        self.stopped_for = period * (1.0 - 1.0 / slowdown)
-        self.running_for = period / slowdown
-        self.halt = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.halt.is_set():
-            os.kill(self.pid, signal.SIGSTOP)
-            time.sleep(self.stopped_for)
-            os.kill(self.pid, signal.SIGCONT)
-            self.halt.wait(self.running_for)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.halt.set()
-        self.thread.join()
-        os.kill(self.pid, signal.SIGCONT)
 
 
 def objective(X, y, coef, intercept, alpha):

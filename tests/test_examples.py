@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -72,9 +73,18 @@ def _check_recommender(proc):
     assert "MatrixFactorization(asyb)" in proc.stderr  # the progress bar (verbose=1)
 
 
+def _check_straggler(proc):
+    found = dict(re.findall(r"^\s*(sync|asyb|adpsgd): +[\d.]+ s, objective ([\d.]+)$",
+                            proc.stdout, re.M))
+    assert set(found) == {"sync", "asyb", "adpsgd"}, proc.stdout
+    objectives = np.array([float(v) for v in found.values()])
+    assert objectives.max() < 1.05 * objectives.min(), proc.stdout  # same problem solved
+
+
 # what a script's output must show, beyond running (scripts without an entry must run)
 CHECKS = {"click_through_l1.py": _check_click_through,
-          "recommender.py": _check_recommender}
+          "recommender.py": _check_recommender,
+          "straggler.py": _check_straggler}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
