@@ -46,10 +46,30 @@ BAD_FIT = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD_FIT, ids=[c[0] for c in BAD_FIT])
-def test_bad_fit_input(case, client):
+# Cases that do not apply to a regressor: it has no classes, squared_error is its
+# default loss and its losses are smooth.
+CLASSIFIER_ONLY = {"one class", "unknown loss", "svrg with hinge", "y nan",
+                   "constant without eta0", "optimal without alpha"}
+BAD_FIT_REGRESSOR = [c for c in BAD_FIT if c[0] not in CLASSIFIER_ONLY] + [
+    ("y nan", dict(), X, np.where(y == 1, np.nan, 0.0), ValueError, "NaN"),
+    ("unknown loss", dict(loss="log_loss"), X, y, ValueError, "loss"),
+    ("constant without eta0", dict(learning_rate="constant", eta0=0.0), X, y, ValueError,
+     "eta0"),
+    ("optimal without alpha", dict(alpha=0.0, variance_reduction=None,
+                                   learning_rate="optimal"), X, y, ValueError,
+     "alpha must be > 0"),
+    ("svrg with epsilon_insensitive", dict(loss="epsilon_insensitive",
+                                           variance_reduction="svrg"), X, y, ValueError,
+     "smooth loss"),
+]
+
+
+@pytest.mark.parametrize("estimator,case", [(AsyncSGDClassifier, c) for c in BAD_FIT] + [
+    (AsyncSGDRegressor, c) for c in BAD_FIT_REGRESSOR], ids=[
+    f"classifier-{c[0]}" for c in BAD_FIT] + [f"regressor-{c[0]}" for c in BAD_FIT_REGRESSOR])
+def test_bad_fit_input(estimator, case, client):
     name, params, Xb, yb, exc, match = case
-    est = AsyncSGDClassifier(max_iter=2, **params)
+    est = estimator(max_iter=2, **params)
     kwargs = {"coef_init": np.zeros((1, 5))} if name == "coef_init width" else {}
     with pytest.raises(exc, match=match):
         est.fit(Xb, yb, **kwargs)
