@@ -27,6 +27,7 @@ from .penalties import effective_penalty
 from .progress import FitProgress
 from .schedules import SCHEDULES, optimal_t0
 from .solvers import SOLVERS, fit_blocks
+from .solvers.adaptive import amsgrad_rule
 from .solvers.driver import Problem, Settings
 
 _SPARSE_FORMATS = ["csr", "csc", "coo"]
@@ -65,7 +66,10 @@ class _BaseAsyncSGD(BaseEstimator):
         "power_t": [Interval(Real, None, None, closed="neither")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions(set(SOLVERS))],
-        "optimizer": [StrOptions({"sgd"})],
+        "optimizer": [StrOptions({"sgd", "amsgrad"})],
+        "beta1": [Interval(Real, 0, 1, closed="left")],
+        "beta2": [Interval(Real, 0, 1, closed="left")],
+        "adam_epsilon": [Interval(Real, 0, None, closed="neither")],
         "variance_reduction": [StrOptions({"auto", "svrg"}), None],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "max_staleness": [Interval(Integral, 0, None, closed="left"), None],
@@ -79,8 +83,8 @@ class _BaseAsyncSGD(BaseEstimator):
     def __init__(self, loss, *, penalty="l2", alpha=1e-4, l1_ratio=0.15, fit_intercept=True,
                  max_iter=1000, tol=1e-3, n_iter_no_change=5, epsilon=0.1,
                  learning_rate="optimal", eta0=0.0, power_t=0.5, batch_size="auto",
-                 solver="asyb", optimizer="sgd", variance_reduction="auto", n_blocks=None,
-                 max_staleness=None,
+                 solver="asyb", optimizer="sgd", beta1=0.9, beta2=0.999, adam_epsilon=1e-8,
+                 variance_reduction="auto", n_blocks=None, max_staleness=None,
                  n_workers=None, timeout=120.0, random_state=None, verbose=0,
                  warm_start=False):
         self.loss = loss
@@ -98,6 +102,9 @@ class _BaseAsyncSGD(BaseEstimator):
         self.batch_size = batch_size
         self.solver = solver
         self.optimizer = optimizer
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.adam_epsilon = adam_epsilon
         self.variance_reduction = variance_reduction
         self.n_blocks = n_blocks
         self.max_staleness = max_staleness
@@ -132,8 +139,8 @@ class _BaseAsyncSGD(BaseEstimator):
             raise ValueError(
                 f"eta0 must be > 0 with learning_rate={self.learning_rate!r}; "
                 "set eta0 (e.g. eta0=0.01) or use learning_rate='optimal'")
-        if self._uses_svrg():
-            return  # a constant step: no schedule constraints
+        if self._uses_svrg() or self.optimizer == "amsgrad":
+            return  # no per-sample schedule: no schedule constraints
         if self.learning_rate == "optimal" and self.alpha == 0:
             raise ValueError(
                 "alpha must be > 0 with learning_rate='optimal' (its step is "
@@ -195,6 +202,8 @@ class _BaseAsyncSGD(BaseEstimator):
                   "fit_intercept": self.fit_intercept,
                   "batch_size": None if self.batch_size == "auto" else self.batch_size}
         problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
+        if problem.rule is not None:
+            layout["batch_size"] = problem.rule_options["exchange_rows"]
         init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
         if inputs.is_dask(X):
             shards, n_samples = inputs.place_dask(client, X, y, loop_workers, layout,
@@ -250,9 +259,13 @@ class _BaseAsyncSGD(BaseEstimator):
         if self._uses_svrg():
             svrg = {"smoothness": SMOOTHNESS[code],
                     "step": self.eta0 if self.learning_rate == "constant" else None}
+        rule, rule_options = None, None
+        if self.optimizer == "amsgrad":
+            rule, rule_options = amsgrad_rule(self)
         return Problem(n_features=self.n_features_in_, n_outputs=self._n_outputs(),
                        loss=code, schedule=schedule, params=params, alpha=alpha,
-                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept, svrg=svrg)
+                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept, svrg=svrg,
+                       rule=rule, rule_options=rule_options)
 
     def _initial_coefficients(self, coef_init, intercept_init, n_outputs):
         if coef_init is None and self.warm_start and hasattr(self, "coef_"):
@@ -417,8 +430,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, n_iter_no_change=5,
                  epsilon=0.1, learning_rate="optimal", eta0=0.0, power_t=0.5,
-                 batch_size="auto", solver="asyb", optimizer="sgd",
-                 variance_reduction="auto", n_blocks=None,
+                 batch_size="auto", solver="asyb", optimizer="sgd", beta1=0.9,
+                 beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
@@ -426,8 +439,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
-            batch_size=batch_size, solver=solver, optimizer=optimizer,
-            variance_reduction=variance_reduction, n_blocks=n_blocks,
+            batch_size=batch_size, solver=solver, optimizer=optimizer, beta1=beta1,
+            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction, n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 
@@ -601,8 +614,8 @@ n_workers, timeout, random_state, verbose, warm_start :
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, n_iter_no_change=5,
                  epsilon=0.1, learning_rate="invscaling", eta0=0.01, power_t=0.25,
-                 batch_size="auto", solver="asyb", optimizer="sgd",
-                 variance_reduction="auto", n_blocks=None,
+                 batch_size="auto", solver="asyb", optimizer="sgd", beta1=0.9,
+                 beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
@@ -610,8 +623,8 @@ n_workers, timeout, random_state, verbose, warm_start :
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
-            batch_size=batch_size, solver=solver, optimizer=optimizer,
-            variance_reduction=variance_reduction, n_blocks=n_blocks,
+            batch_size=batch_size, solver=solver, optimizer=optimizer, beta1=beta1,
+            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction, n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 
