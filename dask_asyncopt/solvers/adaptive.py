@@ -39,7 +39,9 @@ logger = logging.getLogger("dask_asyncopt")
 # gradients per exchange.
 MINIBATCH = 32
 STEPS_PER_EXCHANGE = 4
-DEFAULT_LR = 0.01
+DEFAULT_LR = 0.03
+STALL_REDUCTIONS = 2
+STALL_FACTOR = 5.0
 
 
 def _grads(chunk, rows, w, replies, config):
@@ -150,6 +152,7 @@ def rule_epochs(run, n_samples, problem, total):
     reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
     previous = _snapshot_objective(run, reports, n_samples)[1]
     lr0 = lr = problem.rule.lr
+    reductions = 0
     run.config["grad"] = {"vr": vr, "batch": opts["batch"], "n_samples": n_samples}
     for epoch in range(1, settings.max_iter + 1):
         reports = run.run_loops(run_grad_epoch, f"{settings.solver}-loop", epoch,
@@ -160,10 +163,16 @@ def rule_epochs(run, n_samples, problem, total):
         snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
         loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
         run.record(history, epoch, reports + snapshot, stats, loss, objective, lr)
-        if stopping.stalled(objective):
-            break
         new_lr = lr
-        if not vr:
+        if stopping.stalled(objective):
+            if reductions == STALL_REDUCTIONS:
+                break
+            # as learning_rate="adaptive": a stall ends with a smaller step first
+            reductions += 1
+            new_lr = lr / STALL_FACTOR
+            lr0 /= STALL_FACTOR
+            stopping.no_improve = 0
+        elif not vr:
             new_lr = lr0 / math.sqrt(epoch + 1)
         elif objective > previous:
             new_lr = lr / 2.0
