@@ -359,8 +359,24 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     solver : {"asyb", "sync"}, default="asyb"
         "asyb": AsyB-ProxSGD, asynchronous.  "sync": a barrier per round,
         deterministic for an int ``random_state``.
-    optimizer : {"sgd"}, default="sgd"
-        Update rule applied to the gradient estimates.
+    optimizer : {"sgd", "amsgrad"}, default="sgd"
+        Update rule applied to the gradient estimates.  "sgd": each worker loop
+        runs per-sample steps on its pulled copy and pushes the difference.
+        "amsgrad": asynchronous AMSGrad (APAM): loops push minibatch gradients
+        (32 rows each, 4 per exchange, computed at the pulled weights; one per
+        exchange with ``max_staleness``) and every block applies them in order
+        with AMSGrad state ``m, v, vhat`` kept next to its coordinates, the
+        penalty as a proximal step in the ``sqrt(vhat)`` metric, lazily on
+        sparse data.  Its step is ``eta0`` if > 0, else 0.03; with variance
+        reduction it is constant, halved when an epoch raises the objective
+        and divided by 5 (at most twice) when the objective stalls, without it
+        decays as ``1 / sqrt(epoch)``.  ``learning_rate`` and ``power_t`` are
+        not used.
+    beta1, beta2 : float, default=0.9, 0.999
+        AMSGrad's decay rates of the first and second moment estimates.
+    adam_epsilon : float, default=1e-8
+        AMSGrad's ``epsilon`` (added to ``sqrt(vhat)``); ``epsilon`` is the
+        losses' parameter.
     variance_reduction : {"auto", "svrg"} or None, default="auto"
         "svrg": proximal SVRG.  After every epoch a snapshot pass over the data
         stores each row's loss derivative and sums the full gradient in the
@@ -440,7 +456,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
             batch_size=batch_size, solver=solver, optimizer=optimizer, beta1=beta1,
-            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction, n_blocks=n_blocks,
+            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction,
+            n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 
@@ -579,8 +596,8 @@ class AsyncSGDRegressor(RegressorMixin, _BaseAsyncSGD):
         Initial step.
     power_t : float, default=0.25
         Exponent of the "invscaling" schedule.
-    batch_size, solver, optimizer, variance_reduction, n_blocks, max_staleness, \
-n_workers, timeout, random_state, verbose, warm_start :
+    batch_size, solver, optimizer, beta1, beta2, adam_epsilon, variance_reduction, \
+n_blocks, max_staleness, n_workers, timeout, random_state, verbose, warm_start :
         As :class:`AsyncSGDClassifier`.
 
     Attributes
@@ -624,7 +641,8 @@ n_workers, timeout, random_state, verbose, warm_start :
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
             batch_size=batch_size, solver=solver, optimizer=optimizer, beta1=beta1,
-            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction, n_blocks=n_blocks,
+            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction,
+            n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 

@@ -12,9 +12,9 @@ asynchronous AMSGrad (APAM) does, but per block and lazily on sparse steps.
   (from 0) has staleness ``version - read_version + i``: the steps of one
   exchange were all computed at the pulled weights.  With ``max_staleness``
   the push waits while applying it would leave another worker's outstanding
-  read more than ``max_staleness`` versions behind (the driver also caps the
-  steps per exchange at ``max_staleness + 1`` so the pusher's own last step
-  stays within the bound).
+  read more than ``max_staleness`` versions behind; the estimators then send
+  one gradient per exchange, so every gradient's staleness is bounded (up to
+  ties of reads at the same version, as in :mod:`dask_asyncopt.store`).
 * ``"sync"``: the pushes of a round are buffered; step ``i`` of the round is
   the sum of every worker's step ``i`` over the sum of their rows (the
   minibatch gradient of the union, as an all-reduce would form it), added

@@ -30,6 +30,13 @@ reweighting of sparse proximal SAGA/SVRG applied to any rule.
   ``diag(sqrt(vhat) + eps) / lr``: ``x <- prox(x - lr m / (sqrt(vhat) + eps))``
   with L1 threshold ``lr * pen * alpha * l1_ratio / (sqrt(vhat) + eps)`` and L2
   divisor ``1 + lr * pen * alpha * (1 - l1_ratio) / (sqrt(vhat) + eps)``.
+  The steps that do not touch a coordinate carry no penalty, so its momentum
+  can carry it off 0 after a proximal step zeroed it: L1 fits end with many
+  tiny non-zero coefficients (measured on the 5000 x 2000 test problem: 1803
+  of 2000 non-zero, the optimum has far fewer).  Resetting ``m`` at 0 keeps
+  them at 0 but stops coordinates from ever leaving 0 (the first step after a
+  reset moves by ``(1 - b1) g``, inside the threshold): the L1 gap went from
+  4e-5 to 1e-1 (measured), so it is not done.
 
 **Lazy AMSGrad, exact.**  A step with zero gradient and zero penalty weight
 on coordinate ``j`` decays ``m_j`` by ``b1`` and ``v_j`` by ``b2``, leaves

@@ -106,7 +106,7 @@ def test_amsgrad_set_lr_catches_up_with_the_old_step():
     rule = AMSGradRule(lr=0.1)
     state, w = rule.init(n, K), np.zeros((n, K))
     ref = NumpyAMSGrad(n, K, 0.1, 0.9, 0.999, 1e-8, 0.01, 1.0)
-    for part, lr in [(0, 0.1), (1, 0.02)]:
+    for lr in [0.1, 0.02]:
         rule.set_lr(state, w, lr)
         ref.lr = lr
         for step in random_steps(rng, n, K, 60, 0.1):
@@ -273,18 +273,16 @@ def test_one_worker_loop_equals_numpy_amsgrad(client, kind, steps):
                   batch_size=batch * steps, seed=11)
     shard = client.submit(make_shard, X, Y, **layout, workers=[workers[0]], pure=False)
     icpt_block, icpt_local = d % n_blocks, d // n_blocks
-    actors = []
-    for b in range(n_blocks):
-        size = len(range(b, d + 1, n_blocks))
-        actors.append(client.submit(
-            RuleServer, b, n_blocks, size, 1, alpha, l1, icpt_local if b == icpt_block else -1,
-            "async", 1, None, rule=AMSGradRule(lr), actor=True, workers=[workers[b]],
-            pure=False).result())
+    futures = [client.submit(
+        RuleServer, b, n_blocks, len(range(b, d + 1, n_blocks)), 1, alpha, l1,
+        icpt_local if b == icpt_block else -1, "async", 1, None, rule=AMSGradRule(lr),
+        actor=True, workers=[workers[b]], pure=False) for b in range(n_blocks)]
+    actors = client.gather(futures)
     for b, actor in enumerate(actors):
         actor.add_snapshot((0, 0), None, np.zeros((len(counts[b::n_blocks]), 1)),
                            counts[b::n_blocks]).result()
     config = _loop_config(n, batch, 1)
-    for epoch in range(2):
+    for _ in range(2):
         report = client.submit(run_grad_epoch, shard, actors, config, 0, 0,
                                workers=[workers[0]], pure=False).result()
         assert report["samples"] == n
@@ -292,6 +290,8 @@ def test_one_worker_loop_equals_numpy_amsgrad(client, kind, steps):
     for b, actor in enumerate(actors):
         w[b::n_blocks] = actor.coefficients().result()
     total_stale = sum(a.stats().result()["staleness_sum"] for a in actors)
+    del actors
+    client.cancel(futures + [shard], force=True)
 
     # numpy: replay the shard's order (same construction and seed, run here)
     local = make_shard(X, Y, **layout)

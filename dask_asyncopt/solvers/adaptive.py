@@ -193,8 +193,7 @@ def amsgrad_rule(est):
     ``eta0 > 0`` is AMSGrad's step, else :data:`DEFAULT_LR`.  ``batch_size``
     (int) is rows per exchange, cut into minibatches of :data:`MINIBATCH`
     rows; "auto": :data:`STEPS_PER_EXCHANGE` minibatches.  With
-    ``max_staleness`` an exchange carries at most ``max_staleness + 1``
-    gradients (minibatches grow instead).
+    ``max_staleness`` an exchange carries one gradient of all its rows.
     """
     from ..rules import AMSGradRule
 
@@ -202,6 +201,11 @@ def amsgrad_rule(est):
     rows = MINIBATCH * STEPS_PER_EXCHANGE if est.batch_size == "auto" else est.batch_size
     batch = min(MINIBATCH, rows)
     if est.max_staleness is not None:
-        batch = max(batch, -(-rows // (est.max_staleness + 1)))
+        # One gradient per exchange: the i-th gradient of an exchange is i versions
+        # older than the first, so several per exchange cannot all keep a bound
+        # that admission control enforces on the first (and a push of n > bound
+        # gradients would wait for every other loop's read to clear, which on
+        # several blocks can deadlock).
+        batch = rows
     rule = AMSGradRule(lr, beta1=est.beta1, beta2=est.beta2, eps=est.adam_epsilon)
     return rule, {"batch": batch, "exchange_rows": rows}

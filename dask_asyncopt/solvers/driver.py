@@ -30,8 +30,8 @@ import numpy as np
 from distributed import wait
 
 from ..kernels import P_ETA0
-from ..schedules import ADAPTIVE
 from ..rule_store import RuleServer
+from ..schedules import ADAPTIVE
 from ..store import BlockServer
 from .loop import run_epoch, run_snapshot
 
