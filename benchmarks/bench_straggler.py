@@ -31,13 +31,13 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
 import time
 
 import numpy as np
+from report import write_section  # benchmarks/ is on sys.path as a script
 
 from dask_asyncopt.stragglers import DutyCycle
 
@@ -171,11 +171,7 @@ def _report(args, results, solvers, load_before, elapsed):
 
 
 def _write(path, report):
-    text = open(path).read() if os.path.exists(path) else ""
-    text = re.sub(r"## Straggler: one of two workers slowed\n.*?(?=\n## |\Z)", "", text,
-                  flags=re.S).rstrip("\n")
-    with open(path, "w") as f:
-        f.write(text + "\n\n" + report)
+    write_section("bench_straggler", report, path)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .penalties import effective_penalty
 from .progress import FitProgress
 from .schedules import SCHEDULES, optimal_t0
 from .solvers import SOLVERS, fit_blocks
+from .solvers.adaptive import amsgrad_rule
 from .solvers.driver import Problem, Settings, WorkerLost
 
 _SPARSE_FORMATS = ["csr", "csc", "coo"]
@@ -71,7 +72,10 @@ class _BaseAsyncSGD(BaseEstimator):
         "power_t": [Interval(Real, None, None, closed="neither")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions(set(SOLVERS))],
-        "optimizer": [StrOptions({"sgd"})],
+        "optimizer": [StrOptions({"sgd", "amsgrad"})],
+        "beta1": [Interval(Real, 0, 1, closed="left")],
+        "beta2": [Interval(Real, 0, 1, closed="left")],
+        "adam_epsilon": [Interval(Real, 0, None, closed="neither")],
         "variance_reduction": [StrOptions({"auto", "svrg"}), None],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "max_staleness": [Interval(Integral, 0, None, closed="left"), None],
@@ -85,8 +89,8 @@ class _BaseAsyncSGD(BaseEstimator):
     def __init__(self, loss, *, penalty="l2", alpha=1e-4, l1_ratio=0.15, fit_intercept=True,
                  max_iter=1000, tol=1e-3, n_iter_no_change=5, epsilon=0.1,
                  learning_rate="optimal", eta0=0.0, power_t=0.5, batch_size="auto",
-                 solver="asyb", optimizer="sgd", variance_reduction="auto", n_blocks=None,
-                 max_staleness=None,
+                 solver="asyb", optimizer="sgd", beta1=0.9, beta2=0.999, adam_epsilon=1e-8,
+                 variance_reduction="auto", n_blocks=None, max_staleness=None,
                  n_workers=None, timeout=120.0, random_state=None, verbose=0,
                  warm_start=False):
         self.loss = loss
@@ -104,6 +108,9 @@ class _BaseAsyncSGD(BaseEstimator):
         self.batch_size = batch_size
         self.solver = solver
         self.optimizer = optimizer
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.adam_epsilon = adam_epsilon
         self.variance_reduction = variance_reduction
         self.n_blocks = n_blocks
         self.max_staleness = max_staleness
@@ -138,8 +145,8 @@ class _BaseAsyncSGD(BaseEstimator):
             raise ValueError(
                 f"eta0 must be > 0 with learning_rate={self.learning_rate!r}; "
                 "set eta0 (e.g. eta0=0.01) or use learning_rate='optimal'")
-        if self._uses_svrg():
-            return  # a constant step: no schedule constraints
+        if self._uses_svrg() or self.optimizer == "amsgrad":
+            return  # no per-sample schedule: no schedule constraints
         if self.learning_rate == "optimal" and self.alpha == 0:
             raise ValueError(
                 "alpha must be > 0 with learning_rate='optimal' (its step is "
@@ -238,9 +245,11 @@ class _BaseAsyncSGD(BaseEstimator):
             n_loops = min(n_loops, X.numblocks[0])
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
         n_blocks = self.n_blocks or len(workers)
+        batch_size = None if self.batch_size == "auto" else self.batch_size
+        if problem.rule is not None:  # gradient exchanges have their own size
+            batch_size = problem.rule_options["exchange_rows"]
         layout = {"n_features": self.n_features_in_, "n_blocks": n_blocks,
-                  "fit_intercept": self.fit_intercept,
-                  "batch_size": None if self.batch_size == "auto" else self.batch_size}
+                  "fit_intercept": self.fit_intercept, "batch_size": batch_size}
         if inputs.is_dask(X):
             shards, n_samples = inputs.place_dask(client, X, Y, loop_workers, layout,
                                                   encode, rng)
@@ -283,9 +292,13 @@ class _BaseAsyncSGD(BaseEstimator):
         if self._uses_svrg():
             svrg = {"smoothness": SMOOTHNESS[code],
                     "step": self.eta0 if self.learning_rate == "constant" else None}
+        rule, rule_options = None, None
+        if self.optimizer == "amsgrad":
+            rule, rule_options = amsgrad_rule(self)
         return Problem(n_features=self.n_features_in_, n_outputs=self._n_outputs(),
                        loss=code, schedule=schedule, params=params, alpha=alpha,
-                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept, svrg=svrg)
+                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept, svrg=svrg,
+                       rule=rule, rule_options=rule_options)
 
     def _initial_coefficients(self, coef_init, intercept_init, n_outputs):
         if coef_init is None and self.warm_start and hasattr(self, "coef_"):
@@ -382,8 +395,24 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         model replica per worker loop averaged pairwise with peers, no server
         (``history_`` adds ``consensus_distance``); ``max_staleness`` does not
         apply.
-    optimizer : {"sgd"}, default="sgd"
-        Update rule applied to the gradient estimates.
+    optimizer : {"sgd", "amsgrad"}, default="sgd"
+        Update rule applied to the gradient estimates.  "sgd": each worker loop
+        runs per-sample steps on its pulled copy and pushes the difference.
+        "amsgrad": asynchronous AMSGrad (APAM): loops push minibatch gradients
+        (32 rows each, 4 per exchange, computed at the pulled weights; one per
+        exchange with ``max_staleness``) and every block applies them in order
+        with AMSGrad state ``m, v, vhat`` kept next to its coordinates, the
+        penalty as a proximal step in the ``sqrt(vhat)`` metric, lazily on
+        sparse data.  Its step is ``eta0`` if > 0, else 0.03; with variance
+        reduction it is constant, halved when an epoch raises the objective
+        and divided by 5 (at most twice) when the objective stalls, without it
+        decays as ``1 / sqrt(epoch)``.  ``learning_rate`` and ``power_t`` are
+        not used.
+    beta1, beta2 : float, default=0.9, 0.999
+        AMSGrad's decay rates of the first and second moment estimates.
+    adam_epsilon : float, default=1e-8
+        AMSGrad's ``epsilon`` (added to ``sqrt(vhat)``); ``epsilon`` is the
+        losses' parameter.
     variance_reduction : {"auto", "svrg"} or None, default="auto"
         "svrg": proximal SVRG.  After every epoch a snapshot pass over the data
         stores each row's loss derivative and sums the full gradient in the
@@ -453,8 +482,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, n_iter_no_change=5,
                  epsilon=0.1, learning_rate="optimal", eta0=0.0, power_t=0.5,
-                 batch_size="auto", solver="asyb", optimizer="sgd",
-                 variance_reduction="auto", n_blocks=None,
+                 batch_size="auto", solver="asyb", optimizer="sgd", beta1=0.9,
+                 beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
@@ -462,8 +491,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
-            batch_size=batch_size, solver=solver, optimizer=optimizer,
-            variance_reduction=variance_reduction, n_blocks=n_blocks,
+            batch_size=batch_size, solver=solver, optimizer=optimizer, beta1=beta1,
+            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction,
+            n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 
@@ -602,8 +632,8 @@ class AsyncSGDRegressor(RegressorMixin, _BaseAsyncSGD):
         Initial step.
     power_t : float, default=0.25
         Exponent of the "invscaling" schedule.
-    batch_size, solver, optimizer, variance_reduction, n_blocks, max_staleness, \
-n_workers, timeout, random_state, verbose, warm_start :
+    batch_size, solver, optimizer, beta1, beta2, adam_epsilon, variance_reduction, \
+n_blocks, max_staleness, n_workers, timeout, random_state, verbose, warm_start :
         As :class:`AsyncSGDClassifier`.
 
     Attributes
@@ -637,8 +667,8 @@ n_workers, timeout, random_state, verbose, warm_start :
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, n_iter_no_change=5,
                  epsilon=0.1, learning_rate="invscaling", eta0=0.01, power_t=0.25,
-                 batch_size="auto", solver="asyb", optimizer="sgd",
-                 variance_reduction="auto", n_blocks=None,
+                 batch_size="auto", solver="asyb", optimizer="sgd", beta1=0.9,
+                 beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False):
         super().__init__(
@@ -646,8 +676,9 @@ n_workers, timeout, random_state, verbose, warm_start :
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
             n_iter_no_change=n_iter_no_change, epsilon=epsilon,
             learning_rate=learning_rate, eta0=eta0, power_t=power_t,
-            batch_size=batch_size, solver=solver, optimizer=optimizer,
-            variance_reduction=variance_reduction, n_blocks=n_blocks,
+            batch_size=batch_size, solver=solver, optimizer=optimizer, beta1=beta1,
+            beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction,
+            n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
             random_state=random_state, verbose=verbose, warm_start=warm_start)
 

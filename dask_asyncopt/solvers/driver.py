@@ -19,6 +19,7 @@ Two gradient estimators share that structure:
   the current coefficients, which the history reports.
 """
 
+import copy
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ import numpy as np
 from distributed import wait
 
 from ..kernels import P_ETA0
+from ..rule_store import RuleServer
 from ..schedules import ADAPTIVE
 from ..store import BlockServer
 from .loop import run_epoch, run_snapshot
@@ -54,6 +56,11 @@ class Problem:
     # Variance reduction: None (plain SGD) or {"smoothness": L of the loss,
     # "step": a fixed step or None for 1 / (L * largest squared row norm)}.
     svrg: dict | None = None
+    # Update rule applied by the blocks to pushed gradients (optimizer="amsgrad",
+    # see .adaptive), or None for the worker-local sweeps; and its options
+    # ({"batch": rows per gradient}).
+    rule: object = None
+    rule_options: dict | None = None
 
     def kernel_args(self):
         return {"loss": self.loss, "schedule": self.schedule, "params": self.params}
@@ -155,10 +162,13 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
             size = len(range(b, n_coords, n_blocks))
             unpenalised = problem.n_features // n_blocks if (
                 problem.fit_intercept and b == icpt_block) else -1
+            cls, extra = BlockServer, {}
+            if problem.rule is not None:
+                cls, extra = RuleServer, {"rule": copy.deepcopy(problem.rule)}
             servers.append(client.submit(
-                BlockServer, b, n_blocks, size, problem.n_outputs, problem.alpha,
+                cls, b, n_blocks, size, problem.n_outputs, problem.alpha,
                 problem.l1_ratio, unpenalised, mode, len(shards), settings.max_staleness,
-                inits[b], t_start, problem.svrg is not None, actor=True,
+                inits[b], t_start, problem.svrg is not None, **extra, actor=True,
                 workers=[workers[b % len(workers)]],
                 key=f"asyncopt-block-{b}-{token}"))
         run.actors = client.gather(servers)
@@ -167,6 +177,8 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
                       "timeout": settings.timeout, "svrg": None,
                       "bounded": mode == "async" and settings.max_staleness is not None}
         epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
+        if problem.rule is not None:
+            from .adaptive import rule_epochs as epochs
         total = epochs(run, n_samples, problem, t_start)
         coef, intercept = _split_coefficients(_gather_coefficients(run), problem)
         return FitResult(coef, intercept, run.history, len(run.history), total)

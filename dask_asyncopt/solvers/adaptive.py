@@ -1,0 +1,210 @@
+"""Gradient exchanges for update rules (``optimizer="amsgrad"``): worker loop and epochs.
+
+The blocks are :class:`~dask_asyncopt.rule_store.RuleServer` actors holding
+the rule's state next to their coordinates.  A worker loop's exchange:
+
+1. pull the coordinates its chunk touches (every block, concurrently);
+2. cut the chunk into ``steps`` minibatches and compute each minibatch's
+   gradient at the pulled weights (Numba, :mod:`dask_asyncopt.grad_kernels`);
+3. push the gradients to the blocks, which apply them in order (APAM: the
+   server applies AMSGrad to delayed gradients).
+
+Several gradients per exchange keep the exchange cost (one actor round trip
+per block) small against compute, at the price of staleness: the ``i``-th
+gradient of an exchange is at least ``i`` versions stale.
+
+Epochs: a snapshot pass first (it counts the rows touching each coordinate,
+which the penalty weights need, and, with variance reduction, stores each
+row's loss derivative and sums the full gradient), then per epoch one pass of
+every loop over its shard and a snapshot pass that also yields the exact
+objective.  With variance reduction (smooth losses, the default) the step is
+constant and halved when an epoch raises the objective; without, it decays as
+``lr / sqrt(epoch)``.
+"""
+
+import logging
+import math
+import time
+
+import numpy as np
+from distributed import secede
+
+from ..grad_kernels import minibatch_grads_csr, minibatch_grads_dense
+from ..kernels import P_EPSILON
+from .loop import _check_finite, _is_csr, _Local, _pull, bind_servers, run_snapshot
+
+logger = logging.getLogger("dask_asyncopt")
+
+# Defaults, measured (docs/benchmarks.md, "AMSGrad"): rows per gradient and
+# gradients per exchange.
+MINIBATCH = 32
+STEPS_PER_EXCHANGE = 4
+DEFAULT_LR = 0.03
+STALL_REDUCTIONS = 2
+STALL_FACTOR = 5.0
+
+
+def _grads(chunk, rows, w, replies, config):
+    """Packed gradients of the chunk's minibatches at ``w`` (local coordinates)."""
+    prob = config["problem"]
+    grad = config["grad"]
+    vr = grad["vr"]
+    counts = np.concatenate([r[4] for r in replies])
+    pen_scale = grad["n_samples"] / np.maximum(counts, 1).astype(np.float64)
+    if chunk.intercept >= 0:
+        pen_scale[chunk.intercept] = 0.0  # unpenalised
+    drift = np.concatenate([r[3] for r in replies]) if vr else np.zeros((0, w.shape[1]))
+    dsnap = chunk.dsnap if vr else np.zeros((0, w.shape[1]))
+    epsilon = prob["params"][P_EPSILON]
+    batch = grad["batch"]
+    n_steps = -(-rows.shape[0] // batch)
+    out_rows = np.empty(n_steps, dtype=np.int64)
+    K = w.shape[1]
+    if _is_csr(chunk):
+        X = chunk.X
+        size = X.nnz + n_steps
+        ptr = np.empty(n_steps + 1, dtype=np.int64)
+        idx = np.empty(size, dtype=np.int64)
+        g = np.empty((size, K))
+        pen = np.empty(size)
+        loss = minibatch_grads_csr(X.indptr, X.indices, X.data, chunk.Y, rows, w,
+                                   chunk.intercept, prob["loss"], epsilon, batch, vr, dsnap,
+                                   drift, pen_scale, ptr, idx, g, pen, out_rows)
+        return loss, ptr, idx[:ptr[-1]], g[:ptr[-1]], pen[:ptr[-1]], out_rows
+    n_local = w.shape[0]
+    g = np.empty((n_steps * n_local, K))
+    pen = np.empty(n_steps * n_local)
+    loss = minibatch_grads_dense(chunk.X, chunk.Y, rows, w, prob["loss"], epsilon, batch, vr,
+                                 dsnap, drift, pen_scale, g, pen, out_rows)
+    ptr = np.arange(n_steps + 1, dtype=np.int64) * n_local
+    idx = np.tile(np.arange(n_local, dtype=np.int64), n_steps)
+    return loss, ptr, idx, g, pen, out_rows
+
+
+def split_blocks(chunk, ptr, idx, g, pen):
+    """Per block: packed steps with block-local ids (``idx`` is sorted within steps)."""
+    n_steps = ptr.shape[0] - 1
+    step_of = np.repeat(np.arange(n_steps), np.diff(ptr))
+    out = []
+    b = chunk.bounds
+    for i, ids in enumerate(chunk.block_ids):
+        sel = (idx >= b[i]) & (idx < b[i + 1])
+        local = idx[sel] - b[i]
+        block_ptr = np.searchsorted(step_of[sel], np.arange(n_steps + 1))
+        out.append((block_ptr.astype(np.int64), local if ids is None else ids[local],
+                    g[sel], pen[sel]))
+    return out
+
+
+def _push(server, bounded, *args, timeout):
+    if isinstance(server, _Local):
+        return server.call("push_grads", *args, timeout=timeout)
+    if bounded:  # may wait for admission: off the event loop
+        return server.actor.push_grads_at(*args, timeout=timeout)
+    return server.actor.push_grads(*args, timeout=timeout, separate_thread=False)
+
+
+def run_grad_epoch(shard, actors, config, worker, target):
+    """One worker loop of gradient exchanges (see the module docstring).
+
+    Same contract as :func:`~dask_asyncopt.solvers.loop.run_epoch`; ``config``
+    also has ``grad``: ``vr``, ``batch`` (rows per gradient) and ``n_samples``.
+    """
+    secede()
+    servers = bind_servers(actors, config["bounded"])
+    sync = config["mode"] == "sync"
+    timeout = config["timeout"]
+    loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
+    started = time.perf_counter()
+    while sync or n_samples < shard.n_rows:
+        chunk, rows = shard.next_chunk()
+        replies, w = _pull(servers, chunk, worker, config, shard, snapshot=True)
+        samples = max(r[2] for r in replies)
+        if sync and samples >= target:
+            shard.put_back(chunk)
+            break
+        tick = time.perf_counter()
+        chunk_loss, ptr, idx, g, pen, out_rows = _grads(chunk, rows, w, replies, config)
+        parts = split_blocks(chunk, ptr, idx, g, pen)
+        kernel_time += time.perf_counter() - tick
+        _check_finite(chunk_loss, g)
+        calls = [_push(s, config["bounded"], worker, *part, out_rows, r[1], timeout=timeout)
+                 for s, part, r in zip(servers, parts, replies, strict=True)]
+        for c in calls:
+            c.result(timeout)
+        shard.round += 1
+        loss_sum += chunk_loss
+        n_samples += chunk.n_rows
+        steps += 1
+    return {"worker": worker, "loss_sum": loss_sum, "samples": n_samples, "steps": steps,
+            "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
+
+
+def rule_epochs(run, n_samples, problem, total):
+    """Epochs of a rule fit (see the module docstring); returns the samples processed."""
+    from .driver import _EarlyStopping, _snapshot_objective
+
+    settings = run.settings
+    opts = problem.rule_options
+    vr = problem.svrg is not None
+    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
+    reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
+    previous = _snapshot_objective(run, reports, n_samples)[1]
+    lr0 = lr = problem.rule.lr
+    reductions = 0
+    run.config["grad"] = {"vr": vr, "batch": opts["batch"], "n_samples": n_samples}
+    for epoch in range(settings.first_epoch, settings.max_iter + 1):
+        reports = run.run_loops(run_grad_epoch, f"{settings.solver}-loop", epoch,
+                                total + n_samples)
+        stats = run.call_blocks("stats")
+        total = max(s["samples"] for s in stats)
+        run.call_blocks("reset_snapshot")
+        snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
+        loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
+        run.record(epoch, reports + snapshot, stats, loss, objective, lr)
+        new_lr = lr
+        if stopping.stalled(objective):
+            if reductions == STALL_REDUCTIONS:
+                break
+            # as learning_rate="adaptive": a stall ends with a smaller step first
+            reductions += 1
+            new_lr = lr / STALL_FACTOR
+            lr0 /= STALL_FACTOR
+            stopping.no_improve = 0
+        elif not vr:
+            new_lr = lr0 / math.sqrt(epoch + 1)
+        elif objective > previous:
+            new_lr = lr / 2.0
+            logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
+                        previous, objective, new_lr)
+        if new_lr != lr:
+            lr = new_lr
+            calls = [a.set_lr(lr) for a in run.actors]
+            for c in calls:
+                c.result(settings.timeout)
+        previous = objective
+    return total
+
+
+def amsgrad_rule(est):
+    """The AMSGrad rule and exchange options of an estimator's parameters.
+
+    ``eta0 > 0`` is AMSGrad's step, else :data:`DEFAULT_LR`.  ``batch_size``
+    (int) is rows per exchange, cut into minibatches of :data:`MINIBATCH`
+    rows; "auto": :data:`STEPS_PER_EXCHANGE` minibatches.  With
+    ``max_staleness`` an exchange carries one gradient of all its rows.
+    """
+    from ..rules import AMSGradRule
+
+    lr = est.eta0 if est.eta0 > 0 else DEFAULT_LR
+    rows = MINIBATCH * STEPS_PER_EXCHANGE if est.batch_size == "auto" else est.batch_size
+    batch = min(MINIBATCH, rows)
+    if est.max_staleness is not None:
+        # One gradient per exchange: the i-th gradient of an exchange is i versions
+        # older than the first, so several per exchange cannot all keep a bound
+        # that admission control enforces on the first (and a push of n > bound
+        # gradients would wait for every other loop's read to clear, which on
+        # several blocks can deadlock).
+        batch = rows
+    rule = AMSGradRule(lr, beta1=est.beta1, beta2=est.beta2, eps=est.adam_epsilon)
+    return rule, {"batch": batch, "exchange_rows": rows}
