@@ -81,10 +81,19 @@ def _check_straggler(proc):
     assert objectives.max() < 1.05 * objectives.min(), proc.stdout  # same problem solved
 
 
+def _check_amsgrad(proc):
+    gaps = dict(re.findall(r"^\s*(sgd|amsgrad): .*\n\s*final relative gap to the best: "
+                           r"([\d.e+-]+)$", proc.stdout, re.M))
+    assert set(gaps) == {"sgd", "amsgrad"}, proc.stdout
+    # the point of the example: adaptive steps win on badly scaled columns
+    assert float(gaps["amsgrad"]) < float(gaps["sgd"]), proc.stdout
+
+
 # what a script's output must show, beyond running (scripts without an entry must run)
 CHECKS = {"click_through_l1.py": _check_click_through,
           "recommender.py": _check_recommender,
-          "straggler.py": _check_straggler}
+          "straggler.py": _check_straggler,
+          "amsgrad_vs_sgd.py": _check_amsgrad}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
