@@ -73,3 +73,34 @@ def logistic_objective(X, y, coef, intercept, alpha, l1_ratio):
     z = (X @ np.ravel(coef) + intercept[0]) * np.where(y == 1, 1.0, -1.0)
     pen = l1_ratio * np.abs(coef).sum() + (1 - l1_ratio) * 0.5 * np.square(coef).sum()
     return np.logaddexp(0, -z).mean() + alpha * pen
+
+
+@pytest.fixture(scope="session")
+def data():
+    """The solvers' small sparse test problem (5000 x 2000)."""
+    from dask_asyncopt.datasets import make_sparse_classification as make
+
+    return make(5000, 2000, random_state=3)
+
+
+@pytest.fixture(scope="session")
+def optimum(data):
+    """``f_star(penalty, alpha)``: the exact optimum of ``data``'s logistic objective
+    (``LogisticRegression(solver="saga")`` with the matching ``C``), computed once
+    per session."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data
+    cache = {}
+
+    def f_star(penalty, alpha=1e-4):
+        if (penalty, alpha) not in cache:
+            # LogisticRegression minimises C * sum(loss) + R(w): the same minimiser as
+            # mean(loss) + alpha * R(w) for C = 1 / (n * alpha).
+            lr = LogisticRegression(penalty=penalty, C=1.0 / (X.shape[0] * alpha),
+                                    solver="saga", tol=1e-8, max_iter=5000).fit(X, y)
+            cache[penalty, alpha] = logistic_objective(X, y, lr.coef_, lr.intercept_, alpha,
+                                                       1.0 if penalty == "l1" else 0.0)
+        return cache[penalty, alpha]
+
+    return f_star

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
-from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
+from sklearn.linear_model import Ridge, SGDClassifier
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
 from dask_asyncopt.datasets import make_sparse_classification
@@ -11,27 +11,6 @@ from dask_asyncopt.datasets import make_sparse_classification
 from .conftest import cluster_is_clean, logistic_objective
 
 N, D = 5000, 2000
-
-
-@pytest.fixture(scope="module")
-def data():
-    return make_sparse_classification(N, D, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def optimum(data):
-    X, y = data
-    cache = {}
-
-    def f_star(penalty, alpha):
-        if (penalty, alpha) not in cache:
-            lr = LogisticRegression(penalty=penalty, C=1.0 / (X.shape[0] * alpha),
-                                    solver="saga", tol=1e-8, max_iter=5000).fit(X, y)
-            cache[penalty, alpha] = logistic_objective(X, y, lr.coef_, lr.intercept_, alpha,
-                                                       1.0 if penalty == "l1" else 0.0)
-        return cache[penalty, alpha]
-
-    return f_star
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
 from dask_asyncopt.datasets import make_sparse_classification
@@ -10,27 +9,6 @@ from dask_asyncopt.datasets import make_sparse_classification
 from .conftest import cluster_is_clean, logistic_objective
 
 N, D, ALPHA = 5000, 2000, 1e-4
-
-
-@pytest.fixture(scope="module")
-def data():
-    return make_sparse_classification(N, D, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def optimum(data):
-    X, y = data
-    cache = {}
-
-    def f_star(penalty):
-        if penalty not in cache:
-            lr = LogisticRegression(penalty=penalty, C=1.0 / (X.shape[0] * ALPHA),
-                                    solver="saga", tol=1e-8, max_iter=5000).fit(X, y)
-            cache[penalty] = logistic_objective(X, y, lr.coef_, lr.intercept_, ALPHA,
-                                                1.0 if penalty == "l1" else 0.0)
-        return cache[penalty]
-
-    return f_star
 
 
 @pytest.mark.parametrize("solver", ["asyb", "sync"])

@@ -26,6 +26,21 @@ def cluster3():
         yield c
 
 
+def _fit_while_killing(client, fit, marker):
+    """Run ``fit()`` while a thread kills a worker at the first task named ``marker``;
+    return the fit's result and the killed worker's address."""
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=lambda: killed.append(_kill_when(client, marker, stop)))
+    killer.start()
+    try:
+        result = fit()
+    finally:
+        stop.set()
+        killer.join()
+    assert killed[0] is not None, "the fit ended before the worker was killed"
+    return result, killed[0]
+
+
 def _kill_when(client, marker, stop):
     """SIGKILL one worker process as soon as a task key containing ``marker`` exists."""
     pids = client.run(os.getpid)
@@ -47,18 +62,10 @@ def test_fit_survives_a_killed_worker(cluster3, solver):
     with cluster3.as_current():
         undisturbed = AsyncSGDClassifier(**kw).fit(X, y)
         f_ref = logistic_objective(X, y, undisturbed.coef_, undisturbed.intercept_, ALPHA, 1.0)
-        stop, killed = threading.Event(), []
-        killer = threading.Thread(
-            target=lambda: killed.append(_kill_when(cluster3, "-loop-0-epoch-4-", stop)))
-        killer.start()
-        try:
-            est = AsyncSGDClassifier(**kw).fit(X, y)
-        finally:
-            stop.set()
-            killer.join()
-    assert killed and killed[0] is not None, "the fit ended before the worker was killed"
+        est, killed = _fit_while_killing(
+            cluster3, lambda: AsyncSGDClassifier(**kw).fit(X, y), "-loop-0-epoch-4-")
     events = est.history_["event"].dropna().tolist()
-    assert len(events) == 1 and killed[0] in events[0], events
+    assert len(events) == 1 and killed in events[0], events
     assert est.n_iter_ == 8 and est.history_.epoch.max() == 8
     f = logistic_objective(X, y, est.coef_, est.intercept_, ALPHA, 1.0)
     assert abs(f - f_ref) / f_ref <= 0.01, (f, f_ref)
@@ -76,18 +83,10 @@ def test_matrix_factorization_survives_a_killed_worker(cluster3):
     with cluster3.as_current():
         undisturbed = MatrixFactorization(**kw).fit(X, y)
         rmse_ref = np.sqrt(np.mean((undisturbed.predict(X_test) - y_test) ** 2))
-        stop, killed = threading.Event(), []
-        killer = threading.Thread(
-            target=lambda: killed.append(_kill_when(cluster3, "-loop-0-epoch-3-", stop)))
-        killer.start()
-        try:
-            est = MatrixFactorization(**kw).fit(X, y)
-        finally:
-            stop.set()
-            killer.join()
-    assert killed and killed[0] is not None, "the fit ended before the worker was killed"
+        est, killed = _fit_while_killing(
+            cluster3, lambda: MatrixFactorization(**kw).fit(X, y), "-loop-0-epoch-3-")
     events = est.history_["event"].dropna().tolist()
-    assert len(events) == 1 and killed[0] in events[0], events
+    assert len(events) == 1 and killed in events[0], events
     assert est.n_iter_ == 8
     rmse = np.sqrt(np.mean((est.predict(X_test) - y_test) ** 2))
     assert abs(rmse - rmse_ref) / rmse_ref <= 0.01, (rmse, rmse_ref)

@@ -12,30 +12,6 @@ from .conftest import cluster_is_clean, logistic_objective
 N, D = 5000, 2000
 
 
-@pytest.fixture(scope="module")
-def data():
-    return make_sparse_classification(N, D, random_state=3)
-
-
-@pytest.fixture(scope="module")
-def optimum(data):
-    """Exact optimum of each penalty's objective, computed once per module."""
-    X, y = data
-    cache = {}
-
-    def f_star(penalty, alpha):
-        if (penalty, alpha) not in cache:
-            # LogisticRegression minimises C * sum(loss) + R(w): the same minimiser as
-            # mean(loss) + alpha * R(w) for C = 1 / (n * alpha).
-            lr = LogisticRegression(penalty=penalty, C=1.0 / (X.shape[0] * alpha),
-                                    solver="saga", tol=1e-8, max_iter=5000).fit(X, y)
-            cache[penalty, alpha] = logistic_objective(X, y, lr.coef_, lr.intercept_, alpha,
-                                                       _l1_ratio(penalty))
-        return cache[penalty, alpha]
-
-    return f_star
-
-
 def _l1_ratio(penalty):
     return 1.0 if penalty == "l1" else 0.0
 

@@ -33,12 +33,12 @@ from asyncio import CancelledError
 from dataclasses import dataclass, field
 
 import numpy as np
-from distributed import Worker, get_worker, secede, wait
+from distributed import Worker, get_worker, secede
 from distributed.core import Status
 
 from ..mf_kernels import RULE_ADAGRAD, predict_pairs, sgd_ratings
 from ..mf_store import FactorBlock
-from .driver import WorkerLost, lost_workers
+from .driver import WorkerLost, _release, lost_workers
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -474,21 +474,3 @@ def rmse_of(model, mu, users, items, ratings):
     out = np.empty(users.shape[0])
     predict_pairs(users, items, U, V, mu, out)
     return float(np.sqrt(np.mean((ratings - out) ** 2))) if users.shape[0] else math.nan
-
-
-def _release(client, futures, loops):
-    """Stop running loops, then free the actors: nothing is left on the cluster."""
-    if loops:
-        for f in futures:
-            if f.status == "finished":
-                try:
-                    f.result().stop().result(10)
-                except Exception:  # noqa: BLE001 - best effort on the failure path
-                    pass
-        try:
-            wait(loops, timeout=30)
-        except TimeoutError:
-            logger.warning("worker loops still running 30 s after the fit stopped")
-        except (Exception, CancelledError):  # noqa: BLE001 - loops failed or were lost
-            pass
-    client.cancel(list(loops) + list(futures), force=True)
