@@ -96,6 +96,7 @@ class BlockServer:
         # Snapshot terms of the variance-reduced solver: the gradient sum at the
         # snapshot and the number of rows touching each coordinate.
         self.grad_sum = np.zeros_like(self.w)
+        self.drift = np.zeros_like(self.w)  # grad_sum / counts, fixed per snapshot
         self.counts = np.zeros(n_coords, dtype=np.int64)
         self.snapshot_parts = {}
         self.round_buffer = {}
@@ -135,9 +136,9 @@ class BlockServer:
         return values, self.version, self.samples
 
     def _snapshot_terms(self, ids):
-        grad = self.grad_sum if ids is None else self.grad_sum[ids]
-        counts = self.counts if ids is None else self.counts[ids]
-        return grad / np.maximum(counts, 1)[:, None], counts
+        if ids is None:
+            return self.drift.copy(), self.counts.copy()
+        return self.drift[ids], self.counts[ids]
 
     async def pull_at(self, ids, min_version, timeout, snapshot=False):
         """:meth:`pull` once ``version >= min_version`` (the sync barrier)."""
@@ -180,11 +181,14 @@ class BlockServer:
                 self._add_snapshot(ids, grad, counts)
 
     def finish_snapshot(self):
-        """Add the parts kept by :meth:`add_snapshot` (``"sync"`` mode) in key order."""
+        """Complete a snapshot: add the parts kept by :meth:`add_snapshot` (``"sync"``
+        mode) in key order, then fix the drift ``grad_sum / counts`` that every pull
+        of the next epoch reads (computed once here, not per pull under the lock)."""
         with self.lock:
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
             self.snapshot_parts = {}
+            np.divide(self.grad_sum, np.maximum(self.counts, 1)[:, None], out=self.drift)
 
     def _add_snapshot(self, ids, grad, counts):
         if ids is None:

@@ -163,10 +163,13 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
     prob = config["problem"]
     svrg = config["svrg"]
     drift = np.concatenate([r[3] for r in replies])
-    counts = np.concatenate([r[4] for r in replies])
-    pen_scale = svrg["n_samples"] / np.maximum(counts, 1).astype(np.float64)
-    if chunk.intercept >= 0:
-        pen_scale[chunk.intercept] = 0.0  # unpenalised
+    pen_scale = getattr(chunk, "pen_scale", None)
+    if pen_scale is None:  # row counts never change within a fit: once per chunk
+        counts = np.concatenate([r[4] for r in replies])
+        pen_scale = svrg["n_samples"] / np.maximum(counts, 1).astype(np.float64)
+        if chunk.intercept >= 0:
+            pen_scale[chunk.intercept] = 0.0  # unpenalised
+        chunk.pen_scale = pen_scale
     epsilon = prob["params"][P_EPSILON]
     if _is_csr(chunk):
         X = chunk.X
