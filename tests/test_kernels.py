@@ -589,6 +589,11 @@ def ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale, name, eps,
     return loss_sum, w
 
 
+def _pack(w, drift, pen_scale):
+    """The SVRG sweeps' layout: weights | drift | penalty scale per coordinate."""
+    return np.hstack([w, drift, pen_scale[:, None]])
+
+
 SVRG_CASES = [(name, K, l1) for name in ("log_loss", "squared_error", "modified_huber")
               for K in (1, 3) for l1 in (0.0, 0.5, 1.0)]
 
@@ -636,11 +641,13 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
                                        name, EPSILON, eta, alpha, l1_ratio)
     code = ALL_LOSSES[name]
     Xs = sp.csr_matrix(X)
-    got_w = w.copy()
-    got = kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, got_w, intercept,
-                                 dsnap, drift, pen_scale, code, EPSILON, eta, alpha, l1_ratio)
+    packed = _pack(w, drift, pen_scale)
+    got = kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed, intercept,
+                                 dsnap, code, EPSILON, eta, alpha, l1_ratio)
+    got_w = packed[:, :K]
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(packed[:, K:], _pack(w, drift, pen_scale)[:, K:])
     if l1_ratio == 1.0:  # the L1 prox really sets coordinates to zero
         assert (got_w == 0).any() and not (w == 0).any()
     # Dense rows touch every column: a dense reference with all columns "non-zero".
@@ -650,8 +657,8 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
     Xd[Xd == 0.0] = 1e-300  # explicit (tiny) entries: the reference then moves all
     want_loss, want_w = ref_svrg_sweep(Xd, Y, rows, w, -1, dsnap, drift, pen_scale, name,
                                        EPSILON, eta, alpha, l1_ratio)
-    got_w = w.copy()
-    got = kernels.sweep_dense_svrg(Xd, Y, rows, got_w, dsnap, drift, pen_scale, code,
-                                   EPSILON, eta, alpha, l1_ratio)
+    packed = _pack(w, drift, pen_scale)
+    got = kernels.sweep_dense_svrg(Xd, Y, rows, packed, dsnap, code, EPSILON, eta, alpha,
+                                   l1_ratio)
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
-    np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(packed[:, :K], want_w, rtol=1e-10, atol=1e-14)

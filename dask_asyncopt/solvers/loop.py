@@ -159,10 +159,10 @@ def _sweep_sgd(chunk, rows, w, replies, samples, config):
 
 
 def _sweep_svrg(chunk, rows, w, replies, samples, config):
-    """Variance-reduced steps; the penalty's prox is applied in the sweep."""
+    """Variance-reduced steps on ``w`` (in place); the prox is applied in the sweep."""
     prob = config["problem"]
     svrg = config["svrg"]
-    drift = np.concatenate([r[3] for r in replies])
+    n_outputs = w.shape[1]
     pen_scale = getattr(chunk, "pen_scale", None)
     if pen_scale is None:  # row counts never change within a fit: once per chunk
         counts = np.concatenate([r[4] for r in replies])
@@ -170,16 +170,21 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
         if chunk.intercept >= 0:
             pen_scale[chunk.intercept] = 0.0  # unpenalised
         chunk.pen_scale = pen_scale
+    # weights | drift | penalty scale, side by side (see sweep_csr_svrg)
+    packed = np.empty((w.shape[0], 2 * n_outputs + 1))
+    packed[:, :n_outputs] = w
+    packed[:, n_outputs:2 * n_outputs] = np.concatenate([r[3] for r in replies])
+    packed[:, 2 * n_outputs] = pen_scale
     epsilon = prob["params"][P_EPSILON]
     if _is_csr(chunk):
         X = chunk.X
-        loss = sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, w,
-                              chunk.intercept, chunk.dsnap, drift, pen_scale, prob["loss"],
-                              epsilon, svrg["eta"], svrg["alpha"], svrg["l1_ratio"])
+        loss = sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed,
+                              chunk.intercept, chunk.dsnap, prob["loss"], epsilon, svrg["eta"],
+                              svrg["alpha"], svrg["l1_ratio"])
     else:
-        loss = sweep_dense_svrg(chunk.X, chunk.Y, rows, w, chunk.dsnap, drift, pen_scale,
-                                prob["loss"], epsilon, svrg["eta"], svrg["alpha"],
-                                svrg["l1_ratio"])
+        loss = sweep_dense_svrg(chunk.X, chunk.Y, rows, packed, chunk.dsnap, prob["loss"],
+                                epsilon, svrg["eta"], svrg["alpha"], svrg["l1_ratio"])
+    w[:] = packed[:, :n_outputs]
     return loss, 1.0, 0.0  # identity prox at the block: already applied
 
 
