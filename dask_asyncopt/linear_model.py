@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
@@ -84,6 +86,8 @@ class _BaseAsyncSGD(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(self, loss, *, penalty="l2", alpha=1e-4, l1_ratio=0.15, fit_intercept=True,
@@ -92,7 +96,8 @@ class _BaseAsyncSGD(BaseEstimator):
                  solver="asyb", optimizer="sgd", beta1=0.9, beta2=0.999, adam_epsilon=1e-8,
                  variance_reduction="auto", n_blocks=None, max_staleness=None,
                  n_workers=None, timeout=120.0, random_state=None, verbose=0,
-                 warm_start=False):
+                 warm_start=False, early_stopping=False,
+                 validation_fraction=0.1):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -119,6 +124,8 @@ class _BaseAsyncSGD(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -198,9 +205,19 @@ class _BaseAsyncSGD(BaseEstimator):
         else:
             X, y = self._validate_in_memory(X, y)
             n_samples = X.shape[0]
-            data = (X, self._encode_in_memory(y), None)
         if n_samples == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
+        validation = None
+        if self.early_stopping:
+            if inputs.is_dask(X):
+                raise ValueError(
+                    "early_stopping=True needs in-memory X and y (it holds out a random "
+                    "validation_fraction of the rows); with dask collections hold out a "
+                    "validation set yourself and call score(), or set early_stopping=False")
+            X, y, validation = self._hold_out(X, y, rng)
+            n_samples = X.shape[0]
+        if not inputs.is_dask(X):
+            data = (X, self._encode_in_memory(y), None)
         problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
         init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
         t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
@@ -209,7 +226,8 @@ class _BaseAsyncSGD(BaseEstimator):
                             max_iter=self.max_iter, tol=self.tol,
                             n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
                             callback=callback,
-                            checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1))
+                            checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1),
+                            validation=validation, early_stopping=self.early_stopping)
         history = []
         while True:
             try:
@@ -236,6 +254,30 @@ class _BaseAsyncSGD(BaseEstimator):
         # A restart after a lost worker adds a row with an ``event`` column.
         self.history_ = pd.DataFrame(history + result.history)
         return self
+
+    def _hold_out(self, X, y, rng):
+        """Split off ``validation_fraction`` of the rows (stratified for classifiers,
+        as scikit-learn's SGD does); return the training rows and a scorer of full
+        coefficient arrays on the held-out ones (accuracy, or R^2 for regressors)."""
+        stratify = y if self._is_classifier else None
+        try:
+            X, X_val, y, y_val = train_test_split(
+                X, y, test_size=self.validation_fraction, stratify=stratify,
+                random_state=int(rng.integers(2**31)))
+        except ValueError as exc:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} cannot split {y.shape[0]} "
+                f"samples ({exc}); use more data, a larger validation_fraction or "
+                "early_stopping=False") from exc
+        n_features, fit_intercept = self.n_features_in_, self.fit_intercept
+
+        def score(full):
+            decision = safe_sparse_dot(X_val, full[:n_features])
+            if fit_intercept:
+                decision = decision + full[n_features]
+            return self._score_decision(decision, y_val)
+
+        return X, y, score
 
     def _fit_on_workers(self, client, data, problem, settings, init, t_start, rng):
         """Place the data on the current workers and run the solver there once."""
@@ -450,6 +492,14 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         :class:`~dask_asyncopt.progress.FitProgress`).
     warm_start : bool, default=False
         Start from the previous fit's coefficients and continue its schedule.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified), score the
+        model on them after every epoch (``history_["validation_score"]``:
+        accuracy, R^2 for the regressor) and stop when that score has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs, as scikit-learn's
+        SGD does.  In-memory data only.
+    validation_fraction : float, default=0.1
+        Share of the rows held out when ``early_stopping`` is set.
 
     Attributes
     ----------
@@ -489,7 +539,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
                  batch_size="auto", solver="asyb", optimizer="sgd", beta1=0.9,
                  beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
-                 verbose=0, warm_start=False):
+                 verbose=0, warm_start=False, early_stopping=False,
+                 validation_fraction=0.1):
         super().__init__(
             loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
@@ -499,7 +550,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction,
             n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
-            random_state=random_state, verbose=verbose, warm_start=warm_start)
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+            early_stopping=early_stopping, validation_fraction=validation_fraction)
 
     def _n_outputs(self):
         return 1 if len(self.classes_) == 2 else len(self.classes_)
@@ -560,6 +612,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         if inputs.is_dask(scores):
             return _map_lazy(scores, self._labels, self.classes_.dtype)
         return self._labels(scores)
+
+    def _score_decision(self, scores, y):
+        return accuracy_score(y, self._labels(scores))
 
     def _labels(self, scores):
         if scores.shape[1] == 1:
@@ -637,7 +692,8 @@ class AsyncSGDRegressor(RegressorMixin, _BaseAsyncSGD):
     power_t : float, default=0.25
         Exponent of the "invscaling" schedule.
     batch_size, solver, optimizer, beta1, beta2, adam_epsilon, variance_reduction, \
-n_blocks, max_staleness, n_workers, timeout, random_state, verbose, warm_start :
+n_blocks, max_staleness, n_workers, timeout, random_state, verbose, warm_start, \
+early_stopping, validation_fraction :
         As :class:`AsyncSGDClassifier`.
 
     Attributes
@@ -674,7 +730,8 @@ n_blocks, max_staleness, n_workers, timeout, random_state, verbose, warm_start :
                  batch_size="auto", solver="asyb", optimizer="sgd", beta1=0.9,
                  beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
-                 verbose=0, warm_start=False):
+                 verbose=0, warm_start=False, early_stopping=False,
+                 validation_fraction=0.1):
         super().__init__(
             loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
@@ -684,10 +741,14 @@ n_blocks, max_staleness, n_workers, timeout, random_state, verbose, warm_start :
             beta2=beta2, adam_epsilon=adam_epsilon, variance_reduction=variance_reduction,
             n_blocks=n_blocks,
             max_staleness=max_staleness, n_workers=n_workers, timeout=timeout,
-            random_state=random_state, verbose=verbose, warm_start=warm_start)
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+            early_stopping=early_stopping, validation_fraction=validation_fraction)
 
     def _n_outputs(self):
         return 1
+
+    def _score_decision(self, scores, y):
+        return r2_score(y, np.asarray(scores)[:, 0])
 
     def _encode_in_memory(self, y):
         return _regression_targets(y)

@@ -147,3 +147,32 @@ def test_more_loops_than_workers_reach_optimum(data, optimum):
     est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, n_workers=4).fit(X, y)
     f = logistic_objective(X, y, est.coef_, est.intercept_, 1e-4, 1.0)
     assert (f - optimum("l1", 1e-4)) / optimum("l1", 1e-4) <= 1e-3
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
+def test_early_stopping_on_a_validation_score(data, solver):
+    """``early_stopping`` holds out rows, reports their score every epoch and stops on it."""
+    X, y = data
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, early_stopping=True,
+                             validation_fraction=0.2, n_iter_no_change=2, tol=1e-2,
+                             max_iter=50, solver=solver, random_state=0).fit(X, y)
+    h = est.history_
+    assert h["validation_score"].between(0.5, 1.0).all()
+    assert est.n_iter_ < 50  # a 1e-2 accuracy improvement stops coming early
+    # the rule: the last n_iter_no_change epochs did not beat the best before by tol
+    best_before = h["validation_score"].iloc[:-2].max()
+    assert h["validation_score"].iloc[-2:].max() < best_before + 1e-2
+    assert est.t_ < est.n_iter_ * X.shape[0]  # it trained on the 80 % only
+
+
+def test_early_stopping_regressor_and_errors(client):
+    import dask.array as da
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 5))
+    y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=400)
+    est = AsyncSGDRegressor(early_stopping=True, max_iter=30, random_state=0).fit(X, y)
+    assert est.history_["validation_score"].iloc[-1] > 0.9  # R^2 on held-out rows
+    with pytest.raises(ValueError, match="early_stopping=True needs in-memory"):
+        AsyncSGDRegressor(early_stopping=True).fit(da.from_array(X), da.from_array(y))
+    assert cluster_is_clean(client)

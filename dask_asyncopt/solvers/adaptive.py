@@ -161,9 +161,9 @@ def rule_epochs(run, n_samples, problem, total):
         run.call_blocks("reset_snapshot")
         snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
         loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
-        run.record(epoch, reports + snapshot, stats, loss, objective, lr)
+        watched = run.record(epoch, reports + snapshot, stats, loss, objective, lr)
         new_lr = lr
-        if stopping.stalled(objective):
+        if stopping.stalled(watched):
             if reductions == STALL_REDUCTIONS:
                 break
             # as learning_rate="adaptive": a stall ends with a smaller step first

@@ -483,9 +483,9 @@ def _sgd_epochs(run, n_samples, problem):
         mean, distance, stats, total = run.average()
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + _penalty(mean, problem)
-        run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]),
+        watched = run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]),
                    extra=_extra(distance, reports))
-        if stopping.stalled(objective):
+        if stopping.stalled(watched):
             if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
                 params = params.copy()
                 params[P_ETA0] /= 5.0
@@ -520,9 +520,9 @@ def _svrg_epochs(run, n_samples, problem):
         run.call_all("reset_snapshot")
         snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
         loss, objective = _objective(snapshot, n_samples, mean, problem)
-        run.record(epoch, reports + snapshot, stats, loss, objective, step,
+        watched = run.record(epoch, reports + snapshot, stats, loss, objective, step,
                    extra=_extra(distance, reports))
-        if stopping.stalled(objective):
+        if stopping.stalled(watched):
             break
         if objective > previous:
             step /= 2.0

@@ -82,6 +82,11 @@ class Settings:
     # (0: never), to restart from if a worker is lost.
     checkpoint_every: int = 1
     first_epoch: int = 1  # > 1 when a fit restarts from a checkpoint
+    # Held-out score of the model after each epoch: callable(full coefficients) ->
+    # float, higher is better (the history's "validation_score"); with
+    # early_stopping, the stopping rule watches it instead of the objective.
+    validation: object = None
+    early_stopping: bool = False
 
 
 @dataclass
@@ -246,7 +251,11 @@ class _Run:
 
     def record(self, epoch, reports, stats, loss, objective, step, extra=None):
         """Append the epoch's history row (plus ``extra`` columns), log it, pass it
-        to the callback and keep a checkpoint when one is due."""
+        to the callback and keep a checkpoint when one is due.
+
+        Returns the value the early-stopping rule watches (lower is better): the
+        objective, or minus the validation score with ``early_stopping``.
+        """
         pushes = sum(s["pushes"] for s in stats)
         wall = sum(r["wall_time"] for r in reports)
         row = {
@@ -262,6 +271,10 @@ class _Run:
             "compute_fraction": sum(r["kernel_time"] for r in reports) / max(wall, 1e-12),
         }
         row.update(extra or {})
+        model = None
+        if self.settings.validation is not None:
+            model = _gather_coefficients(self)
+            row["validation_score"] = float(self.settings.validation(model))
         self.history.append(row)
         logger.info("epoch %d: objective %.6g, %.3g s, staleness %.2f/%d, compute %.0f%%",
                     epoch, objective, row["time"], row["staleness_mean"],
@@ -274,7 +287,9 @@ class _Run:
                 "large; lower eta0 (or raise alpha with learning_rate='optimal')")
         every = self.settings.checkpoint_every
         if every and epoch % every == 0:
-            self.checkpoint = Checkpoint(_gather_coefficients(self), row["samples"], epoch)
+            model = _gather_coefficients(self) if model is None else model
+            self.checkpoint = Checkpoint(model, row["samples"], epoch)
+        return -row["validation_score"] if self.settings.early_stopping else objective
 
 
 class _EarlyStopping:
@@ -306,8 +321,8 @@ def _sgd_epochs(run, n_samples, problem, total):
         total = max(s["samples"] for s in stats)
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + sum(s["penalty"] for s in stats)
-        run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]))
-        if stopping.stalled(objective):
+        watched = run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]))
+        if stopping.stalled(watched):
             if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
                 params = params.copy()
                 params[P_ETA0] /= 5.0
@@ -337,8 +352,8 @@ def _svrg_epochs(run, n_samples, problem, total):
         run.call_blocks("reset_snapshot")
         snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
         loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
-        run.record(epoch, reports + snapshot, stats, loss, objective, step)
-        if stopping.stalled(objective):
+        watched = run.record(epoch, reports + snapshot, stats, loss, objective, step)
+        if stopping.stalled(watched):
             break
         if objective > previous:
             # The step is 1 / L for the worst row; delays between loops and
