@@ -52,12 +52,19 @@ from asyncio import CancelledError
 import numpy as np
 from distributed import secede
 
-from ..kernels import P_EPSILON, P_ETA0, snapshot_csr, snapshot_dense
+from ..kernels import P_ETA0
 from ..penalties import penalty_value
 from ..replica import Replica
 from ..schedules import ADAPTIVE
 from .driver import FitResult, WorkerLost, _EarlyStopping, _release, _Run, lost_workers
-from .loop import _check_finite, _is_csr, _row_counts, _sweep_sgd, _sweep_svrg, bind_servers
+from .loop import (
+    _check_finite,
+    _row_counts,
+    _sweep_sgd,
+    _sweep_svrg,
+    bind_servers,
+    snapshot_chunk,
+)
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -302,7 +309,6 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     handles = _handles(actors)
     me = _own(handles, rank)
     prob = config["problem"]
-    epsilon = prob["params"][P_EPSILON]
     full = me.read(None)[0]
     grad = np.zeros_like(full)
     counts = np.zeros(full.shape[0], dtype=np.int64) if first else None
@@ -310,21 +316,9 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     started = time.perf_counter()
     for chunk in shard.chunks:
         gids = global_ids(chunk, config["n_blocks"])
-        w = full[gids]
         tick = time.perf_counter()
-        dsnap = np.empty(chunk.Y.shape)
-        g = np.zeros_like(w)
-        if _is_csr(chunk):
-            X = chunk.X
-            chunk_loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, w,
-                                               chunk.intercept, prob["loss"], epsilon,
-                                               dsnap, g)
-        else:
-            chunk_loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, w, prob["loss"], epsilon,
-                                                 dsnap, g)
+        g, chunk_loss, sq_norm = snapshot_chunk(chunk, full[gids], prob)
         kernel_time += time.perf_counter() - tick
-        _check_finite(chunk_loss, g)
-        chunk.dsnap = dsnap
         grad[gids] += g
         if first:
             counts[gids] += _row_counts(chunk)

@@ -259,6 +259,24 @@ def run_epoch(shard, actors, config, worker, target):
     }
 
 
+def snapshot_chunk(chunk, w, prob):
+    """Snapshot one chunk at its weights ``w``: keep its rows' loss derivatives on
+    the chunk (for the next epoch's steps); return its gradient sum, loss sum and
+    largest squared row norm."""
+    epsilon = prob["params"][P_EPSILON]
+    dsnap = np.empty(chunk.Y.shape)
+    grad = np.zeros_like(w)
+    if _is_csr(chunk):
+        X = chunk.X
+        loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, w, chunk.intercept,
+                                     prob["loss"], epsilon, dsnap, grad)
+    else:
+        loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, w, prob["loss"], epsilon, dsnap, grad)
+    _check_finite(loss, grad)
+    chunk.dsnap = dsnap
+    return grad, loss, sq_norm
+
+
 def _row_counts(chunk):
     """Rows of the chunk touching each of its local coordinates."""
     if _is_csr(chunk):
@@ -287,25 +305,13 @@ def run_snapshot(shard, actors, config, worker, first):
     servers = bind_servers(actors, False)
     timeout = config["timeout"]
     prob = config["problem"]
-    epsilon = prob["params"][P_EPSILON]
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
     for index, chunk in enumerate(shard.chunks):
         _, w = _pull(servers, chunk, -1, config, shard)
         tick = time.perf_counter()
-        dsnap = np.empty(chunk.Y.shape)
-        grad = np.zeros_like(w)
-        if _is_csr(chunk):
-            X = chunk.X
-            chunk_loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, w,
-                                               chunk.intercept, prob["loss"], epsilon,
-                                               dsnap, grad)
-        else:
-            chunk_loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, w, prob["loss"], epsilon,
-                                                 dsnap, grad)
+        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, w, prob)
         kernel_time += time.perf_counter() - tick
-        _check_finite(chunk_loss, grad)
-        chunk.dsnap = dsnap
         counts = _row_counts(chunk) if first else None
         b = chunk.bounds
         calls = [s.call("add_snapshot", (worker, index), ids, grad[b[i]:b[i + 1]],
