@@ -17,6 +17,17 @@ Two gradient estimators share that structure:
   gradient, which removes the sampling noise that makes SGD stall short of
   the optimum under L1.  The snapshot pass also yields the exact objective of
   the current coefficients, which the history reports.
+
+``optimizer="amsgrad"`` (``Problem.rule``) runs the epochs of
+:mod:`.adaptive` on the same blocks (they apply pushed gradients with the
+rule's state), and ``solver="adpsgd"`` hands the whole fit to
+:mod:`.adpsgd` (replicas instead of blocks); both reuse the history rows,
+early stopping and checkpoints of :class:`_Run`.
+
+After every epoch the driver keeps a :class:`Checkpoint` of the model in this
+process; when a worker is lost mid-fit, :func:`fit_blocks` releases
+everything and raises :class:`WorkerLost` with it, and the estimator resumes
+on the surviving workers.
 """
 
 import copy
