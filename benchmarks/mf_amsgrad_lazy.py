@@ -54,7 +54,7 @@ def _catch_up(W, r, last, clock, eta, k):
 @njit(cache=True)
 def exact_epoch(users, items, ratings, order, U, V, lu, lv, clock, mu, eta):
     """Dense AMSGrad, one step per rating, every row caught up before it is read."""
-    k = (U.shape[1] - 5) // 4
+    k = (U.shape[1] - 6) // 4
     one = np.zeros(1, dtype=np.int64)
     for t in range(order.shape[0]):
         n = order[t]

@@ -40,7 +40,7 @@ logger = logging.getLogger("dask_asyncopt")
 _RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD}
 #: step of ``eta0=None``: LIBMF's AdaGrad step, and AMSGrad's measured default
 #: (sweep in docs/status.md)
-_DEFAULT_ETA0 = {"sgd": 0.1, "amsgrad": 0.01}
+_DEFAULT_ETA0 = {"sgd": 0.1, "amsgrad": 0.003}
 
 
 # ------------------------------------------------------------------ inputs
@@ -153,7 +153,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         schedule), robust without tuning.  ``"constant"``: plain SGD with
         ``eta0 / sqrt(epoch)``.
     eta0 : float or None, default=None
-        Initial step.  ``None``: 0.1 with ``optimizer="sgd"``, AMSGRAD_ETA0 with
+        Initial step.  ``None``: 0.1 with ``optimizer="sgd"``, 0.003 with
         ``optimizer="amsgrad"`` (measured defaults that work without tuning).
     init_scale : float, default=0.01
         Factors start ``N(0, (init_scale / sqrt(n_factors))**2)``, biases at 0.

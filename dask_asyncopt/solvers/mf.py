@@ -36,7 +36,14 @@ import numpy as np
 from distributed import Worker, get_worker, secede
 from distributed.core import Status
 
-from ..mf_kernels import RULE_ADAGRAD, n_factors_of, predict_pairs, row_width, sgd_ratings
+from ..mf_kernels import (
+    RULE_ADAGRAD,
+    RULE_SGD,
+    n_factors_of,
+    predict_pairs,
+    row_width,
+    sgd_ratings,
+)
 from ..mf_store import FactorBlock
 from .driver import WorkerLost, _release, lost_workers
 
@@ -402,8 +409,9 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
         settings.resume.best if settings.resume is not None else (math.inf, 0, None, 0))
     model = None
     for epoch in range(settings.first_epoch, settings.max_iter):
-        if settings.rule != RULE_ADAGRAD:
-            # plain SGD: 1/sqrt(epoch) decay (adagrad decays per row by itself)
+        if settings.rule == RULE_SGD:
+            # plain SGD: 1/sqrt(epoch) decay (adagrad and amsgrad adapt per row;
+            # amsgrad with this decay was measured worse, docs/status.md)
             config = dict(config, eta=settings.eta0 / math.sqrt(1.0 + epoch))
         futures = [
             client.submit(run_mf_epoch, shard, actors_u[i], actors_v, config, i, epoch,
