@@ -243,8 +243,8 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
             if sync:
                 b = todo.pop(0)
                 reply = blocks[b].acquire(
-                    worker, sync_ticket(epoch, worker, b, n_loops, n_blocks), timeout,
-                    timeout)
+                    worker, sync_ticket(epoch - config["first_epoch"], worker, b, n_loops,
+                                        n_blocks), timeout, timeout)
             else:
                 b, reply = None, None
                 for cand in todo:  # any free block, first come first served
@@ -404,7 +404,10 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
     config = {"solver": settings.solver, "n_loops": len(shards), "mu": mu,
               "eta": settings.eta0, "reg_factors": settings.reg_factors,
               "reg_biases": settings.reg_biases, "rule": settings.rule,
-              "adam": tuple(settings.adam), "timeout": settings.timeout}
+              "adam": tuple(settings.adam), "timeout": settings.timeout,
+              # blocks restarted from a checkpoint start at version 0: sync tickets
+              # count epochs from the restart
+              "first_epoch": settings.first_epoch}
     best, best_epoch, best_model, no_improve = (
         settings.resume.best if settings.resume is not None else (math.inf, 0, None, 0))
     model = None
