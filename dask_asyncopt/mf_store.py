@@ -1,8 +1,11 @@
 """Factor blocks of matrix factorisation, one per Dask actor.
 
 A :class:`FactorBlock` owns a block of rows of one side of the model (a
-user block or an item block): packed rows ``[factors (k), bias, G]`` (see
-:mod:`dask_asyncopt.mf_kernels`).  Training is *stratified* (DSGD / NOMAD):
+user block or an item block): packed rows ``[factors (k), bias, G]``, with
+``optimizer="amsgrad"`` followed by AMSGrad's ``m, v, vhat`` of every factor
+and the bias (see :mod:`dask_asyncopt.mf_kernels`).  The step state is part
+of the rows, so it travels with a checked-out block and is in every copy the
+driver gathers (checkpoints included).  Training is *stratified* (DSGD / NOMAD):
 a worker loop checks a whole item block out, runs SGD on the ratings of its
 own users that fall in that block, and checks it back in.  While a block is
 checked out nobody else can read or write it, so every update is applied to
@@ -44,17 +47,21 @@ class FactorBlock:
         ``G`` (the adaptive-step accumulator) at 1.
     seed : int
         Seed of this block's initial factors.
-    init : ndarray of shape (n_rows, n_factors + 2), optional
-        Starting rows (warm start), used instead of the random start.
+    init : ndarray of shape (n_rows, width), optional
+        Starting rows (warm start or a checkpoint), used instead of the random start.
+    width : int, optional
+        Columns of a row (:func:`~dask_asyncopt.mf_kernels.row_width`); default
+        ``n_factors + 2``.  Columns after ``G`` (AMSGrad's moments) start at 0.
     """
 
-    def __init__(self, block_id, n_rows, n_factors, init_scale, seed, init=None):
+    def __init__(self, block_id, n_rows, n_factors, init_scale, seed, init=None,
+                 width=None):
         self.block_id = block_id
         if init is not None:
             self.W = np.array(init, dtype=np.float64, order="C", copy=True)
         else:
             rng = np.random.default_rng(seed)
-            self.W = np.zeros((n_rows, n_factors + 2))
+            self.W = np.zeros((n_rows, width or n_factors + 2))
             self.W[:, :n_factors] = rng.normal(
                 scale=init_scale / np.sqrt(max(n_factors, 1)), size=(n_rows, n_factors))
             self.W[:, n_factors + 1] = 1.0

@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import inputs
 from .cluster import get_client
-from .mf_kernels import RULE_ADAGRAD, RULE_SGD, predict_pairs
+from .mf_kernels import RULE_ADAGRAD, RULE_AMSGRAD, RULE_SGD, predict_pairs
 from .progress import FitProgress
 from .solvers.driver import WorkerLost
 from .solvers.mf import MF_SOLVERS, MFSettings, fit_mf, make_rating_shard, stratify
@@ -38,6 +38,9 @@ from .solvers.mf import MF_SOLVERS, MFSettings, fit_mf, make_rating_shard, strat
 logger = logging.getLogger("dask_asyncopt")
 
 _RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD}
+#: step of ``eta0=None``: LIBMF's AdaGrad step, and AMSGrad's measured default
+#: (sweep in docs/status.md)
+_DEFAULT_ETA0 = {"sgd": 0.1, "amsgrad": 0.003}
 
 
 # ------------------------------------------------------------------ inputs
@@ -145,11 +148,13 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     reg_biases : float, default=0.05
         L2 strength on biases, per rating.
     learning_rate : {"adagrad", "constant"}, default="adagrad"
+        Step rule of ``optimizer="sgd"`` (ignored with ``"amsgrad"``).
         ``"adagrad"``: per-row adaptive steps ``eta0 / sqrt(G_row)`` (LIBMF's
         schedule), robust without tuning.  ``"constant"``: plain SGD with
         ``eta0 / sqrt(epoch)``.
-    eta0 : float, default=0.1
-        Initial step.
+    eta0 : float or None, default=None
+        Initial step.  ``None``: 0.1 with ``optimizer="sgd"``, 0.003 with
+        ``optimizer="amsgrad"`` (measured defaults that work without tuning).
     init_scale : float, default=0.01
         Factors start ``N(0, (init_scale / sqrt(n_factors))**2)``, biases at 0.
         A small start regularises: measured on ``make_ratings`` 0.01 beat 0.1
@@ -171,8 +176,20 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     solver : {"asyb", "sync"}, default="asyb"
         ``"asyb"``: loops take any free item block (no barrier).  ``"sync"``:
         DSGD's fixed rotation (deterministic for an int ``random_state``).
-    optimizer : {"sgd"}, default="sgd"
-        Update rule (``"amsgrad"`` arrives with the AMSGrad solver).
+    optimizer : {"sgd", "amsgrad"}, default="sgd"
+        ``"sgd"``: per-rating SGD with the steps of ``learning_rate``.
+        ``"amsgrad"``: per-rating AMSGrad with step ``eta0``; the moments ``m, v,
+        vhat`` of every factor and bias are stored with its row (they travel
+        with an item block and are in every checkpoint).  A rating updates the
+        moments of the user row and item row it touches only (lazy / "sparse"
+        Adam: each row runs AMSGrad on its own stream of gradients).
+    beta1 : float, default=0.9
+        AMSGrad's first-moment decay (``optimizer="amsgrad"`` only).
+    beta2 : float, default=0.999
+        AMSGrad's second-moment decay (``optimizer="amsgrad"`` only).
+    adam_epsilon : float, default=1e-8
+        Added to ``sqrt(vhat)`` in AMSGrad's denominator (``optimizer="amsgrad"``
+        only).
     n_blocks : int or None, default=None
         Item blocks; ``None``: twice the number of worker loops.
     n_workers : int or None, default=None
@@ -216,6 +233,10 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     >>> items, scores = mf.recommend([0, 1], n=5)
     >>> items.shape
     (2, 5)
+    >>> ams = MatrixFactorization(n_factors=8, max_iter=5, optimizer="amsgrad",
+    ...                           random_state=0).fit(X, y)
+    >>> bool(ams.history_["train_rmse"].iloc[-1] < ams.history_["train_rmse"].iloc[0])
+    True
     """
 
     _parameter_constraints = {
@@ -223,7 +244,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         "reg_factors": [Interval(Real, 0, None, closed="left")],
         "reg_biases": [Interval(Real, 0, None, closed="left")],
         "learning_rate": [StrOptions(set(_RULES))],
-        "eta0": [Interval(Real, 0, None, closed="neither")],
+        "eta0": [Interval(Real, 0, None, closed="neither"), None],
         "init_scale": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
@@ -231,7 +252,10 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions(set(MF_SOLVERS))],
-        "optimizer": [StrOptions({"sgd"})],
+        "optimizer": [StrOptions({"sgd", "amsgrad"})],
+        "beta1": [Interval(Real, 0, 1, closed="left")],
+        "beta2": [Interval(Real, 0, 1, closed="left")],
+        "adam_epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "n_workers": [Interval(Integral, 1, None, closed="left"), None],
         "timeout": [Interval(Real, 0, None, closed="neither")],
@@ -240,10 +264,11 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     }
 
     def __init__(self, n_factors=32, *, reg_factors=0.04, reg_biases=0.05,
-                 learning_rate="adagrad", eta0=0.1, init_scale=0.01, max_iter=20, tol=1e-4,
+                 learning_rate="adagrad", eta0=None, init_scale=0.01, max_iter=20, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=3,
-                 solver="asyb", optimizer="sgd", n_blocks=None, n_workers=None,
-                 timeout=120.0, random_state=None, verbose=0):
+                 solver="asyb", optimizer="sgd", beta1=0.9, beta2=0.999, adam_epsilon=1e-8,
+                 n_blocks=None, n_workers=None, timeout=120.0, random_state=None,
+                 verbose=0):
         self.n_factors = n_factors
         self.reg_factors = reg_factors
         self.reg_biases = reg_biases
@@ -257,6 +282,9 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.solver = solver
         self.optimizer = optimizer
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.adam_epsilon = adam_epsilon
         self.n_blocks = n_blocks
         self.n_workers = n_workers
         self.timeout = timeout
@@ -333,8 +361,11 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             validation = (users[held], items[held], ratings[held])
         settings = MFSettings(
             n_factors=self.n_factors, reg_factors=float(self.reg_factors),
-            reg_biases=float(self.reg_biases), eta0=float(self.eta0),
-            rule=_RULES[self.learning_rate], init_scale=float(self.init_scale),
+            reg_biases=float(self.reg_biases),
+            eta0=float(_DEFAULT_ETA0[self.optimizer] if self.eta0 is None else self.eta0),
+            rule=RULE_AMSGRAD if self.optimizer == "amsgrad" else _RULES[self.learning_rate],
+            adam=(float(self.beta1), float(self.beta2), float(self.adam_epsilon)),
+            init_scale=float(self.init_scale),
             solver=self.solver, max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
             seed=int(rng.integers(2**31)), callback=callback,

@@ -72,14 +72,15 @@ def test_fit_survives_a_killed_worker(cluster3, solver):
     assert cluster_is_clean(cluster3, wait=10)
 
 
-def test_matrix_factorization_survives_a_killed_worker(cluster3):
+@pytest.mark.parametrize("optimizer", ["sgd", "amsgrad"])
+def test_matrix_factorization_survives_a_killed_worker(cluster3, optimizer):
     from dask_asyncopt import MatrixFactorization
     from dask_asyncopt.datasets import make_ratings
 
     X, y = make_ratings(n_users=4000, n_items=2000, n_ratings=300_000, random_state=8)
     X_test, y_test = X[-30_000:], y[-30_000:]
     X, y = X[:-30_000], y[:-30_000]
-    kw = dict(n_factors=16, max_iter=8, random_state=0, timeout=30)
+    kw = dict(n_factors=16, max_iter=8, random_state=0, timeout=30, optimizer=optimizer)
     with cluster3.as_current():
         undisturbed = MatrixFactorization(**kw).fit(X, y)
         rmse_ref = np.sqrt(np.mean((undisturbed.predict(X_test) - y_test) ** 2))

@@ -36,7 +36,14 @@ import numpy as np
 from distributed import Worker, get_worker, secede
 from distributed.core import Status
 
-from ..mf_kernels import RULE_ADAGRAD, predict_pairs, sgd_ratings
+from ..mf_kernels import (
+    RULE_ADAGRAD,
+    RULE_SGD,
+    n_factors_of,
+    predict_pairs,
+    row_width,
+    sgd_ratings,
+)
 from ..mf_store import FactorBlock
 from .driver import WorkerLost, _release, lost_workers
 
@@ -236,8 +243,8 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
             if sync:
                 b = todo.pop(0)
                 reply = blocks[b].acquire(
-                    worker, sync_ticket(epoch, worker, b, n_loops, n_blocks), timeout,
-                    timeout)
+                    worker, sync_ticket(epoch - config["first_epoch"], worker, b, n_loops,
+                                        n_blocks), timeout, timeout)
             else:
                 b, reply = None, None
                 for cand in todo:  # any free block, first come first served
@@ -264,7 +271,7 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
                 order = shard.rng.permutation(ratings.shape[0])
                 part = sgd_ratings(users, items, ratings, order, U, V, config["mu"],
                                    config["eta"], config["reg_factors"],
-                                   config["reg_biases"], config["rule"])
+                                   config["reg_biases"], config["rule"], *config["adam"])
                 if not (math.isfinite(part) and np.isfinite(V).all()):
                     raise FloatingPointError(
                         "the factors became non-finite: the step size is too large for "
@@ -303,6 +310,7 @@ class MFSettings:
     seed: int
     callback: object = None
     checkpoint_every: int = 1  # epochs between copies of the model kept in the driver
+    adam: tuple = (0.9, 0.999, 1e-8)  # beta1, beta2, eps of RULE_AMSGRAD
     first_epoch: int = 0  # > 0 when a fit resumes from a checkpoint
     resume: object = None  # the checkpoint resumed from (early-stopping state)
 
@@ -311,7 +319,7 @@ class MFSettings:
 class MFCheckpoint:
     """The model after ``epoch`` and the early-stopping state, kept in the driver."""
 
-    model: tuple  # packed (U, V) in id order
+    model: tuple  # packed (U, V) in id order, step state (G, AMSGrad moments) included
     epoch: int
     best: tuple  # (best score, its epoch, its model, epochs without improvement)
 
@@ -355,6 +363,7 @@ def fit_mf(client, shards, loop_workers, layout, mu, settings, validation=None,
     token = uuid.uuid4().hex[:8]
     inits_u, inits_v = layout.split(*init) if init is not None else (
         [None] * n_loops, [None] * n_blocks)
+    width = row_width(settings.n_factors, settings.rule)
     futures = []
     loops = []
     state = {"history": [], "checkpoint": None}
@@ -362,12 +371,12 @@ def fit_mf(client, shards, loop_workers, layout, mu, settings, validation=None,
         for w in range(n_loops):
             futures.append(client.submit(
                 FactorBlock, w, int(layout.user_sizes[w]), settings.n_factors,
-                settings.init_scale, [settings.seed, 0, w], inits_u[w], actor=True,
+                settings.init_scale, [settings.seed, 0, w], inits_u[w], width, actor=True,
                 workers=[loop_workers[w]], key=f"asyncopt-mf-users-{w}-{token}"))
         for b in range(n_blocks):
             futures.append(client.submit(
                 FactorBlock, b, int(layout.item_sizes[b]), settings.n_factors,
-                settings.init_scale, [settings.seed, 1, b], inits_v[b], actor=True,
+                settings.init_scale, [settings.seed, 1, b], inits_v[b], width, actor=True,
                 workers=[workers[b % len(workers)]], key=f"asyncopt-mf-items-{b}-{token}"))
         actors = client.gather(futures)
         return _run_epochs(client, shards, loop_workers, actors[:n_loops],
@@ -395,13 +404,17 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
     config = {"solver": settings.solver, "n_loops": len(shards), "mu": mu,
               "eta": settings.eta0, "reg_factors": settings.reg_factors,
               "reg_biases": settings.reg_biases, "rule": settings.rule,
-              "timeout": settings.timeout}
+              "adam": tuple(settings.adam), "timeout": settings.timeout,
+              # blocks restarted from a checkpoint start at version 0: sync tickets
+              # count epochs from the restart
+              "first_epoch": settings.first_epoch}
     best, best_epoch, best_model, no_improve = (
         settings.resume.best if settings.resume is not None else (math.inf, 0, None, 0))
     model = None
     for epoch in range(settings.first_epoch, settings.max_iter):
-        if settings.rule != RULE_ADAGRAD:
-            # plain SGD: 1/sqrt(epoch) decay (adagrad decays per row by itself)
+        if settings.rule == RULE_SGD:
+            # plain SGD: 1/sqrt(epoch) decay (adagrad and amsgrad adapt per row;
+            # amsgrad with this decay was measured worse, docs/status.md)
             config = dict(config, eta=settings.eta0 / math.sqrt(1.0 + epoch))
         futures = [
             client.submit(run_mf_epoch, shard, actors_u[i], actors_v, config, i, epoch,
@@ -434,7 +447,7 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
                 "lower eta0")
         if validation is not None:
             model = _read_model(actors_u, actors_v, layout, settings.timeout)
-            row["valid_rmse"] = rmse_of(model, mu, *validation)
+            row["valid_rmse"] = rmse_of(model, mu, *validation, rule=settings.rule)
             score = row["valid_rmse"]
             if score < best - (settings.tol or 0.0):
                 no_improve = 0
@@ -468,9 +481,10 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
     return MFResult(U, V, history, settings.first_epoch + len(history), best_epoch)
 
 
-def rmse_of(model, mu, users, items, ratings):
+def rmse_of(model, mu, users, items, ratings, rule=RULE_ADAGRAD):
     """RMSE of packed ``(U, V)`` on ratings given as rows of ``U``/``V``."""
-    U, V = model
+    k = n_factors_of(model[0].shape[1], rule)
+    U, V = (np.ascontiguousarray(W[:, :k + 2]) for W in model)
     out = np.empty(users.shape[0])
     predict_pairs(users, items, U, V, mu, out)
     return float(np.sqrt(np.mean((ratings - out) ** 2))) if users.shape[0] else math.nan
