@@ -148,10 +148,6 @@ class _BaseAsyncSGD(BaseEstimator):
         return smooth
 
     def _check_params(self):
-        if self.optimizer == "amsgrad" and self.solver == "adpsgd":
-            raise ValueError(
-                "optimizer='amsgrad' is not available with solver='adpsgd' yet; use "
-                "solver='asyb' or 'sync' with amsgrad, or optimizer='sgd' with adpsgd")
         if self.learning_rate in ("constant", "invscaling", "adaptive") and self.eta0 <= 0:
             raise ValueError(
                 f"eta0 must be > 0 with learning_rate={self.learning_rate!r}; "

@@ -32,6 +32,15 @@ touches plus, for plain proximal SGD, the chunk's composed proximal map
 penalised coordinate (the variance-reduced sweeps apply their prox inside
 the kernel and send the identity).
 
+**Update rules** (``optimizer="amsgrad"``).  A replica built with a
+``rule`` (:mod:`dask_asyncopt.rules`) keeps the rule's state next to its
+values (for AMSGrad its own moments ``m, v, vhat``); its loop sends minibatch
+gradients (:meth:`Replica.apply_grads`) instead of deltas.  Averaging mixes
+the *values* only: each replica keeps its own moments (measured against also
+averaging them, see :mod:`dask_asyncopt.solvers.adpsgd`).  The rule is lazy on
+sparse steps, so every operation on the whole vector (exchanges, reads of
+all values, the driver's consensus) first brings all coordinates up to date.
+
 **Gossiped progress.**  Every replica keeps the cumulative samples processed
 by each loop as far as it knows (its own loop's count is exact); exchanges
 merge both sides' vectors by element-wise maximum.  An epoch ends for a
@@ -60,9 +69,14 @@ class Replica:
         Index of the unpenalised intercept coordinate, or ``-1``.
     init : ndarray of shape (n_coords, n_outputs), optional
         Starting values.
+    rule : SGDRule or AMSGradRule, optional
+        Update rule of :meth:`apply_grads` (its state is allocated here).
+    alpha, l1_ratio : float
+        Elastic-net penalty the rule's proximal steps apply.
     """
 
-    def __init__(self, rank, n_replicas, n_coords, n_outputs, intercept=-1, init=None):
+    def __init__(self, rank, n_replicas, n_coords, n_outputs, intercept=-1, init=None,
+                 rule=None, alpha=0.0, l1_ratio=0.0):
         self.rank = rank
         self.intercept = intercept
         if init is None:
@@ -75,6 +89,9 @@ class Replica:
         self.known = np.zeros(n_replicas, dtype=np.int64)
         self.grad_sum = np.zeros_like(self.w)
         self.row_counts = np.zeros(n_coords, dtype=np.int64)
+        self.rule = rule
+        self.state = None if rule is None else rule.init(n_coords, n_outputs)
+        self.alpha, self.l1_ratio = alpha, l1_ratio
         self.lock = threading.Lock()
         self.version = 0  # modifications: own steps, exchanges, absorbed replies
         self.stopped = False
@@ -90,6 +107,7 @@ class Replica:
         """
         with self.lock:
             self._check_running()
+            self._catch_up(ids)
             values = self.w.copy() if ids is None else self.w[ids]
             if not snapshot:
                 return values, self.version
@@ -111,6 +129,7 @@ class Replica:
         """Values (at ``ids``) and known progress to send in an exchange."""
         with self.lock:
             self._check_running()
+            self._catch_up(ids)
             values = self.w.copy() if ids is None else self.w[ids]
             return values, self.known.copy()
 
@@ -128,13 +147,50 @@ class Replica:
                 w = self.w[self.penalised]
                 self.w[self.penalised] = np.sign(w) * np.maximum(
                     np.abs(w) - prox_s, 0.0) / prox_d
-            staleness = self.version - read_version
-            self.version += 1
-            self.known[self.rank] += n_samples
-            self.n_steps += 1
-            self.stale_sum += staleness
-            self.stale_max = max(self.stale_max, staleness)
-            return staleness
+            return self._count_step(n_samples, read_version)
+
+    def _count_step(self, n_samples, read_version):
+        staleness = self.version - read_version
+        self.version += 1
+        self.known[self.rank] += n_samples
+        self.n_steps += 1
+        self.stale_sum += staleness
+        self.stale_max = max(self.stale_max, staleness)
+        return staleness
+
+    def apply_grads(self, ids, ptr, g, pen, rows, read_version):
+        """Apply packed minibatch gradients with the rule (see :mod:`dask_asyncopt.rules`).
+
+        Parameters
+        ----------
+        ids : int64 ndarray
+            Coordinates of the entries (steps are ``ptr[s]:ptr[s + 1]``).
+        ptr, g, pen : ndarray
+            Packed steps: gradient sums and penalty weight sums.
+        rows : int64 ndarray
+            Rows of each step's minibatch.
+        read_version : int
+            Version when the loop read the values the gradients are at.
+
+        Returns
+        -------
+        staleness : int
+            Modifications by others between the loop's read and these steps.
+        """
+        with self.lock:
+            self._check_running()
+            self.rule.update(self.state, self.w, ptr, ids, g, pen, 1.0 / rows,
+                             alpha=self.alpha, l1_ratio=self.l1_ratio, skip=self.intercept)
+            return self._count_step(int(rows.sum()), read_version)
+
+    def set_lr(self, lr):
+        """Use rule step ``lr`` from now on (every coordinate is caught up first)."""
+        with self.lock:
+            self.rule.set_lr(self.state, self.w, lr)
+
+    def _catch_up(self, ids):
+        if self.rule is not None:
+            self.rule.materialise(self.state, self.w, ids)
 
     def exchange(self, values, known, ids=None):
         """Passive side of a pairwise average: ``x <- (values + x) / 2`` at ``ids``.
@@ -144,6 +200,7 @@ class Replica:
         """
         with self.lock:
             self._check_running()
+            self._catch_up(ids)
             if ids is None:
                 d = 0.5 * (values - self.w)
                 self.w += d
@@ -158,6 +215,7 @@ class Replica:
     def absorb(self, d, known, ids=None):
         """Active side: subtract the passive side's change ``d`` and merge progress."""
         with self.lock:
+            self._catch_up(ids)
             if ids is None:
                 self.w -= d
             else:
@@ -170,6 +228,7 @@ class Replica:
         """Overwrite the values (the driver's consensus at an epoch boundary)."""
         with self.lock:
             self._check_running()
+            self._catch_up(None)
             self.w[:] = values
             if known is not None:
                 self.known[:] = known

@@ -43,8 +43,6 @@ BAD_FIT = [
     ("svrg with hinge", dict(variance_reduction="svrg"), X, y, ValueError, "smooth loss"),
     ("unknown variance_reduction", dict(variance_reduction="saga"), X, y, ValueError,
      "variance_reduction"),
-    ("amsgrad with adpsgd", dict(optimizer="amsgrad", solver="adpsgd"), X, y, ValueError,
-     "not available with solver='adpsgd'"),
 ]
 
 

@@ -140,6 +140,54 @@ def run_grad_epoch(shard, actors, config, worker, target):
             "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
 
+class RuleSteps:
+    """The step of a rule fit across epochs (module docstring); shared by ``adpsgd``.
+
+    Parameters
+    ----------
+    lr : float
+        Starting step.
+    vr : bool
+        Variance-reduced gradients: constant step, halved when an epoch raises
+        the objective; else ``lr / sqrt(epoch)``.
+    stopping : _EarlyStopping
+    previous : float
+        Objective before the first epoch.
+    """
+
+    def __init__(self, lr, vr, stopping, previous):
+        self.lr = self.lr0 = lr
+        self.vr = vr
+        self.stopping = stopping
+        self.previous = previous
+        self.reductions = 0
+
+    def next(self, epoch, objective, watched):
+        """The step after ``epoch`` ended at ``objective``; ``None``: stop.
+
+        ``watched`` is what early stopping watches (``run.record``'s return:
+        the objective, or the validation score).
+        """
+        lr = self.lr
+        if self.stopping.stalled(watched):
+            if self.reductions == STALL_REDUCTIONS:
+                return None
+            # as learning_rate="adaptive": a stall ends with a smaller step first
+            self.reductions += 1
+            lr = self.lr / STALL_FACTOR
+            self.lr0 /= STALL_FACTOR
+            self.stopping.no_improve = 0
+        elif not self.vr:
+            lr = self.lr0 / math.sqrt(epoch + 1)
+        elif objective > self.previous:
+            lr = self.lr / 2.0
+            logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
+                        self.previous, objective, lr)
+        self.previous = objective
+        self.lr = lr
+        return lr
+
+
 def rule_epochs(run, n_samples, problem, total):
     """Epochs of a rule fit (see the module docstring); returns the samples processed."""
     from .driver import _EarlyStopping, _snapshot_objective
@@ -147,11 +195,9 @@ def rule_epochs(run, n_samples, problem, total):
     settings = run.settings
     opts = problem.rule_options
     vr = problem.svrg is not None
-    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
     reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
-    previous = _snapshot_objective(run, reports, n_samples)[1]
-    lr0 = lr = problem.rule.lr
-    reductions = 0
+    steps = RuleSteps(problem.rule.lr, vr, _EarlyStopping(settings.tol, settings.n_iter_no_change),
+                      _snapshot_objective(run, reports, n_samples)[1])
     run.config["grad"] = {"vr": vr, "batch": opts["batch"], "n_samples": n_samples}
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         reports = run.run_loops(run_grad_epoch, f"{settings.solver}-loop", epoch,
@@ -161,28 +207,15 @@ def rule_epochs(run, n_samples, problem, total):
         run.call_blocks("reset_snapshot")
         snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
         loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
+        lr = steps.lr
         watched = run.record(epoch, reports + snapshot, stats, loss, objective, lr)
-        new_lr = lr
-        if stopping.stalled(watched):
-            if reductions == STALL_REDUCTIONS:
-                break
-            # as learning_rate="adaptive": a stall ends with a smaller step first
-            reductions += 1
-            new_lr = lr / STALL_FACTOR
-            lr0 /= STALL_FACTOR
-            stopping.no_improve = 0
-        elif not vr:
-            new_lr = lr0 / math.sqrt(epoch + 1)
-        elif objective > previous:
-            new_lr = lr / 2.0
-            logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
-                        previous, objective, new_lr)
+        new_lr = steps.next(epoch, objective, watched)
+        if new_lr is None:
+            break
         if new_lr != lr:
-            lr = new_lr
-            calls = [a.set_lr(lr) for a in run.actors]
+            calls = [a.set_lr(new_lr) for a in run.actors]
             for c in calls:
                 c.result(settings.timeout)
-        previous = objective
     return total
 
 

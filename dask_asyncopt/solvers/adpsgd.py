@@ -44,6 +44,7 @@ the snapshot is a barrier pass over all data (its cost is one gradient
 evaluation per row, as for ``asyb``/``sync``).
 """
 
+import copy
 import logging
 import time
 import uuid
@@ -56,6 +57,7 @@ from ..kernels import P_ETA0
 from ..penalties import penalty_value
 from ..replica import Replica
 from ..schedules import ADAPTIVE
+from .adaptive import RuleSteps, _grads
 from .driver import FitResult, WorkerLost, _EarlyStopping, _release, _Run, lost_workers
 from .loop import (
     _check_finite,
@@ -247,7 +249,8 @@ def run_gossip_epoch(shard, actors, config, rank, target):
     me = _own(handles, rank)
     n_loops = config["n_loops"]
     gossip = Gossip(me, handles, rank, n_loops, config["timeout"])
-    svrg = config.get("svrg") is not None
+    grad = config.get("grad")  # an update rule: minibatch gradients (module docstring)
+    svrg = config.get("svrg") is not None or grad is not None  # counts, drift
     sweep = _sweep_svrg if svrg else _sweep_sgd
     # A replica's step schedule runs on its own sample count (stride 1): the
     # average of n replicas moves by the mean of their steps, so each takes the
@@ -267,14 +270,20 @@ def run_gossip_epoch(shard, actors, config, rank, target):
         w0 = read[0]
         # _sweep_* take one reply per block: (values, version, samples, drift, counts)
         reply = (w0, read[1], known) + tuple(read[2:])
-        w = w0.copy()
         tick = time.perf_counter()
-        chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, [reply], t_start + me.own(),
-                                           sweep_config)
-        delta = w - w0
-        kernel_time += time.perf_counter() - tick
-        _check_finite(chunk_loss, delta)
-        me.step(gids, delta, prox_d, prox_s, chunk.n_rows, read[1])
+        if grad is not None:
+            chunk_loss, ptr, idx, g, pen, out_rows = _grads(chunk, rows, w0, [reply], config)
+            kernel_time += time.perf_counter() - tick
+            _check_finite(chunk_loss, g)
+            me.apply_grads(gids[idx], ptr, g, pen, out_rows, read[1])
+        else:
+            w = w0.copy()
+            chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, [reply], t_start + me.own(),
+                                               sweep_config)
+            delta = w - w0
+            kernel_time += time.perf_counter() - tick
+            _check_finite(chunk_loss, delta)
+            me.step(gids, delta, prox_d, prox_s, chunk.n_rows, read[1])
         gossip.tick()
         loss_sum += chunk_loss
         n_samples += chunk.n_rows
@@ -435,12 +444,15 @@ def fit_replicas(client, shards, loop_workers, n_samples, problem, settings, ini
         for i, addr in enumerate(loop_workers):
             replicas.append(client.submit(
                 Replica, i, n_loops, n_coords, problem.n_outputs, intercept, init,
+                copy.deepcopy(problem.rule), problem.alpha, problem.l1_ratio,
                 actor=True, workers=[addr], key=f"asyncopt-replica-{i}-{token}"))
         run.actors = client.gather(replicas)
         run.config = {"problem": problem.kernel_args(), "n_loops": n_loops,
                       "n_blocks": settings.n_blocks, "timeout": settings.timeout,
                       "svrg": None, "t_start": t_start}
         epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
+        if problem.rule is not None:
+            epochs = _rule_epochs
         total, mean = epochs(run, n_samples, problem)
         if not np.isfinite(mean).all():
             raise FloatingPointError("the coefficients became non-finite: lower eta0")
@@ -523,6 +535,43 @@ def _svrg_epochs(run, n_samples, problem):
             logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
                         previous, objective, step)
         previous = objective
+    return total, mean
+
+
+def _rule_epochs(run, n_samples, problem):
+    """Epochs of an update rule on every replica (``optimizer="amsgrad"``).
+
+    As :func:`~dask_asyncopt.solvers.adaptive.rule_epochs`: a snapshot pass
+    first (row counts for the penalty weights; with variance reduction the
+    SVRG snapshot), then per epoch the gossip loops sending minibatch
+    gradients to their own replica, the consensus average and a snapshot pass
+    at it, which also gives the exact objective; the step follows
+    :class:`~dask_asyncopt.solvers.adaptive.RuleSteps`.
+    """
+    settings = run.settings
+    vr = problem.svrg is not None
+    reports = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", 0, True)
+    mean = run.call_all("values")[0]
+    steps = RuleSteps(problem.rule.lr, vr, _EarlyStopping(settings.tol, settings.n_iter_no_change),
+                      _objective(reports, n_samples, mean, problem)[1])
+    run.config["grad"] = {"vr": vr, "batch": problem.rule_options["batch"],
+                          "n_samples": n_samples}
+    total = 0
+    for epoch in range(settings.first_epoch, settings.max_iter + 1):
+        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
+                                (epoch - settings.first_epoch + 1) * n_samples)
+        mean, distance, stats, total = run.average()
+        run.call_all("reset_snapshot")
+        snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
+        loss, objective = _objective(snapshot, n_samples, mean, problem)
+        lr = steps.lr
+        watched = run.record(epoch, reports + snapshot, stats, loss, objective, lr,
+                             extra=_extra(distance, reports))
+        new_lr = steps.next(epoch, objective, watched)
+        if new_lr is None:
+            break
+        if new_lr != lr:
+            run.call_all("set_lr", new_lr)
     return total, mean
 
 
