@@ -449,7 +449,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         reduction it is constant, halved when an epoch raises the objective
         and divided by 5 (at most twice) when the objective stalls, without it
         decays as ``1 / sqrt(epoch)``.  ``learning_rate`` and ``power_t`` are
-        not used.
+        not used.  With ``solver="adpsgd"`` every replica keeps its own AMSGrad
+        state and its loop applies the gradients to it; gossip and the
+        epoch-end consensus average the coefficients, not the moments.
     beta1, beta2 : float, default=0.9, 0.999
         AMSGrad's decay rates of the first and second moment estimates.
     adam_epsilon : float, default=1e-8
