@@ -42,9 +42,7 @@ def configurations():
     optimizers = ["sgd"]
     if "amsgrad" in AsyncSGDClassifier._parameter_constraints["optimizer"][0].options:
         optimizers.append("amsgrad")
-    # amsgrad is not wired to adpsgd yet (a clear error)
-    return [(s, o) for s in sorted(SOLVERS) for o in optimizers
-            if not (s == "adpsgd" and o == "amsgrad")]
+    return [(s, o) for s in sorted(SOLVERS) for o in optimizers]
 
 
 def main():
