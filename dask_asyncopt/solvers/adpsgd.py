@@ -71,9 +71,18 @@ from distributed import secede
 from ..kernels import P_ETA0
 from ..penalties import penalty_value
 from ..replica import Replica
-from ..schedules import ADAPTIVE
 from .adaptive import RuleSteps, _grads
-from .driver import FitResult, WorkerLost, _EarlyStopping, _release, _Run, lost_workers
+from .driver import (
+    FitResult,
+    WorkerLost,
+    _EarlyStopping,
+    _release,
+    _Run,
+    adapt_after_stall,
+    halve_if_rose,
+    lost_workers,
+    svrg_step,
+)
 from .loop import (
     _check_finite,
     _row_counts,
@@ -505,14 +514,10 @@ def _sgd_epochs(run, n_samples, problem):
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + _penalty(mean, problem)
         watched = run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]),
-                   extra=_extra(distance, reports))
+                             extra=_extra(distance, reports))
         if stopping.stalled(watched):
-            if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
-                params = params.copy()
-                params[P_ETA0] /= 5.0
-                run.config = dict(run.config, problem=dict(run.config["problem"], params=params))
-                stopping.no_improve = 0
-            else:
+            params = adapt_after_stall(run, problem, params, stopping)
+            if params is None:
                 break
     return total, mean
 
@@ -523,10 +528,7 @@ def _svrg_epochs(run, n_samples, problem):
     reports = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", 0, True)
     mean = run.call_all("values")[0]
     previous = _objective(reports, n_samples, mean, problem)[1]
-    step = problem.svrg["step"]
-    if step is None:
-        max_sq_norm = max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept)
-        step = 1.0 / (problem.svrg["smoothness"] * max(max_sq_norm, 1e-12))
+    step = svrg_step(problem, reports)
     # The average of n replicas moves by the mean of their steps: each replica
     # steps n times as far as a loop of the shared-model solvers (measured, 3 loops,
     # L1: gap 1.3e-3 after 13 epochs with the shared-model step, 5e-5 after 10).
@@ -542,14 +544,10 @@ def _svrg_epochs(run, n_samples, problem):
         snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
         loss, objective = _objective(snapshot, n_samples, mean, problem)
         watched = run.record(epoch, reports + snapshot, stats, loss, objective, step,
-                   extra=_extra(distance, reports))
+                             extra=_extra(distance, reports))
         if stopping.stalled(watched):
             break
-        if objective > previous:
-            step /= 2.0
-            logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
-                        previous, objective, step)
-        previous = objective
+        step, previous = halve_if_rose(step, previous, objective), objective
     return total, mean
 
 

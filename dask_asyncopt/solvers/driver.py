@@ -334,14 +334,42 @@ def _sgd_epochs(run, n_samples, problem, total):
         objective = loss + sum(s["penalty"] for s in stats)
         watched = run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]))
         if stopping.stalled(watched):
-            if problem.schedule == ADAPTIVE and params[P_ETA0] > 1e-6:
-                params = params.copy()
-                params[P_ETA0] /= 5.0
-                run.config = dict(run.config, problem=dict(run.config["problem"], params=params))
-                stopping.no_improve = 0
-            else:
+            params = adapt_after_stall(run, problem, params, stopping)
+            if params is None:
                 break
     return total
+
+
+def adapt_after_stall(run, problem, params, stopping):
+    """``learning_rate="adaptive"``: on a stall divide ``eta0`` by 5 and go on (the
+    new parameters), until it is tiny; other schedules stop (``None``)."""
+    if problem.schedule != ADAPTIVE or params[P_ETA0] <= 1e-6:
+        return None
+    params = params.copy()
+    params[P_ETA0] /= 5.0
+    run.config = dict(run.config, problem=dict(run.config["problem"], params=params))
+    stopping.no_improve = 0
+    return params
+
+
+def svrg_step(problem, reports):
+    """SVRG's step: the user's, or ``1 / L`` with ``L`` the loss's curvature bound
+    times the largest squared row norm (the intercept's 1 included)."""
+    if problem.svrg["step"] is not None:
+        return problem.svrg["step"]
+    max_sq_norm = max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept)
+    return 1.0 / (problem.svrg["smoothness"] * max(max_sq_norm, 1e-12))
+
+
+def halve_if_rose(step, previous, objective):
+    """The step is ``1 / L`` for the worst row; delays between loops and unlucky
+    data can still make it too long: halve it when an epoch raised the objective,
+    as a line search would."""
+    if objective <= previous:
+        return step
+    logger.info("objective rose from %.6g to %.6g: step halved to %.3g", previous, objective,
+                step / 2.0)
+    return step / 2.0
 
 
 def _svrg_epochs(run, n_samples, problem, total):
@@ -349,10 +377,7 @@ def _svrg_epochs(run, n_samples, problem, total):
     stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
     reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
     previous = _snapshot_objective(run, reports, n_samples)[1]
-    step = problem.svrg["step"]
-    if step is None:
-        max_sq_norm = max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept)
-        step = 1.0 / (problem.svrg["smoothness"] * max(max_sq_norm, 1e-12))
+    step = svrg_step(problem, reports)
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
@@ -366,14 +391,7 @@ def _svrg_epochs(run, n_samples, problem, total):
         watched = run.record(epoch, reports + snapshot, stats, loss, objective, step)
         if stopping.stalled(watched):
             break
-        if objective > previous:
-            # The step is 1 / L for the worst row; delays between loops and
-            # unlucky data can still make it too long: halve it, as a line
-            # search would.
-            step /= 2.0
-            logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
-                        previous, objective, step)
-        previous = objective
+        step, previous = halve_if_rose(step, previous, objective), objective
     return total
 
 
