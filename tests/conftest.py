@@ -104,3 +104,27 @@ def optimum(data):
         return cache[penalty, alpha]
 
     return f_star
+
+
+def ridge_gap(**params):
+    """Relative objective gap of ``AsyncSGDRegressor(penalty="l2", **params)`` against
+    scikit-learn's ``Ridge`` on a dense, unevenly scaled regression problem
+    (squared error / 2 + alpha |w|^2 / 2, intercept unpenalised)."""
+    from sklearn.linear_model import Ridge
+
+    from dask_asyncopt import AsyncSGDRegressor
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 40)) * rng.uniform(0.5, 3.0, size=40)
+    y = X @ rng.normal(size=40) + 2.0 + rng.normal(size=3000)
+    alpha = 1e-3
+
+    def objective(coef, intercept):
+        r = X @ coef + intercept - y
+        return 0.5 * np.mean(r**2) + 0.5 * alpha * coef @ coef
+
+    # Ridge minimises |y - Xw - b|^2 + a |w|^2: the same minimiser for a = n * alpha.
+    ref = Ridge(alpha=X.shape[0] * alpha).fit(X, y)
+    est = AsyncSGDRegressor(penalty="l2", alpha=alpha, **params).fit(X, y)
+    f_star = objective(ref.coef_, ref.intercept_)
+    return (objective(est.coef_, est.intercept_[0]) - f_star) / f_star
