@@ -36,9 +36,11 @@ from .loop import _check_finite, _is_csr, _Local, _pull, bind_servers, run_snaps
 logger = logging.getLogger("dask_asyncopt")
 
 # Defaults, measured (docs/benchmarks.md, "AMSGrad"): rows per gradient and
-# gradients per exchange.
+# gradients per exchange on small shards, and the exchanges per epoch a loop
+# aims at on large ones (``amsgrad_rule``).
 MINIBATCH = 32
 STEPS_PER_EXCHANGE = 4
+EXCHANGES_PER_EPOCH = 96
 DEFAULT_LR = 0.03
 STALL_REDUCTIONS = 2
 STALL_FACTOR = 5.0
@@ -219,19 +221,44 @@ def rule_epochs(run, n_samples, problem, total):
     return total
 
 
-def amsgrad_rule(est):
+def exchange_sizes(rows_per_loop):
+    """Rows per exchange and rows per gradient for ``batch_size="auto"``.
+
+    A loop aims at :data:`EXCHANGES_PER_EPOCH` exchanges per pass over its
+    ``rows_per_loop`` rows, with at least ``MINIBATCH * STEPS_PER_EXCHANGE``
+    (128) rows each; rows per gradient and gradients per exchange both grow as
+    the square root of the exchange's growth over 128 rows.  Shards of up to
+    12,288 rows keep 32-row gradients, 4 per exchange; 100,000 rows: 1,042
+    rows per exchange, gradients of 92 rows, 12 per exchange.
+    """
+    base = MINIBATCH * STEPS_PER_EXCHANGE
+    rows = max(base, math.ceil(rows_per_loop / EXCHANGES_PER_EPOCH))
+    batch = min(rows, math.ceil(MINIBATCH * math.sqrt(rows / base)))
+    return rows, batch
+
+
+def amsgrad_rule(est, rows_per_loop=0):
     """The AMSGrad rule and exchange options of an estimator's parameters.
 
-    ``eta0 > 0`` is AMSGrad's step, else :data:`DEFAULT_LR`.  ``batch_size``
-    (int) is rows per exchange, cut into minibatches of :data:`MINIBATCH`
-    rows; "auto": :data:`STEPS_PER_EXCHANGE` minibatches.  With
-    ``max_staleness`` an exchange carries one gradient of all its rows.
+    ``eta0 > 0`` is AMSGrad's step, else :data:`DEFAULT_LR` (0.03, also at the
+    larger sizes below: larger steps overshoot in the first epoch).
+    ``batch_size`` (int) is rows per exchange, cut into minibatches of
+    :data:`MINIBATCH` rows; "auto": sized from the ``rows_per_loop`` rows a
+    worker loop passes over per epoch (:func:`exchange_sizes`): at least
+    :data:`STEPS_PER_EXCHANGE` minibatches of :data:`MINIBATCH` rows, and on
+    large shards about :data:`EXCHANGES_PER_EPOCH` exchanges per epoch, so
+    that the exchange's cost (one actor round trip per block) stays small
+    against its compute.  With ``max_staleness`` an exchange carries one
+    gradient of all its rows.
     """
     from ..rules import AMSGradRule
 
     lr = est.eta0 if est.eta0 > 0 else DEFAULT_LR
-    rows = MINIBATCH * STEPS_PER_EXCHANGE if est.batch_size == "auto" else est.batch_size
-    batch = min(MINIBATCH, rows)
+    if est.batch_size == "auto":
+        rows, batch = exchange_sizes(rows_per_loop)
+    else:
+        rows = est.batch_size
+        batch = min(MINIBATCH, rows)
     if est.max_staleness is not None:
         # One gradient per exchange: the i-th gradient of an exchange is i versions
         # older than the first, so several per exchange cannot all keep a bound
