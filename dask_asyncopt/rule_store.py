@@ -97,19 +97,8 @@ class RuleServer(BlockServer):
             self._check_running()
             if self.mode == "sync":
                 return self._push_grads_sync(worker, (ptr, ids, g, pen, rows), read_version)
-            if self.max_staleness is not None:
-                self.reading.pop(worker, None)
-                self.ready[worker] = read_version
-                try:
-                    if not self.changed.wait_for(
-                            lambda: self.stopped or self._admissible_steps(worker, n_steps),
-                            timeout):
-                        raise TimeoutError(
-                            f"block {self.block_id}: push waited {timeout} s for a worker "
-                            f"{self.max_staleness} versions behind (lost or stalled)")
-                finally:
-                    del self.ready[worker]
-                self._check_running()
+            self._wait_for_admission(worker, read_version, timeout,
+                                     lambda: self._admissible_steps(worker, n_steps))
             first = self.version - read_version
             self._apply_steps(ptr, ids, g, pen, rows)
             self.version += n_steps

@@ -245,18 +245,8 @@ class BlockServer:
             if self.mode == "sync":
                 return self._push_sync(worker, ids, delta, prox_d, prox_s, n_samples,
                                        read_version)
-            if self.max_staleness is not None:
-                self.reading.pop(worker, None)
-                self.ready[worker] = read_version
-                try:
-                    if not self.changed.wait_for(
-                            lambda: self.stopped or self._admissible(worker), timeout):
-                        raise TimeoutError(
-                            f"block {self.block_id}: push waited {timeout} s for a worker "
-                            f"{self.max_staleness} versions behind (lost or stalled)")
-                finally:
-                    del self.ready[worker]
-                self._check_running()
+            self._wait_for_admission(worker, read_version, timeout,
+                                     lambda: self._admissible(worker))
             staleness = self.version - read_version
             self._apply(ids, delta, prox_d, prox_s)
             self.version += 1
@@ -266,6 +256,22 @@ class BlockServer:
             self.n_pushes += 1
             self.changed.notify_all()
             return self.version, self.samples, staleness
+
+    def _wait_for_admission(self, worker, read_version, timeout, admissible):
+        """Under ``max_staleness``: hold this push (lock held, via the condition)
+        until ``admissible()``; a no-op without a bound."""
+        if self.max_staleness is None:
+            return
+        self.reading.pop(worker, None)
+        self.ready[worker] = read_version
+        try:
+            if not self.changed.wait_for(lambda: self.stopped or admissible(), timeout):
+                raise TimeoutError(
+                    f"block {self.block_id}: push waited {timeout} s for a worker "
+                    f"{self.max_staleness} versions behind (lost or stalled)")
+        finally:
+            del self.ready[worker]
+        self._check_running()
 
     async def push_at(self, *args, **kwargs):
         """:meth:`push` for remote callers: waits on an executor thread."""

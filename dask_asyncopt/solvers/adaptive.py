@@ -192,7 +192,7 @@ class RuleSteps:
 
 def rule_epochs(run, n_samples, problem, total):
     """Epochs of a rule fit (see the module docstring); returns the samples processed."""
-    from .driver import _EarlyStopping, _snapshot_objective
+    from .driver import _EarlyStopping, _snapshot_objective, epoch_then_snapshot
 
     settings = run.settings
     opts = problem.rule_options
@@ -202,15 +202,10 @@ def rule_epochs(run, n_samples, problem, total):
                       _snapshot_objective(run, reports, n_samples)[1])
     run.config["grad"] = {"vr": vr, "batch": opts["batch"], "n_samples": n_samples}
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
-        reports = run.run_loops(run_grad_epoch, f"{settings.solver}-loop", epoch,
-                                total + n_samples)
-        stats = run.call_blocks("stats")
-        total = max(s["samples"] for s in stats)
-        run.call_blocks("reset_snapshot")
-        snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
-        loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
+        reports, stats, total, loss, objective = epoch_then_snapshot(
+            run, run_grad_epoch, epoch, total, n_samples)
         lr = steps.lr
-        watched = run.record(epoch, reports + snapshot, stats, loss, objective, lr)
+        watched = run.record(epoch, reports, stats, loss, objective, lr)
         new_lr = steps.next(epoch, objective, watched)
         if new_lr is None:
             break

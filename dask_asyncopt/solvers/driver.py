@@ -381,18 +381,27 @@ def _svrg_epochs(run, n_samples, problem, total):
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
-        reports = run.run_loops(run_epoch, f"{settings.solver}-loop", epoch,
-                                total + n_samples)
-        stats = run.call_blocks("stats")
-        total = max(s["samples"] for s in stats)
-        run.call_blocks("reset_snapshot")
-        snapshot = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", epoch, False)
-        loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
-        watched = run.record(epoch, reports + snapshot, stats, loss, objective, step)
+        reports, stats, total, loss, objective = epoch_then_snapshot(
+            run, run_epoch, epoch, total, n_samples)
+        watched = run.record(epoch, reports, stats, loss, objective, step)
         if stopping.stalled(watched):
             break
         step, previous = halve_if_rose(step, previous, objective), objective
     return total
+
+
+def epoch_then_snapshot(run, loop, epoch, total, n_samples):
+    """One variance-reduced epoch on the blocks: ``loop`` tasks, then a fresh
+    snapshot pass.  Returns all reports, the blocks' statistics, the samples
+    processed so far and the exact mean loss and objective at the epoch's end."""
+    solver = run.settings.solver
+    reports = run.run_loops(loop, f"{solver}-loop", epoch, total + n_samples)
+    stats = run.call_blocks("stats")
+    total = max(s["samples"] for s in stats)
+    run.call_blocks("reset_snapshot")
+    snapshot = run.run_loops(run_snapshot, f"{solver}-snapshot", epoch, False)
+    loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
+    return reports + snapshot, stats, total, loss, objective
 
 
 def _snapshot_objective(run, reports, n_samples, stats=None):
