@@ -212,6 +212,41 @@ def catch_up_all(w, last, hist_d, hist_s, now, skip):
 
 
 @njit(nogil=True, cache=True)
+def step_replica(w, ids, delta, prox_d, prox_s, skip):
+    """``w[ids] += delta``, then the prox map ``(D, S)`` on every row but ``skip``.
+
+    The eager counterpart of :func:`add_delta` for a full model replica, in
+    place: NumPy's fancy indexing and masked soft-threshold would allocate
+    model-sized temporaries at every step, which costs a page-faulting
+    ``mmap`` each on Dask's process workers (their nanny sets
+    ``MALLOC_TRIM_THRESHOLD_``; measured: 2.7 ms instead of 0.9 ms per step
+    on 50k coordinates).
+    """
+    n_outputs = w.shape[1]
+    for i in range(ids.shape[0]):
+        for k in range(n_outputs):
+            w[ids[i], k] += delta[i, k]
+    if prox_d == 1.0 and prox_s == 0.0:
+        return
+    for j in range(w.shape[0]):
+        if j == skip:
+            continue
+        for k in range(n_outputs):
+            v = w[j, k]
+            m = abs(v) - prox_s
+            w[j, k] = (m if v > 0 else -m) / prox_d if m > 0.0 else 0.0
+
+
+@njit(nogil=True, cache=True)
+def all_finite(a):
+    """Whether every entry of the 1-d array ``a`` is finite (no temporaries)."""
+    for i in range(a.shape[0]):
+        if not np.isfinite(a[i]):
+            return False
+    return True
+
+
+@njit(nogil=True, cache=True)
 def loss_sum_csr(indptr, indices, data, Y, coef, intercept, loss, epsilon):
     """Sum of losses of CSR rows for global weights ``coef`` (n_features, K)."""
     n_outputs = coef.shape[1]

@@ -53,6 +53,7 @@ import threading
 
 import numpy as np
 
+from .kernels import step_replica
 from .store import FitStopped
 
 
@@ -83,9 +84,6 @@ class Replica:
             self.w = np.zeros((n_coords, n_outputs))
         else:
             self.w = np.array(init, dtype=np.float64, order="C", copy=True)
-        self.penalised = np.ones(n_coords, dtype=bool)
-        if intercept >= 0:
-            self.penalised[intercept] = False
         self.known = np.zeros(n_replicas, dtype=np.int64)
         self.grad_sum = np.zeros_like(self.w)
         self.row_counts = np.zeros(n_coords, dtype=np.int64)
@@ -95,20 +93,32 @@ class Replica:
         self.lock = threading.Lock()
         self.version = 0  # modifications: own steps, exchanges, absorbed replies
         self.stopped = False
+        # Set by the driver of a fit without epoch barriers (plain SGD): the loop
+        # reads them before each chunk (see solvers/adpsgd.py).
+        self.halted = False  # finish after the current chunk
+        self.params = None  # new kernel parameters (learning_rate="adaptive")
+        self.recorded = 0  # epochs of this fit the driver has recorded
         self.reset_stats()
 
     # ------------------------------------------------------------------ reads
-    def read(self, ids, snapshot=False):
+    def read(self, ids, snapshot=False, out=None):
         """Values at ``ids`` (``None``: all) and the version they were read at.
 
         With ``snapshot`` also the variance-reduced solver's terms at ``ids``:
         the snapshot gradient sum over the row counts (``drift``) and the
-        counts.
+        counts.  ``out``: an array of shape ``(len(ids), n_outputs)`` to read
+        the values into (a loop reuses one; see :func:`~.kernels.step_replica`
+        on allocations).
         """
         with self.lock:
             self._check_running()
             self._catch_up(ids)
-            values = self.w.copy() if ids is None else self.w[ids]
+            if ids is None:
+                values = self.w.copy()
+            elif out is not None:
+                values = np.take(self.w, ids, axis=0, out=out, mode="clip")
+            else:
+                values = self.w[ids]
             if not snapshot:
                 return values, self.version
             grad = self.grad_sum if ids is None else self.grad_sum[ids]
@@ -131,22 +141,26 @@ class Replica:
             self._check_running()
             self._catch_up(ids)
             values = self.w.copy() if ids is None else self.w[ids]
+            self.n_sent += 1
             return values, self.known.copy()
 
     # ----------------------------------------------------------------- writes
-    def step(self, ids, delta, prox_d, prox_s, n_samples, read_version):
+    def step(self, ids, delta, prox_d, prox_s, n_samples, read_version, loss=0.0,
+             seconds=0.0):
         """Apply this loop's step: add ``delta`` at ``ids``, then the prox map.
 
-        Returns the step's staleness: modifications by others (exchanges)
-        between the loop's read and this step.
+        ``loss`` (the chunk's summed loss before the step) and ``seconds`` (its
+        kernel time) are added to the statistics.  Returns the step's
+        staleness: modifications by others (exchanges) between the loop's read
+        and this step.
         """
         with self.lock:
             self._check_running()
-            self.w[ids] += delta
-            if prox_d != 1.0 or prox_s != 0.0:
-                w = self.w[self.penalised]
-                self.w[self.penalised] = np.sign(w) * np.maximum(
-                    np.abs(w) - prox_s, 0.0) / prox_d
+            step_replica(self.w, np.asarray(ids, dtype=np.int64),
+                         np.asarray(delta, dtype=np.float64), float(prox_d), float(prox_s),
+                         self.intercept)
+            self.loss_sum += loss
+            self.kernel_time += seconds
             return self._count_step(n_samples, read_version)
 
     def _count_step(self, n_samples, read_version):
@@ -234,6 +248,16 @@ class Replica:
                 self.known[:] = known
             self.version += 1
 
+    def shift(self, d):
+        """Add ``d`` to every value: the driver's move of this replica to the
+        replicas' mean, given as a difference so that the loop's steps since the
+        driver read the values are kept (and the shifts of all replicas sum to 0)."""
+        with self.lock:
+            self._check_running()
+            self._catch_up(None)
+            self.w += d
+            self.version += 1
+
     # --------------------------------------------------------------- snapshot
     def reset_snapshot(self):
         """Zero the snapshot gradient sum (row counts are kept)."""
@@ -258,6 +282,22 @@ class Replica:
         with self.lock:
             self.stopped = True
 
+    def halt(self):
+        """Let this replica's loop finish after its current chunk (the fit's end)."""
+        self.halted = True
+
+    def set_params(self, params):
+        """Kernel parameters for this replica's loop from its next chunk on."""
+        self.params = params
+
+    def set_recorded(self, epochs):
+        """The driver has recorded ``epochs`` epochs of this fit."""
+        self.recorded = epochs
+
+    def progress(self):
+        """Samples this replica's loop has processed this fit (exact)."""
+        return int(self.known[self.rank])
+
     def _check_running(self):
         if self.stopped:
             raise FitStopped(f"replica {self.rank}: the fit was stopped")
@@ -266,8 +306,11 @@ class Replica:
         """Start a new measurement window."""
         self.n_steps = 0
         self.n_exchanges = 0
+        self.n_sent = 0
         self.stale_sum = 0
         self.stale_max = 0
+        self.loss_sum = 0.0
+        self.kernel_time = 0.0
 
     def stats(self, reset=True):
         """Steps, exchanges, staleness and progress since the last reset."""
@@ -280,6 +323,9 @@ class Replica:
                 "staleness_sum": self.stale_sum,
                 "staleness_max": self.stale_max,
                 "samples": int(self.known[self.rank]),
+                "sent": self.n_sent,
+                "loss_sum": self.loss_sum,
+                "kernel_time": self.kernel_time,
             }
             if reset:
                 self.reset_stats()

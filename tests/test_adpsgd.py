@@ -88,3 +88,38 @@ def test_divergence_leaves_cluster_clean(client):
     with pytest.raises(FloatingPointError):
         est.fit(Xbig, rng.normal(size=200))
     assert cluster_is_clean(client)
+
+
+def test_plain_sgd_runs_all_epochs_in_one_go(data, client):
+    """Plain SGD has no epoch barrier: the driver records a row each time the
+    loops' total crosses another epoch, and each row covers about one epoch of
+    samples even on data this small (loops wait when a row is due)."""
+    X, y = data
+    n = X.shape[0]
+    est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, solver="adpsgd",
+                             variance_reduction=None, max_iter=6, tol=None,
+                             random_state=0).fit(X, y)
+    h = est.history_
+    assert list(h.epoch) == [1, 2, 3, 4, 5, 6] and est.n_iter_ == 6
+    per_row = np.diff(np.concatenate([[0], h.samples]))
+    assert (per_row >= 0.5 * n).all() and (per_row <= 1.6 * n).all(), per_row
+    assert h.samples.iloc[-1] >= 6 * n
+    assert (h.loss > 0).all() and np.isfinite(h.objective).all()
+    assert h.loss.iloc[-1] < h.loss.iloc[0]
+    assert cluster_is_clean(client)
+
+
+def test_plain_sgd_early_stopping_and_adaptive_steps(data, client):
+    X, y = data
+    common = dict(loss="log_loss", penalty="l2", alpha=1e-4, solver="adpsgd",
+                  variance_reduction=None, max_iter=30, tol=10.0, n_iter_no_change=2,
+                  random_state=0)
+    stopped = AsyncSGDClassifier(**common).fit(X, y)
+    assert stopped.n_iter_ == 3  # no epoch improves by 10: stop after 1 + 2
+    adaptive = AsyncSGDClassifier(learning_rate="adaptive", eta0=0.1, **common).fit(X, y)
+    eta = adaptive.history_.eta0.to_numpy()
+    # each stall divides the step by 5 (sent to every replica) until it is tiny
+    assert eta[0] == 0.1 and (np.diff(eta) <= 0).all() and eta[-1] <= 1e-6
+    assert set(np.round(eta[:-1] / eta[1:], 6)) == {1.0, 5.0}
+    assert adaptive.n_iter_ < 30 and np.isfinite(adaptive.coef_).all()
+    assert cluster_is_clean(client)

@@ -36,6 +36,40 @@ def test_step_applies_delta_then_prox_except_the_intercept():
     assert staleness == 0 and r.own() == 3
 
 
+def test_step_matches_numpy_on_many_coordinates():
+    """The in-place step kernel against the plain NumPy step it replaces."""
+    rng = np.random.default_rng(3)
+    init = rng.normal(size=(500, 3))
+    ids = rng.choice(500, size=120, replace=False)
+    delta = rng.normal(size=(120, 3))
+    for prox_d, prox_s in [(1.0, 0.0), (1.3, 0.4), (1.0, 0.7)]:
+        r = Replica(0, 1, 500, 3, intercept=17, init=init)
+        r.step(ids, delta, prox_d, prox_s, 1, 0, loss=2.5, seconds=0.1)
+        want = init.copy()
+        want[ids] += delta
+        keep = want[17].copy()
+        want = np.sign(want) * np.maximum(np.abs(want) - prox_s, 0.0) / prox_d
+        want[17] = keep
+        np.testing.assert_allclose(r.values(), want, rtol=1e-13, atol=1e-15)
+        stats = r.stats()
+        assert stats["loss_sum"] == 2.5 and stats["kernel_time"] == 0.1
+
+
+def test_shift_keeps_steps_taken_since_the_read():
+    """The driver's move to the mean: read, steps happen, shift by mean - read."""
+    rng = np.random.default_rng(1)
+    reps = [Replica(i, 3, 40, 1, init=rng.normal(size=(40, 1))) for i in range(3)]
+    read = [r.values() for r in reps]
+    mean = np.mean(read, axis=0)
+    reps[1].step(np.arange(5), np.ones((5, 1)), 1.0, 0.0, 1, 0)  # after the read
+    for r, v in zip(reps, read):
+        r.shift(mean - v)
+    np.testing.assert_allclose(sum(r.values() for r in reps),
+                               3 * mean + np.r_[np.ones((5, 1)), np.zeros((35, 1))])
+    np.testing.assert_allclose(reps[0].values(), mean)
+    np.testing.assert_allclose(reps[1].values()[5:], mean[5:])
+
+
 def test_stopped_replica_refuses_calls():
     r = Replica(0, 2, 3, 1)
     r.stop()

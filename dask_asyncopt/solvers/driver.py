@@ -238,22 +238,31 @@ class _Run:
         self.n_blocks = 1
         self.started = time.perf_counter()
 
-    def run_loops(self, func, name, epoch, *args):
-        """Run ``func(shard, actors, config, i, *args)`` next to every shard; gather.
+    def start_loops(self, func, name, epoch, *args):
+        """Submit ``func(shard, actors, config, i, *args)`` next to every shard.
 
         Task keys read ``asyncopt-<name>-<loop>-epoch-<epoch>-<fit token>`` on
-        the dashboard.
+        the dashboard.  Returns the futures (also kept in ``loops`` until
+        :meth:`gather_loops`, so that a failed fit stops them).
         """
-        futures = [
+        self.loops[:] = [
             self.client.submit(func, shard, self.actors, self.config, i, *args,
                                workers=[addr], allow_other_workers=False, pure=False,
                                key=f"asyncopt-{name}-{i}-epoch-{epoch}-{self.token}")
             for i, (shard, addr) in enumerate(zip(self.shards, self.loop_workers,
                                                   strict=True))]
-        self.loops[:] = futures
-        reports = self.client.gather(futures)
+        return list(self.loops)
+
+    def gather_loops(self):
+        """Wait for the running loops; return their reports."""
+        reports = self.client.gather(self.loops)
         self.loops.clear()
         return reports
+
+    def run_loops(self, func, name, epoch, *args):
+        """:meth:`start_loops`, then :meth:`gather_loops`."""
+        self.start_loops(func, name, epoch, *args)
+        return self.gather_loops()
 
     def call_blocks(self, method):
         """Call ``method`` on every block at once, then collect the replies."""

@@ -15,6 +15,7 @@ from distributed.core import Status
 
 from ..kernels import (
     P_EPSILON,
+    all_finite,
     snapshot_csr,
     snapshot_dense,
     sweep_csr,
@@ -139,7 +140,7 @@ def _pull(servers, chunk, worker, config, shard, snapshot=False):
 
 
 def _check_finite(loss, delta):
-    if not (math.isfinite(loss) and np.isfinite(delta).all()):
+    if not (math.isfinite(loss) and all_finite(np.ravel(delta))):
         raise FloatingPointError(
             "the loss or the coefficients became non-finite: the step size is too "
             "large for this data; lower eta0 (or alpha with learning_rate='optimal') "
