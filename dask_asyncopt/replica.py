@@ -248,15 +248,17 @@ class Replica:
                 self.known[:] = known
             self.version += 1
 
-    def shift(self, d):
+    def shift(self, d, recorded):
         """Add ``d`` to every value: the driver's move of this replica to the
         replicas' mean, given as a difference so that the loop's steps since the
-        driver read the values are kept (and the shifts of all replicas sum to 0)."""
+        driver read the values are kept (and the shifts of all replicas sum to
+        0); the driver has now recorded ``recorded`` epochs of this fit."""
         with self.lock:
             self._check_running()
             self._catch_up(None)
             self.w += d
             self.version += 1
+        self.recorded = recorded
 
     # --------------------------------------------------------------- snapshot
     def reset_snapshot(self):
@@ -290,10 +292,6 @@ class Replica:
         """Kernel parameters for this replica's loop from its next chunk on."""
         self.params = params
 
-    def set_recorded(self, epochs):
-        """The driver has recorded ``epochs`` epochs of this fit."""
-        self.recorded = epochs
-
     def progress(self):
         """Samples this replica's loop has processed this fit (exact)."""
         return int(self.known[self.rank])
@@ -311,6 +309,10 @@ class Replica:
         self.stale_max = 0
         self.loss_sum = 0.0
         self.kernel_time = 0.0
+
+    def report(self):
+        """:meth:`stats` (a new window) and :meth:`values` in one call."""
+        return self.stats(), self.values()
 
     def stats(self, reset=True):
         """Steps, exchanges, staleness and progress since the last reset."""

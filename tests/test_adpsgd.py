@@ -123,3 +123,21 @@ def test_plain_sgd_early_stopping_and_adaptive_steps(data, client):
     assert set(np.round(eta[:-1] / eta[1:], 6)) == {1.0, 5.0}
     assert adaptive.n_iter_ < 30 and np.isfinite(adaptive.coef_).all()
     assert cluster_is_clean(client)
+
+
+def test_a_loop_waits_when_too_far_ahead_of_the_slowest():
+    """The lead bound of barrier-free fits: passes over own rows (shards taken as
+    equal) at most MAX_LEAD times the slowest loop's, plus one pass."""
+    from dask_asyncopt.replica import Replica
+    from dask_asyncopt.solvers.adpsgd import MAX_LEAD, _ahead
+
+    me = Replica(0, 3, 4, 1)
+    n_samples = 300  # 100 rows per loop
+    me.known[:] = [100, 0, 50]  # one pass, the others 0 and 0.5 passes: 1 <= 4 * 0 + 1
+    assert not _ahead(me, 3, n_samples)
+    me.known[0] = 101
+    assert _ahead(me, 3, n_samples)
+    me.known[1] = 20  # slowest now 0.2 passes: bound 4 * 0.2 + 1 = 1.8 passes
+    assert MAX_LEAD == 4.0 and not _ahead(me, 3, n_samples)
+    me.known[0] = 181
+    assert _ahead(me, 3, n_samples)

@@ -62,8 +62,8 @@ def test_shift_keeps_steps_taken_since_the_read():
     read = [r.values() for r in reps]
     mean = np.mean(read, axis=0)
     reps[1].step(np.arange(5), np.ones((5, 1)), 1.0, 0.0, 1, 0)  # after the read
-    for r, v in zip(reps, read):
-        r.shift(mean - v)
+    for r, v in zip(reps, read, strict=True):
+        r.shift(mean - v, 1)
     np.testing.assert_allclose(sum(r.values() for r in reps),
                                3 * mean + np.r_[np.ones((5, 1)), np.zeros((35, 1))])
     np.testing.assert_allclose(reps[0].values(), mean)
