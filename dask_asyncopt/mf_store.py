@@ -35,6 +35,17 @@ import numpy as np
 from .store import FitStopped
 
 
+def initial_rows(n_rows, n_factors, init_scale, seed, width=None):
+    """A block's starting rows: factors ``N(0, (init_scale / sqrt(k))**2)`` from
+    ``seed``, biases 0, ``G`` 1, any further state columns 0."""
+    rng = np.random.default_rng(seed)
+    W = np.zeros((n_rows, width or n_factors + 2))
+    W[:, :n_factors] = rng.normal(scale=init_scale / np.sqrt(max(n_factors, 1)),
+                                  size=(n_rows, n_factors))
+    W[:, n_factors + 1] = 1.0
+    return W
+
+
 class FactorBlock:
     """One block of packed factor rows with a check-out lock and a version.
 
@@ -60,11 +71,7 @@ class FactorBlock:
         if init is not None:
             self.W = np.array(init, dtype=np.float64, order="C", copy=True)
         else:
-            rng = np.random.default_rng(seed)
-            self.W = np.zeros((n_rows, width or n_factors + 2))
-            self.W[:, :n_factors] = rng.normal(
-                scale=init_scale / np.sqrt(max(n_factors, 1)), size=(n_rows, n_factors))
-            self.W[:, n_factors + 1] = 1.0
+            self.W = initial_rows(n_rows, n_factors, init_scale, seed, width)
         self.version = 0
         self.holder = None  # worker loop holding the block, or None
         self.held_at = 0  # version at check-out

@@ -173,9 +173,13 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
     n_iter_no_change : int, default=3
         Epochs without an improvement of ``tol`` in validation RMSE before
         ``early_stopping`` stops the fit.
-    solver : {"asyb", "sync"}, default="asyb"
+    solver : {"asyb", "sync", "adpsgd"}, default="asyb"
         ``"asyb"``: loops take any free item block (no barrier).  ``"sync"``:
         DSGD's fixed rotation (deterministic for an int ``random_state``).
+        ``"adpsgd"``: every loop keeps a replica of all item rows and averages
+        it pairwise with another loop's after each item block (AD-PSGD; no
+        block is ever checked out); the replicas are averaged after each
+        epoch (the history's ``consensus_distance``).
     optimizer : {"sgd", "amsgrad"}, default="sgd"
         ``"sgd"``: per-rating SGD with the steps of ``learning_rate``.
         ``"amsgrad"``: per-rating AMSGrad with step ``eta0``; the moments ``m, v,

@@ -44,7 +44,7 @@ def fast(**kw):
 
 
 # ------------------------------------------------------------------ accuracy
-@pytest.mark.parametrize("solver", ["asyb", "sync"])
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
 def test_default_settings_reach_noise_floor_target(client, ratings, solver):
     X, y, X_test, y_test = ratings
     mf = MatrixFactorization(solver=solver, random_state=0).fit(X, y)
@@ -52,8 +52,22 @@ def test_default_settings_reach_noise_floor_target(client, ratings, solver):
     assert score <= 1.25 * SIGMA, score
     hist = mf.history_
     assert list(hist["epoch"]) == list(range(1, 21))
-    assert (hist["staleness_max"] == 0).all()  # exclusive check-out: never stale
+    if solver == "adpsgd":  # item replicas, gossiped: steps may be stale
+        assert hist["exchanges"].sum() > 0 and (hist["consensus_distance"] > 0).any()
+    else:
+        assert (hist["staleness_max"] == 0).all()  # exclusive check-out: never stale
     assert hist["train_rmse"].iloc[-1] < hist["train_rmse"].iloc[0]
+    assert cluster_is_clean(client)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "amsgrad"])
+def test_adpsgd_three_loops_on_two_workers(client, ratings, optimizer):
+    """An odd number of replicas (two passive, one active between them)."""
+    X, y, X_test, y_test = ratings
+    mf = MatrixFactorization(solver="adpsgd", optimizer=optimizer, n_workers=3,
+                             max_iter=12, random_state=1).fit(X, y)
+    assert rmse(y_test, mf.predict(X_test)) <= 1.35 * SIGMA
+    assert mf.history_["exchanges"].sum() > 0
     assert cluster_is_clean(client)
 
 
@@ -297,4 +311,6 @@ def test_process_workers_exchange_through_actor_handles(process_client, tiny):
         mf = fast(solver="asyb", max_iter=5).fit(X, y)
         assert (mf.history_["staleness_max"] == 0).all()
         assert np.isfinite(mf.predict(X)).all()
+        mf = fast(solver="adpsgd", max_iter=5).fit(X, y)  # exchanges between processes
+        assert mf.history_["exchanges"].sum() > 0 and np.isfinite(mf.predict(X)).all()
     assert cluster_is_clean(process_client)

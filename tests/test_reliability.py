@@ -26,11 +26,13 @@ def cluster3():
         yield c
 
 
-def _fit_while_killing(client, fit, marker):
-    """Run ``fit()`` while a thread kills a worker at the first task named ``marker``;
-    return the fit's result and the killed worker's address."""
+def _fit_while_killing(client, fit, marker, delay=0.0):
+    """Run ``fit()`` while a thread kills a worker ``delay`` seconds after the first
+    task named ``marker`` appears; return the fit's result and the killed worker's
+    address."""
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=lambda: killed.append(_kill_when(client, marker, stop)))
+    killer = threading.Thread(
+        target=lambda: killed.append(_kill_when(client, marker, stop, delay)))
     killer.start()
     try:
         result = fit()
@@ -41,13 +43,15 @@ def _fit_while_killing(client, fit, marker):
     return result, killed[0]
 
 
-def _kill_when(client, marker, stop):
-    """SIGKILL one worker process as soon as a task key containing ``marker`` exists."""
+def _kill_when(client, marker, stop, delay=0.0):
+    """SIGKILL one worker process ``delay`` seconds after a task key containing
+    ``marker`` exists."""
     pids = client.run(os.getpid)
     victim = sorted(pids)[1]
     while not stop.is_set():
         keys = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
         if any(marker in str(k) for k in keys):
+            time.sleep(delay)
             os.kill(pids[victim], signal.SIGKILL)
             return victim
         time.sleep(0.01)
@@ -72,15 +76,40 @@ def test_fit_survives_a_killed_worker(cluster3, solver):
     assert cluster_is_clean(cluster3, wait=10)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "amsgrad"])
-def test_matrix_factorization_survives_a_killed_worker(cluster3, optimizer):
+def test_barrier_free_adpsgd_survives_a_killed_worker(cluster3):
+    """Plain SGD under adpsgd runs one task per loop for the whole fit: the kill
+    lands mid-fit, the fit resumes from the last row's mean on the survivors."""
+    X, y = make_sparse_classification(60_000, 20_000, random_state=22)
+    alpha = 1e-5  # (at ALPHA the optimum is within 0.01% of w = 0 on these data)
+    kw = dict(loss="log_loss", penalty="l1", alpha=alpha, max_iter=20, tol=None,
+              solver="adpsgd", variance_reduction=None, random_state=0, timeout=30)
+    with cluster3.as_current():
+        undisturbed = AsyncSGDClassifier(**kw).fit(X, y)
+        f_ref = logistic_objective(X, y, undisturbed.coef_, undisturbed.intercept_, alpha, 1.0)
+        times = undisturbed.history_.time
+        est, killed = _fit_while_killing(  # about half-way through the epochs
+            cluster3, lambda: AsyncSGDClassifier(**kw).fit(X, y), "-adpsgd-loop-0-epoch-1-",
+            delay=0.5 * (times.iloc[-1] - times.iloc[0]))
+    h = est.history_
+    events = h["event"].dropna().tolist()
+    assert len(events) == 1 and killed in events[0], events
+    assert est.n_iter_ == 20 and h.epoch.max() == 20
+    f = logistic_objective(X, y, est.coef_, est.intercept_, alpha, 1.0)
+    assert abs(f - f_ref) / f_ref <= 0.02, (f, f_ref)
+    assert cluster_is_clean(cluster3, wait=10)
+
+
+@pytest.mark.parametrize("optimizer,solver", [("sgd", "asyb"), ("amsgrad", "asyb"),
+                                              ("sgd", "adpsgd")])
+def test_matrix_factorization_survives_a_killed_worker(cluster3, optimizer, solver):
     from dask_asyncopt import MatrixFactorization
     from dask_asyncopt.datasets import make_ratings
 
     X, y = make_ratings(n_users=4000, n_items=2000, n_ratings=300_000, random_state=8)
     X_test, y_test = X[-30_000:], y[-30_000:]
     X, y = X[:-30_000], y[:-30_000]
-    kw = dict(n_factors=16, max_iter=8, random_state=0, timeout=30, optimizer=optimizer)
+    kw = dict(n_factors=16, max_iter=8, random_state=0, timeout=30, optimizer=optimizer,
+              solver=solver)
     with cluster3.as_current():
         undisturbed = MatrixFactorization(**kw).fit(X, y)
         rmse_ref = np.sqrt(np.mean((undisturbed.predict(X_test) - y_test) ** 2))

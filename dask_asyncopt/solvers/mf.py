@@ -23,6 +23,10 @@ measures staleness and reports it, 0 by construction).
 * ``"sync"``: DSGD's fixed schedule: at sub-epoch ``s`` loop ``w`` takes
   block ``(w + s) mod n_blocks``, in ticket order per block, which makes the
   fit deterministic for an int ``random_state``.
+* ``"adpsgd"``: no item blocks to check out; every loop keeps a replica of
+  all item rows and gossips it (:mod:`.mf_adpsgd`).  The epochs below drive
+  either item side through the same small interface (:class:`CheckedOutItems`,
+  :class:`~.mf_adpsgd.GossipItems`).
 """
 
 import logging
@@ -44,12 +48,13 @@ from ..mf_kernels import (
     row_width,
     sgd_ratings,
 )
-from ..mf_store import FactorBlock
+from ..mf_store import FactorBlock, initial_rows
+from ..replica import Replica
 from .driver import WorkerLost, _release, lost_workers
 
 logger = logging.getLogger("dask_asyncopt")
 
-MF_SOLVERS = ("asyb", "sync")
+MF_SOLVERS = ("asyb", "sync", "adpsgd")
 
 
 # --------------------------------------------------------------------- layout
@@ -373,15 +378,29 @@ def fit_mf(client, shards, loop_workers, layout, mu, settings, validation=None,
                 FactorBlock, w, int(layout.user_sizes[w]), settings.n_factors,
                 settings.init_scale, [settings.seed, 0, w], inits_u[w], width, actor=True,
                 workers=[loop_workers[w]], key=f"asyncopt-mf-users-{w}-{token}"))
-        for b in range(n_blocks):
-            futures.append(client.submit(
-                FactorBlock, b, int(layout.item_sizes[b]), settings.n_factors,
-                settings.init_scale, [settings.seed, 1, b], inits_v[b], width, actor=True,
-                workers=[workers[b % len(workers)]], key=f"asyncopt-mf-items-{b}-{token}"))
+        if settings.solver == "adpsgd":  # one replica of all item rows per loop
+            from .mf_adpsgd import GossipItems
+
+            items = np.concatenate([
+                initial_rows(int(size), settings.n_factors, settings.init_scale,
+                             [settings.seed, 1, b], width) if inits_v[b] is None else inits_v[b]
+                for b, size in enumerate(layout.item_sizes)])
+            for w in range(n_loops):
+                futures.append(client.submit(
+                    Replica, w, n_loops, items.shape[0], width, -1, items, actor=True,
+                    workers=[loop_workers[w]], key=f"asyncopt-mf-items-{w}-{token}"))
+        else:
+            for b in range(n_blocks):
+                futures.append(client.submit(
+                    FactorBlock, b, int(layout.item_sizes[b]), settings.n_factors,
+                    settings.init_scale, [settings.seed, 1, b], inits_v[b], width,
+                    actor=True, workers=[workers[b % len(workers)]],
+                    key=f"asyncopt-mf-items-{b}-{token}"))
         actors = client.gather(futures)
-        return _run_epochs(client, shards, loop_workers, actors[:n_loops],
-                           actors[n_loops:], layout, mu, settings, validation, token, loops,
-                           state)
+        side = (GossipItems if settings.solver == "adpsgd" else CheckedOutItems)(
+            actors[n_loops:], layout, settings.timeout)
+        return _run_epochs(client, shards, loop_workers, actors[:n_loops], side, layout, mu,
+                           settings, validation, token, loops, state)
     except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
         lost = lost_workers(client, workers)
         if lost:
@@ -391,13 +410,37 @@ def fit_mf(client, shards, loop_workers, layout, mu, settings, validation=None,
         _release(client, futures, loops)
 
 
-def _read_model(actors_u, actors_v, layout, timeout):
-    calls = [a.rows() for a in actors_u + actors_v]
-    rows = [c.result(timeout) for c in calls]
-    return layout.gather(rows[:len(actors_u)], rows[len(actors_u):])
+class CheckedOutItems:
+    """How the epochs reach the item rows under asyb/sync: item block actors."""
+
+    loop = staticmethod(run_mf_epoch)
+
+    def __init__(self, actors, layout, timeout):
+        self.actors = actors
+        self.timeout = timeout
+
+    def loop_config(self, config, n_values):
+        return config
+
+    def loop_args(self):
+        return (self.actors,)
+
+    def after_epoch(self, reports):
+        """The blocks' statistics since the last epoch; no extra history columns."""
+        calls = [a.stats() for a in self.actors]
+        return [c.result(self.timeout) for c in calls], {}
+
+    def item_blocks(self):
+        calls = [a.rows() for a in self.actors]
+        return [c.result(self.timeout) for c in calls]
 
 
-def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, settings,
+def _read_model(actors_u, items, layout, timeout):
+    calls = [a.rows() for a in actors_u]
+    return layout.gather([c.result(timeout) for c in calls], items.item_blocks())
+
+
+def _run_epochs(client, shards, loop_workers, actors_u, items, layout, mu, settings,
                 validation, token, loops, state):
     history = state["history"]
     started = time.perf_counter()
@@ -408,6 +451,7 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
               # blocks restarted from a checkpoint start at version 0: sync tickets
               # count epochs from the restart
               "first_epoch": settings.first_epoch}
+    config = items.loop_config(config, settings.n_factors + 1)
     best, best_epoch, best_model, no_improve = (
         settings.resume.best if settings.resume is not None else (math.inf, 0, None, 0))
     model = None
@@ -417,15 +461,14 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
             # amsgrad with this decay was measured worse, docs/status.md)
             config = dict(config, eta=settings.eta0 / math.sqrt(1.0 + epoch))
         futures = [
-            client.submit(run_mf_epoch, shard, actors_u[i], actors_v, config, i, epoch,
-                          workers=[addr], allow_other_workers=False, pure=False,
+            client.submit(items.loop, shard, actors_u[i], *items.loop_args(), config, i,
+                          epoch, workers=[addr], allow_other_workers=False, pure=False,
                           key=f"asyncopt-mf-{settings.solver}-loop-{i}-epoch-{epoch}-{token}")
             for i, (shard, addr) in enumerate(zip(shards, loop_workers, strict=True))]
         loops[:] = futures
         reports = client.gather(futures)
         loops.clear()
-        calls = [a.stats() for a in actors_v]
-        stats = [c.result(settings.timeout) for c in calls]
+        stats, extra = items.after_epoch(reports)
         n = sum(r["ratings"] for r in reports)
         pushes = sum(s["pushes"] for s in stats)
         wall = sum(r["wall_time"] for r in reports)
@@ -440,13 +483,14 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
             "staleness_max": max((s["staleness_max"] for s in stats), default=0),
             "compute_fraction": sum(r["kernel_time"] for r in reports) / max(wall, 1e-12),
             "wait_fraction": sum(r["wait_time"] for r in reports) / max(wall, 1e-12),
+            **extra,
         }
         if not math.isfinite(row["train_rmse"]):
             raise FloatingPointError(
                 f"the training error became {row['train_rmse']} at epoch {epoch + 1}: "
                 "lower eta0")
         if validation is not None:
-            model = _read_model(actors_u, actors_v, layout, settings.timeout)
+            model = _read_model(actors_u, items, layout, settings.timeout)
             row["valid_rmse"] = rmse_of(model, mu, *validation, rule=settings.rule)
             score = row["valid_rmse"]
             if score < best - (settings.tol or 0.0):
@@ -466,7 +510,7 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
         if settings.checkpoint_every and (epoch + 1) % settings.checkpoint_every == 0:
             state["checkpoint"] = MFCheckpoint(
                 model if validation is not None else _read_model(
-                    actors_u, actors_v, layout, settings.timeout),
+                    actors_u, items, layout, settings.timeout),
                 epoch + 1, (best, best_epoch, best_model, no_improve))
         if (validation is not None and settings.tol is not None
                 and no_improve >= settings.n_iter_no_change):
@@ -474,7 +518,7 @@ def _run_epochs(client, shards, loop_workers, actors_u, actors_v, layout, mu, se
     if best_model is not None:
         U, V = best_model
     else:
-        U, V = _read_model(actors_u, actors_v, layout, settings.timeout)
+        U, V = _read_model(actors_u, items, layout, settings.timeout)
         best_epoch = settings.first_epoch + len(history)
     if not (np.isfinite(U).all() and np.isfinite(V).all()):
         raise FloatingPointError("the factors became non-finite: lower eta0")
