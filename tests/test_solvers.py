@@ -36,6 +36,19 @@ def test_default_settings_reach_optimum(data, optimum, penalty, solver, client):
     assert cluster_is_clean(client)
 
 
+@pytest.mark.parametrize("solver", ["asyb", "sync"])
+@pytest.mark.parametrize("dense", [False, True])
+def test_last_epoch_objective_is_exact(data, solver, dense):
+    """The last epoch evaluates only the loss (no snapshot): still the exact F."""
+    X, y = data
+    X = X[:2000, :300].toarray() if dense else X
+    y = y[:2000] if dense else y
+    est = AsyncSGDClassifier(loss="log_loss", penalty="elasticnet", l1_ratio=0.5, alpha=1e-4,
+                             solver=solver, max_iter=3, tol=None, random_state=0).fit(X, y)
+    f = logistic_objective(X, y, est.coef_, est.intercept_, 1e-4, 0.5)
+    np.testing.assert_allclose(est.history_.objective.iloc[-1], f, rtol=1e-9)
+
+
 def test_l1_finds_the_optimum_support(data):
     """The L1 fit is as sparse as the exact optimum and agrees on its support."""
     X, y = data

@@ -45,7 +45,7 @@ from ..kernels import P_ETA0
 from ..rule_store import RuleServer
 from ..schedules import ADAPTIVE
 from ..store import BlockServer
-from .loop import run_epoch, run_snapshot
+from .loop import run_epoch, run_loss, run_snapshot
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -391,7 +391,7 @@ def _svrg_epochs(run, n_samples, problem, total):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
         reports, stats, total, loss, objective = epoch_then_snapshot(
-            run, run_epoch, epoch, total, n_samples)
+            run, run_epoch, epoch, total, n_samples, last=epoch == settings.max_iter)
         watched = run.record(epoch, reports, stats, loss, objective, step)
         if stopping.stalled(watched):
             break
@@ -399,14 +399,20 @@ def _svrg_epochs(run, n_samples, problem, total):
     return total
 
 
-def epoch_then_snapshot(run, loop, epoch, total, n_samples):
+def epoch_then_snapshot(run, loop, epoch, total, n_samples, last=False):
     """One variance-reduced epoch on the blocks: ``loop`` tasks, then a fresh
-    snapshot pass.  Returns all reports, the blocks' statistics, the samples
-    processed so far and the exact mean loss and objective at the epoch's end."""
+    snapshot pass (or, for the ``last`` epoch of the fit, only the loss: no
+    later step uses that snapshot).  Returns all reports, the blocks'
+    statistics, the samples processed so far and the exact mean loss and
+    objective at the epoch's end."""
     solver = run.settings.solver
     reports = run.run_loops(loop, f"{solver}-loop", epoch, total + n_samples)
     stats = run.call_blocks("stats")
     total = max(s["samples"] for s in stats)
+    if last:
+        losses = run.run_loops(run_loss, f"{solver}-loss", epoch)
+        loss = sum(r["loss_sum"] for r in losses) / n_samples
+        return reports + losses, stats, total, loss, loss + sum(s["penalty"] for s in stats)
     run.call_blocks("reset_snapshot")
     snapshot = run.run_loops(run_snapshot, f"{solver}-snapshot", epoch, False)
     loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)

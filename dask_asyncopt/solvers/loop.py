@@ -16,6 +16,8 @@ from distributed.core import Status
 from ..kernels import (
     P_EPSILON,
     all_finite,
+    loss_sum_csr,
+    loss_sum_dense,
     snapshot_csr,
     snapshot_dense,
     sweep_csr,
@@ -258,6 +260,42 @@ def run_epoch(shard, actors, config, worker, target):
         "kernel_time": kernel_time,
         "wall_time": time.perf_counter() - started,
     }
+
+
+def run_loss(shard, actors, config, worker):
+    """Training loss of the current coefficients over this loop's shard.
+
+    A variance-reduced fit's last epoch needs its exact objective but no new
+    snapshot (the next fit starts with its own): the loss alone skips the
+    snapshot's gradient sums, derivative store and block updates.
+
+    Returns
+    -------
+    dict with the loss sum, the number of rows, kernel and wall time.
+    """
+    secede()
+    servers = bind_servers(actors, False)
+    prob = config["problem"]
+    epsilon = prob["params"][P_EPSILON]
+    loss_sum, n_rows, kernel_time = 0.0, 0, 0.0
+    started = time.perf_counter()
+    for chunk in shard.chunks:
+        _, w = _pull(servers, chunk, -1, config, shard)
+        tick = time.perf_counter()
+        if _is_csr(chunk):
+            X = chunk.X
+            icpt = w[chunk.intercept] if chunk.intercept >= 0 else np.zeros(w.shape[1])
+            loss_sum += loss_sum_csr(X.indptr, X.indices, X.data, chunk.Y, w, icpt,
+                                     prob["loss"], epsilon)
+        else:  # dense chunks carry the intercept as a column of ones
+            loss_sum += loss_sum_dense(chunk.X, chunk.Y, w, np.zeros(w.shape[1]),
+                                       prob["loss"], epsilon)
+        kernel_time += time.perf_counter() - tick
+        n_rows += chunk.n_rows
+    if not math.isfinite(loss_sum):
+        _check_finite(loss_sum, np.zeros(1))
+    return {"worker": worker, "loss_sum": loss_sum, "samples": n_rows,
+            "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
 
 def snapshot_chunk(chunk, w, prob):
