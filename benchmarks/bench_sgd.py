@@ -480,6 +480,8 @@ def parse_args(argv=None):
     p.add_argument("--n-features", type=int, default=100_000)
     p.add_argument("--alpha", type=float, default=5e-6)
     p.add_argument("--out", default="docs/benchmarks.md")
+    p.add_argument("--section", default="bench_sgd",
+                   help="name of the section of --out to replace (one per data size)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     p.add_argument("--max-epochs", type=int, default=48,
                    help="largest max_iter tried for our estimator")
@@ -934,8 +936,8 @@ def main(argv=None):
 
     text = rep.text()
     print(text)
-    write_section("bench_sgd", text, args.out)
-    log(f"wrote the bench_sgd section of {args.out}")
+    write_section(args.section, text, args.out)
+    log(f"wrote the {args.section} section of {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = sorted(p.stem for p in HERE.glob("bench_*.py"))
+DOC = ["--out", "docs/benchmarks.md"]
+#: Arguments of each run (default: one run with the script's defaults).
+RUNS = {
+    # the foundation's targets at two data sizes (dask-ml's time depends on the size)
+    "bench_sgd": [[], ["--n-samples", "1000000", "--section", "bench_sgd_1m"]],
+    "bench_straggler": [["--repeats", "3", "--both", *DOC]],
+}
 
 
 def main():
@@ -25,11 +32,12 @@ def main():
     p.add_argument("--only", nargs="*", choices=SCRIPTS, default=SCRIPTS)
     args = p.parse_args()
     for name in args.only:
-        tick = time.perf_counter()
-        print(f"== {name}", flush=True)
-        subprocess.run([sys.executable, str(HERE / f"{name}.py")], check=True,
-                       cwd=HERE.parent)
-        print(f"== {name}: {time.perf_counter() - tick:.0f} s", flush=True)
+        for extra in RUNS.get(name, [[]]):
+            tick = time.perf_counter()
+            print(f"== {name} {' '.join(extra)}", flush=True)
+            subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], check=True,
+                           cwd=HERE.parent)
+            print(f"== {name}: {time.perf_counter() - tick:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
