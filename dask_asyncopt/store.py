@@ -175,8 +175,8 @@ class BlockServer:
         """
         with self.lock:
             self._check_running()
-            if self.mode == "sync":
-                self.snapshot_parts[key] = (ids, grad, counts)
+            if self.mode == "sync":  # a copy: a local caller reuses its arrays
+                self.snapshot_parts[key] = (ids, np.array(grad), counts)
             else:
                 self._add_snapshot(ids, grad, counts)
 

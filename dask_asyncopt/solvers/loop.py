@@ -125,10 +125,11 @@ def _is_csr(chunk):
     return hasattr(chunk.X, "indptr")
 
 
-def _pull(servers, chunk, worker, config, shard, snapshot=False):
+def _pull(servers, chunk, worker, config, shard, snapshot=False, out=None):
     """Read the chunk's coordinates from every block (all requests in flight at once).
 
-    Returns the replies (one per block) and their values concatenated.
+    Returns the replies (one per block) and their values concatenated (into
+    ``out`` when given).
     """
     timeout = config["timeout"]
     if config["mode"] == "sync" and worker >= 0:
@@ -138,7 +139,27 @@ def _pull(servers, chunk, worker, config, shard, snapshot=False):
         calls = [s.call("pull", ids, worker, snapshot)
                  for s, ids in zip(servers, chunk.block_ids, strict=True)]
     replies = [c.result(timeout) for c in calls]
-    return replies, np.concatenate([r[0] for r in replies])
+    return replies, np.concatenate([r[0] for r in replies], out=out)
+
+
+def _scratch(shard, n_local, n_outputs):
+    """Work arrays of one chunk, reused across chunks and epochs (kept on the shard).
+
+    Rows ``:n_local`` of three arrays: the values read, the values swept (then
+    the delta) and the SVRG sweeps' packed ``[w | drift | scale]``.  On Dask's
+    process workers every model-sized NumPy temporary is a page-faulting mmap
+    (see :func:`~dask_asyncopt.kernels.step_replica`); reusing them removes that
+    cost from the loop.  A chunk's arrays are free again once its pushes
+    returned (sync rounds apply the buffered deltas before the next pull
+    returns).
+    """
+    buf = getattr(shard, "scratch", None)
+    if buf is None or buf[0].shape[0] < n_local or buf[0].shape[1] != n_outputs:
+        size = max(n_local, max(c.bounds[-1] for c in shard.chunks))
+        buf = (np.empty((size, n_outputs)), np.empty((size, n_outputs)),
+               np.empty((size, 2 * n_outputs + 1)))
+        shard.scratch = buf
+    return tuple(b[:n_local] for b in buf)
 
 
 def _check_finite(loss, delta):
@@ -174,9 +195,14 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
             pen_scale[chunk.intercept] = 0.0  # unpenalised
         chunk.pen_scale = pen_scale
     # weights | drift | penalty scale, side by side (see sweep_csr_svrg)
-    packed = np.empty((w.shape[0], 2 * n_outputs + 1))
+    packed = config.get("packed")
+    if packed is None or packed.shape[0] != w.shape[0]:
+        packed = np.empty((w.shape[0], 2 * n_outputs + 1))
     packed[:, :n_outputs] = w
-    packed[:, n_outputs:2 * n_outputs] = np.concatenate([r[3] for r in replies])
+    start = 0
+    for r in replies:  # each block's drift, in the chunk's block order
+        packed[start:start + r[3].shape[0], n_outputs:2 * n_outputs] = r[3]
+        start += r[3].shape[0]
     packed[:, 2 * n_outputs] = pen_scale
     epsilon = prob["params"][P_EPSILON]
     if _is_csr(chunk):
@@ -228,15 +254,17 @@ def run_epoch(shard, actors, config, worker, target):
     # the iterates would converge to the optimum of that skewed objective.
     while sync or n_samples < shard.n_rows:
         chunk, rows = shard.next_chunk()
-        replies, w0 = _pull(servers, chunk, worker, config, shard, snapshot=svrg)
+        w0, w, packed = _scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])
+        replies, w0 = _pull(servers, chunk, worker, config, shard, snapshot=svrg, out=w0)
         samples = max(r[2] for r in replies)
         if sync and samples >= target:
             shard.put_back(chunk)
             break
-        w = w0.copy()
+        w[:] = w0
         tick = time.perf_counter()
-        chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, replies, samples, config)
-        delta = w - w0
+        chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, replies, samples,
+                                           dict(config, packed=packed))
+        delta = np.subtract(w, w0, out=w)
         if not (svrg and sync):  # else the blocks average each round's deltas
             delta, prox_d, prox_s = _combine(chunk, delta, prox_d, prox_s, n_loops)
         kernel_time += time.perf_counter() - tick
@@ -280,7 +308,8 @@ def run_loss(shard, actors, config, worker):
     loss_sum, n_rows, kernel_time = 0.0, 0, 0.0
     started = time.perf_counter()
     for chunk in shard.chunks:
-        _, w = _pull(servers, chunk, -1, config, shard)
+        w = _scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])[0]
+        _, w = _pull(servers, chunk, -1, config, shard, out=w)
         tick = time.perf_counter()
         if _is_csr(chunk):
             X = chunk.X
@@ -298,13 +327,17 @@ def run_loss(shard, actors, config, worker):
             "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
 
-def snapshot_chunk(chunk, w, prob):
+def snapshot_chunk(chunk, w, prob, out=None):
     """Snapshot one chunk at its weights ``w``: keep its rows' loss derivatives on
-    the chunk (for the next epoch's steps); return its gradient sum, loss sum and
-    largest squared row norm."""
+    the chunk (for the next epoch's steps); return its gradient sum (in ``out``
+    when given), loss sum and largest squared row norm."""
     epsilon = prob["params"][P_EPSILON]
     dsnap = np.empty(chunk.Y.shape)
-    grad = np.zeros_like(w)
+    if out is None:
+        grad = np.zeros_like(w)
+    else:
+        grad = out
+        grad[:] = 0.0
     if _is_csr(chunk):
         X = chunk.X
         loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, w, chunk.intercept,
@@ -347,9 +380,10 @@ def run_snapshot(shard, actors, config, worker, first):
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
     for index, chunk in enumerate(shard.chunks):
-        _, w = _pull(servers, chunk, -1, config, shard)
+        w, grad, _ = _scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])
+        _, w = _pull(servers, chunk, -1, config, shard, out=w)
         tick = time.perf_counter()
-        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, w, prob)
+        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, w, prob, out=grad)
         kernel_time += time.perf_counter() - tick
         counts = _row_counts(chunk) if first else None
         b = chunk.bounds
