@@ -108,7 +108,7 @@ GATE_WAIT = 0.001
 #: over-fits the rows it sees most, and without a bound a straggler's shard is
 #: left behind (measured, 200k x 50k L1, one of 2 workers 4x slower, 8 epochs:
 #: unbounded, the fast loop took 86-87% of the samples and ended 3.0-3.7% above
-#: sync's objective; with 4, 80% and 0.8-1.2%, still 3.2x faster than sync).
+#: sync's objective; with 4, 80% and 0.8-1.3%, still 3.2-3.4x faster than sync).
 MAX_LEAD = 4.0
 
 #: A loop takes at least this fraction of its own shard per epoch, even when the
