@@ -321,8 +321,7 @@ def run_loss(shard, actors, config, worker):
                                        prob["loss"], epsilon)
         kernel_time += time.perf_counter() - tick
         n_rows += chunk.n_rows
-    if not math.isfinite(loss_sum):
-        _check_finite(loss_sum, np.zeros(1))
+    _check_finite(loss_sum, np.empty(0))
     return {"worker": worker, "loss_sum": loss_sum, "samples": n_rows,
             "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
