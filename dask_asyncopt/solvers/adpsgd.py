@@ -555,8 +555,6 @@ def _sgd_epochs(run, n_samples, problem):
     so it describes the returned model.
     """
     settings = run.settings
-    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
-    params = problem.params
     first = settings.first_epoch
     # A loop that knows the samples of an epoch beyond the last recorded one are
     # done waits for the driver (only with small data does the driver fall behind):
@@ -564,9 +562,21 @@ def _sgd_epochs(run, n_samples, problem):
     run.config = dict(run.config, gate=n_samples)
     loops = run.start_loops(run_gossip_epoch, "adpsgd-loop", first,
                             (settings.max_iter - first + 1) * n_samples)
+    progress = _Progress(run.actors)
+    try:
+        return _record_while_running(run, n_samples, problem, loops, progress)
+    finally:
+        progress.close(min(settings.timeout, 10.0))
+
+
+def _record_while_running(run, n_samples, problem, loops, progress):
+    """The driver's side of :func:`_sgd_epochs`: rows, shifts, early stopping."""
+    settings = run.settings
+    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
+    params = problem.params
+    first = settings.first_epoch
     before = np.zeros(len(loops), dtype=np.int64)  # each loop's samples at the last row
     last_row = time.perf_counter()
-    progress = _Progress(run.actors)
     for epoch in range(first, settings.max_iter + 1):
         _wait_for_samples(run, loops, progress, (epoch - first + 1) * n_samples)
         if epoch == settings.max_iter:
@@ -632,6 +642,16 @@ class _Progress:
                 self.counts[i] = call.result()
                 self.pending[i] = self.actors[i].progress()
         return sum(self.counts)
+
+    def close(self, timeout):
+        """Collect the calls still in flight: no actor future outlives the fit
+        (one left pending until garbage collection was the suspect of a hang)."""
+        for call in self.pending:
+            try:
+                call.result(timeout)
+            except Exception:  # noqa: BLE001 - a lost replica: the fit already failed
+                pass
+        self.pending = []
 
 
 def _wait_for_samples(run, loops, progress, target):
