@@ -119,5 +119,8 @@ def test_matrix_factorization_survives_a_killed_worker(cluster3, optimizer, solv
     assert len(events) == 1 and killed in events[0], events
     assert est.n_iter_ == 8
     rmse = np.sqrt(np.mean((est.predict(X_test) - y_test) ** 2))
-    assert abs(rmse - rmse_ref) / rmse_ref <= 0.01, (rmse, rmse_ref)
+    # adpsgd resumes with one loop fewer and its item step scales with sqrt(loops):
+    # undisturbed fits on 2 and 3 loops differ by ~1% (0.604 vs 0.610, measured)
+    tolerance = 0.02 if solver == "adpsgd" else 0.01
+    assert abs(rmse - rmse_ref) / rmse_ref <= tolerance, (rmse, rmse_ref)
     assert cluster_is_clean(cluster3, wait=10)
