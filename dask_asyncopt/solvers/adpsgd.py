@@ -681,18 +681,27 @@ def _svrg_epochs(run, n_samples, problem):
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
-        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
-                                (epoch - settings.first_epoch + 1) * n_samples)
-        mean, distance, stats, total = run.average()
-        run.call_all("reset_snapshot")
-        snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
-        loss, objective = _objective(snapshot, n_samples, mean, problem)
-        watched = run.record(epoch, reports + snapshot, stats, loss, objective, step,
-                             extra=_extra(distance, reports))
+        mean, total, objective, watched = _gossip_epoch_then_snapshot(
+            run, epoch, n_samples, problem, step)
         if stopping.stalled(watched):
             break
         step, previous = halve_if_rose(step, previous, objective), objective
     return total, mean
+
+
+def _gossip_epoch_then_snapshot(run, epoch, n_samples, problem, step):
+    """One epoch with a snapshot: the gossip loops, the consensus average, a
+    snapshot pass at it (exact objective) and the history row.  Returns the
+    mean, the samples so far, the objective and what early stopping watches."""
+    reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
+                            (epoch - run.settings.first_epoch + 1) * n_samples)
+    mean, distance, stats, total = run.average()
+    run.call_all("reset_snapshot")
+    snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
+    loss, objective = _objective(snapshot, n_samples, mean, problem)
+    watched = run.record(epoch, reports + snapshot, stats, loss, objective, step,
+                         extra=_extra(distance, reports))
+    return mean, total, objective, watched
 
 
 def _rule_epochs(run, n_samples, problem):
@@ -715,15 +724,9 @@ def _rule_epochs(run, n_samples, problem):
                           "n_samples": n_samples}
     total = 0
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
-        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
-                                (epoch - settings.first_epoch + 1) * n_samples)
-        mean, distance, stats, total = run.average()
-        run.call_all("reset_snapshot")
-        snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
-        loss, objective = _objective(snapshot, n_samples, mean, problem)
         lr = steps.lr
-        watched = run.record(epoch, reports + snapshot, stats, loss, objective, lr,
-                             extra=_extra(distance, reports))
+        mean, total, objective, watched = _gossip_epoch_then_snapshot(
+            run, epoch, n_samples, problem, lr)
         new_lr = steps.next(epoch, objective, watched)
         if new_lr is None:
             break
