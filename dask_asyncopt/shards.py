@@ -70,12 +70,26 @@ class WorkerShard:
         self.round = 0  # sync rounds taken part in
 
     def next_chunk(self):
-        """Next chunk and a row order for it; reshuffled after each pass."""
+        """Next chunk and a row order for it.
+
+        Chunks come in a fresh random order every pass.  The rows of a shard
+        were shuffled once when it was built, so within a chunk they are
+        visited in storage order, from a random start and in a random
+        direction: a sweep then streams the chunk's CSR arrays instead of
+        jumping between rows, which made the SVRG sweep 1.8x slower (measured,
+        13k-row chunks, 20 non-zeros a row).  Shuffling once converges as
+        well as reshuffling every pass (Mishchenko, Khaled and Richtarik,
+        2020, "Random Reshuffling: simple analysis with vast improvements").
+        """
         if not self.order:
             self.order = list(self.rng.permutation(len(self.chunks)))
         self.current = self.order.pop()
         chunk = self.chunks[self.current]
-        return chunk, self.rng.permutation(chunk.n_rows).astype(np.int64)
+        n = chunk.n_rows
+        rows = np.arange(n, dtype=np.int64)
+        rows += self.rng.integers(n)
+        rows[rows >= n] -= n
+        return chunk, rows[::-1] if self.rng.random() < 0.5 else rows
 
     def put_back(self, chunk):
         """Return the chunk just taken, unprocessed (it comes next again)."""
@@ -132,7 +146,7 @@ def _chunk_csr_stamped(X, Y, n_features, n_blocks, fit_intercept, scratch):
         X.indices, n_coords, n_blocks, n_features if fit_intercept else -1, scratch.stamp,
         scratch.mark, scratch.local_of)
     block_ids = [ids[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
-    Xl = sp.csr_matrix((X.data, local, X.indptr), shape=(X.shape[0], ids.shape[0]))
+    Xl = CSRView(X.indptr, local, X.data, (X.shape[0], ids.shape[0]))
     return Chunk(Xl, Y, block_ids, bounds, int(intercept))
 
 
@@ -151,8 +165,7 @@ def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
     if fit_intercept:
         intercept = int(local[-1])
         local = local[:-1]
-    Xl = sp.csr_matrix((X.data, local.astype(np.int32), X.indptr),
-                       shape=(X.shape[0], uniq.shape[0]))
+    Xl = CSRView(X.indptr, local.astype(np.int32), X.data, (X.shape[0], uniq.shape[0]))
     return Chunk(Xl, Y, block_ids, bounds, intercept)
 
 
@@ -178,18 +191,37 @@ def _chunks_dense(X, Y, n_features, n_blocks, fit_intercept, batch_size):
             for s in range(0, X.shape[0], batch_size)]
 
 
-class _RowRange:
-    """Rows ``start:stop`` of a CSR matrix as views of its arrays (what the chunk
-    builders read): scipy's ``X[start:stop]`` copies through a general
-    sub-matrix routine (measured: 0.11 s of 0.16 s for a 500k-row shard)."""
+class CSRView:
+    """CSR arrays of a chunk (or of a row range), as the kernels read them.
 
-    def __init__(self, X, start, stop):
+    Not a scipy matrix on purpose: scipy copies index/data arrays that are
+    views of a much larger array (``prune``), and a chunk's data *is* a view
+    of its shard's; that copy was 40% of shard set-up (measured, 500k rows).
+    """
+
+    __slots__ = ("indptr", "indices", "data", "shape")
+
+    def __init__(self, indptr, indices, data, shape):
+        self.indptr = indptr
+        self.indices = indices
+        self.data = data
+        self.shape = shape
+
+    @classmethod
+    def rows(cls, X, start, stop):
+        """Rows ``start:stop`` of CSR ``X`` as views of its arrays (scipy's
+        ``X[start:stop]`` copies through a general sub-matrix routine)."""
         stop = min(stop, X.shape[0])
         lo, hi = X.indptr[start], X.indptr[stop]
-        self.indptr = X.indptr[start:stop + 1] - lo
-        self.indices = X.indices[lo:hi]
-        self.data = X.data[lo:hi]
-        self.shape = (stop - start, X.shape[1])
+        return cls(X.indptr[start:stop + 1] - lo, X.indices[lo:hi], X.data[lo:hi],
+                   (stop - start, X.shape[1]))
+
+    @property
+    def nnz(self):
+        return int(self.indptr[-1])
+
+    def toarray(self):
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape).toarray()
 
 
 def make_shard(X, Y, *, n_features, n_blocks, fit_intercept, batch_size, seed):
@@ -203,7 +235,7 @@ def make_shard(X, Y, *, n_features, n_blocks, fit_intercept, batch_size, seed):
             chunk_of = functools.partial(_chunk_csr_stamped, scratch=scratch)
         else:
             chunk_of = _chunk_csr
-        chunks = [chunk_of(_RowRange(X, s, s + batch_size), Y[s:s + batch_size],
+        chunks = [chunk_of(CSRView.rows(X, s, s + batch_size), Y[s:s + batch_size],
                            n_features, n_blocks, fit_intercept)
                   for s in range(0, X.shape[0], batch_size)]
     else:

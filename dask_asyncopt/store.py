@@ -342,6 +342,10 @@ class BlockServer:
 
     def _advance(self, prox_d, prox_s):
         """Append one proximal map to the lazy history."""
+        if prox_d == 1.0 and prox_s == 0.0:
+            # The identity (updates that applied their prox already, e.g. SVRG
+            # sweeps): no entry, so reads find nothing to catch up.
+            return
         if self.now + 1 == self.hist_d.shape[0]:
             self.hist_d = np.concatenate([self.hist_d, np.ones_like(self.hist_d)])
             self.hist_s = np.concatenate([self.hist_s, np.zeros_like(self.hist_s)])

@@ -643,10 +643,16 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
     Xs = sp.csr_matrix(X)
     packed = _pack(w, drift, pen_scale)
     got = kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed, intercept,
-                                 dsnap, code, EPSILON, eta, alpha, l1_ratio)
+                                 dsnap, code, EPSILON, eta, alpha, l1_ratio, True)
     got_w = packed[:, :K]
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)
+    # without the loss: the same steps, no loss
+    packed_nl = _pack(w, drift, pen_scale)
+    assert kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed_nl,
+                                  intercept, dsnap, code, EPSILON, eta, alpha, l1_ratio,
+                                  False) == 0.0
+    np.testing.assert_array_equal(packed_nl, packed)
     np.testing.assert_array_equal(packed[:, K:], _pack(w, drift, pen_scale)[:, K:])
     if l1_ratio == 1.0:  # the L1 prox really sets coordinates to zero
         assert (got_w == 0).any() and not (w == 0).any()
@@ -659,6 +665,6 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
                                        EPSILON, eta, alpha, l1_ratio)
     packed = _pack(w, drift, pen_scale)
     got = kernels.sweep_dense_svrg(Xd, Y, rows, packed, dsnap, code, EPSILON, eta, alpha,
-                                   l1_ratio)
+                                   l1_ratio, True)
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(packed[:, :K], want_w, rtol=1e-10, atol=1e-14)

@@ -209,10 +209,10 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
         X = chunk.X
         loss = sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed,
                               chunk.intercept, chunk.dsnap, prob["loss"], epsilon, svrg["eta"],
-                              svrg["alpha"], svrg["l1_ratio"])
+                              svrg["alpha"], svrg["l1_ratio"], False)
     else:
         loss = sweep_dense_svrg(chunk.X, chunk.Y, rows, packed, chunk.dsnap, prob["loss"],
-                                epsilon, svrg["eta"], svrg["alpha"], svrg["l1_ratio"])
+                                epsilon, svrg["eta"], svrg["alpha"], svrg["l1_ratio"], False)
     w[:] = packed[:, :n_outputs]
     return loss, 1.0, 0.0  # identity prox at the block: already applied
 
@@ -331,7 +331,9 @@ def snapshot_chunk(chunk, w, prob, out=None):
     the chunk (for the next epoch's steps); return its gradient sum (in ``out``
     when given), loss sum and largest squared row norm."""
     epsilon = prob["params"][P_EPSILON]
-    dsnap = np.empty(chunk.Y.shape)
+    dsnap = getattr(chunk, "dsnap", None)  # no sweep reads it during a snapshot: reuse
+    if dsnap is None or dsnap.shape != chunk.Y.shape:
+        dsnap = np.empty(chunk.Y.shape)
     if out is None:
         grad = np.zeros_like(w)
     else:
