@@ -49,6 +49,7 @@ class Chunk:
     block_ids: list
     bounds: np.ndarray
     intercept: int  # local index of the intercept coordinate, else -1
+    counts: np.ndarray | None = None  # rows touching each local coordinate (CSR chunks)
 
     @property
     def n_rows(self):
@@ -104,7 +105,8 @@ def _compact_columns(indices, n_coords, n_blocks, intercept, stamp, mark, local_
     coordinates in order: O(nnz + n_coords), against O(nnz log nnz) for
     ``np.unique`` — the cheaper one when the model is not much larger than a
     chunk.  Returns the remapped indices, the in-block ids of each local
-    coordinate, the per-block bounds and the intercept's local id (or -1).
+    coordinate, the per-block bounds, the intercept's local id (or -1) and
+    the number of entries of each local coordinate.
     """
     for c in indices:
         stamp[c] = mark
@@ -125,9 +127,12 @@ def _compact_columns(indices, n_coords, n_blocks, intercept, stamp, mark, local_
             k += 1
     bounds[n_blocks] = n_local
     out = np.empty(indices.shape[0], dtype=np.int32)
+    counts = np.zeros(n_local, dtype=np.int64)
     for i in range(indices.shape[0]):
         out[i] = local_of[indices[i]]
-    return out, ids[:n_local], bounds, local_of[intercept] if intercept >= 0 else -1
+        counts[out[i]] += 1
+    return (out, ids[:n_local], bounds, local_of[intercept] if intercept >= 0 else -1,
+            counts)
 
 
 class _Scratch:
@@ -142,12 +147,19 @@ class _Scratch:
 def _chunk_csr_stamped(X, Y, n_features, n_blocks, fit_intercept, scratch):
     scratch.mark += 1
     n_coords = n_features + int(fit_intercept)
-    local, ids, bounds, intercept = _compact_columns(
+    local, ids, bounds, intercept, counts = _compact_columns(
         X.indices, n_coords, n_blocks, n_features if fit_intercept else -1, scratch.stamp,
         scratch.mark, scratch.local_of)
     block_ids = [ids[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
     Xl = CSRView(X.indptr, local, X.data, (X.shape[0], ids.shape[0]))
-    return Chunk(Xl, Y, block_ids, bounds, int(intercept))
+    return Chunk(Xl, Y, block_ids, bounds, int(intercept), _with_intercept(counts, intercept, Y))
+
+
+def _with_intercept(counts, intercept, Y):
+    """Entries per local coordinate, the intercept counting every row."""
+    if intercept >= 0:
+        counts[intercept] = Y.shape[0]
+    return counts
 
 
 def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
@@ -166,7 +178,8 @@ def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
         intercept = int(local[-1])
         local = local[:-1]
     Xl = CSRView(X.indptr, local.astype(np.int32), X.data, (X.shape[0], uniq.shape[0]))
-    return Chunk(Xl, Y, block_ids, bounds, intercept)
+    counts = np.bincount(local, minlength=uniq.shape[0])
+    return Chunk(Xl, Y, block_ids, bounds, intercept, _with_intercept(counts, intercept, Y))
 
 
 def dense_layout(n_features, n_blocks, fit_intercept):

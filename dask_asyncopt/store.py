@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from .kernels import add_delta, catch_up_all, gather
+from .kernels import add_delta, add_rows, catch_up_all, gather, gather_packed
 from .penalties import penalty_value
 
 _RENORMALISE_ABOVE = 1e150
@@ -98,6 +98,7 @@ class BlockServer:
         self.grad_sum = np.zeros_like(self.w)
         self.drift = np.zeros_like(self.w)  # grad_sum / counts, fixed per snapshot
         self.counts = np.zeros(n_coords, dtype=np.int64)
+        self.pen_scale = np.zeros(n_coords)  # n / counts (0: unpenalised), see pull_packed
         self.snapshot_parts = {}
         self.round_buffer = {}
         self.stopped = False
@@ -140,6 +141,28 @@ class BlockServer:
             return self.drift.copy(), self.counts.copy()
         return self.drift[ids], self.counts[ids]
 
+    def pull_packed(self, ids, out, worker=-1, min_version=None, timeout=None):
+        """Write ``[values | drift | penalty scale]`` of ``ids`` into ``out``.
+
+        The variance-reduced sweeps' read for a caller on this worker (thread
+        workers): one pass straight into the sweep's array (see
+        :func:`~dask_asyncopt.kernels.gather_packed`).  With ``min_version``,
+        first waits for that version as :meth:`pull_when` does.  Returns
+        ``(None, version, samples)``, shaped like :meth:`pull`'s reply.
+        """
+        with self.changed:
+            if min_version is not None and not self.changed.wait_for(
+                    lambda: self.stopped or self.version >= min_version, timeout):
+                raise TimeoutError(
+                    f"block {self.block_id}: round {min_version} not completed within "
+                    f"{timeout} s (a worker loop is lost or stalled)")
+            self._check_running()
+            if worker >= 0 and self.max_staleness is not None:
+                self.reading[worker] = self.version
+            gather_packed(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
+                          self.unpenalised, self.drift, self.pen_scale, out)
+            return None, self.version, self.samples
+
     async def pull_at(self, ids, min_version, timeout, snapshot=False):
         """:meth:`pull` once ``version >= min_version`` (the sync barrier)."""
         loop = asyncio.get_running_loop()
@@ -180,22 +203,29 @@ class BlockServer:
             else:
                 self._add_snapshot(ids, grad, counts)
 
-    def finish_snapshot(self):
+    def finish_snapshot(self, n_samples=None):
         """Complete a snapshot: add the parts kept by :meth:`add_snapshot` (``"sync"``
         mode) in key order, then fix the drift ``grad_sum / counts`` that every pull
-        of the next epoch reads (computed once here, not per pull under the lock)."""
+        of the next epoch reads (computed once here, not per pull under the lock)
+        and, given the number of rows ``n_samples``, the penalty scale
+        ``n_samples / counts`` (0 for the unpenalised coordinate)."""
         with self.lock:
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
             self.snapshot_parts = {}
             np.divide(self.grad_sum, np.maximum(self.counts, 1)[:, None], out=self.drift)
+            if n_samples is not None:
+                np.divide(n_samples, np.maximum(self.counts, 1), out=self.pen_scale)
+                if self.unpenalised >= 0:
+                    self.pen_scale[self.unpenalised] = 0.0
 
     def _add_snapshot(self, ids, grad, counts):
         if ids is None:
-            ids = slice(None)
-        self.grad_sum[ids] += grad
+            self.grad_sum += grad
+        else:
+            add_rows(self.grad_sum, ids, grad)
         if counts is not None:
-            self.counts[ids] += counts
+            self.counts[slice(None) if ids is None else ids] += counts
 
     def coefficients(self):
         """All coefficients of the block, materialised."""

@@ -447,10 +447,10 @@ class _ReplicaRun(_Run):
 
     mean = None  # the last consensus: what checkpoints keep
 
-    def call_blocks(self, method):
+    def call_blocks(self, method, *args):
         if method == "coefficients":  # the driver's checkpoints: the consensus model
             return [self.mean]
-        return super().call_blocks(method)
+        return super().call_blocks(method, *args)
 
     def call_all(self, method, *args):
         calls = [getattr(a, method)(*args) for a in self.actors]

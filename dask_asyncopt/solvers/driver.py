@@ -264,9 +264,9 @@ class _Run:
         self.start_loops(func, name, epoch, *args)
         return self.gather_loops()
 
-    def call_blocks(self, method):
-        """Call ``method`` on every block at once, then collect the replies."""
-        calls = [getattr(a, method)() for a in self.actors]
+    def call_blocks(self, method, *args):
+        """Call ``method(*args)`` on every block at once, then collect the replies."""
+        calls = [getattr(a, method)(*args) for a in self.actors]
         return [c.result(self.settings.timeout) for c in calls]
 
     def record(self, epoch, reports, stats, loss, objective, step, extra=None):
@@ -421,7 +421,7 @@ def epoch_then_snapshot(run, loop, epoch, total, n_samples, last=False):
 
 def _snapshot_objective(run, reports, n_samples, stats=None):
     """Complete a snapshot; return the exact mean loss and objective there."""
-    run.call_blocks("finish_snapshot")
+    run.call_blocks("finish_snapshot", n_samples)
     stats = stats if stats is not None else run.call_blocks("stats")
     loss = sum(r["loss_sum"] for r in reports) / n_samples
     return loss, loss + sum(s["penalty"] for s in stats)
