@@ -97,7 +97,7 @@ class WorkerShard:
         self.order.append(self.current)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _compact_columns(indices, n_coords, n_blocks, intercept, stamp, mark, local_of):
     """Local ids of a chunk's columns in block order, without sorting.
 

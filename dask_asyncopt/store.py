@@ -100,6 +100,8 @@ class BlockServer:
         self.counts = np.zeros(n_coords, dtype=np.int64)
         self.pen_scale = np.zeros(n_coords)  # n / counts (0: unpenalised), see pull_packed
         self.snapshot_parts = {}
+        self.arrived = {}  # barrier key -> loops arrived (see arrive)
+        self.reported = {}  # snapshot key -> loops whose snapshot parts are all in
         self.round_buffer = {}
         self.stopped = False
         self.reading = {}  # worker -> version of its outstanding read
@@ -188,6 +190,46 @@ class BlockServer:
         with self.lock:
             self.grad_sum[:] = 0.0
             self.snapshot_parts = {}
+
+    def arrive(self, key, worker, timeout):
+        """Wait until every worker loop has arrived at barrier ``key`` (the end of
+        an epoch's sweeps); the last arrival starts the next snapshot (zeroes the
+        gradient sum, as :meth:`reset_snapshot`).
+
+        A loop that passed this barrier at every block may add snapshot parts:
+        no other loop still sweeps with the old drift.  This replaces a task
+        round trip through the scheduler between the sweeps and the snapshot.
+        """
+        with self.changed:
+            self._check_running()
+            arrived = self.arrived.setdefault(key, set())
+            arrived.add(worker)
+            if len(arrived) == self.n_workers:
+                self.grad_sum[:] = 0.0
+                self.snapshot_parts = {}
+                self.changed.notify_all()
+            elif not self.changed.wait_for(
+                    lambda: self.stopped or len(arrived) == self.n_workers, timeout):
+                raise TimeoutError(
+                    f"block {self.block_id}: barrier {key!r} not reached by every loop "
+                    f"within {timeout} s (a worker loop is lost or stalled)")
+            self._check_running()
+
+    async def arrive_at(self, key, worker, timeout):
+        """:meth:`arrive` for remote callers: waits on an executor thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.arrive, key, worker, timeout)
+
+    def snapshot_done(self, key, worker, n_samples):
+        """Worker loop ``worker`` has added all its parts of snapshot ``key``; the
+        last loop to report completes the snapshot (:meth:`finish_snapshot`)."""
+        with self.lock:
+            self._check_running()
+            reported = self.reported.setdefault(key, set())
+            reported.add(worker)
+            complete = len(reported) == self.n_workers
+        if complete:
+            self.finish_snapshot(n_samples)
 
     def add_snapshot(self, key, ids, grad, counts=None):
         """Add a chunk's gradient sum (and, once per fit, its row counts) at ``ids``.

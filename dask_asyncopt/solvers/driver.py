@@ -45,7 +45,7 @@ from ..kernels import P_ETA0
 from ..rule_store import RuleServer
 from ..schedules import ADAPTIVE
 from ..store import BlockServer
-from .loop import run_epoch, run_loss, run_snapshot
+from .loop import run_epoch, run_epoch_then_snapshot, run_snapshot
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -400,23 +400,21 @@ def _svrg_epochs(run, n_samples, problem, total):
 
 
 def epoch_then_snapshot(run, loop, epoch, total, n_samples, last=False):
-    """One variance-reduced epoch on the blocks: ``loop`` tasks, then a fresh
-    snapshot pass (or, for the ``last`` epoch of the fit, only the loss: no
-    later step uses that snapshot).  Returns all reports, the blocks'
+    """One variance-reduced epoch on the blocks: ``loop`` tasks, each followed
+    by its share of a fresh snapshot pass (or, for the ``last`` epoch of the
+    fit, only the loss: no later step uses that snapshot), see
+    :func:`~.loop.run_epoch_then_snapshot`.  Returns all reports, the blocks'
     statistics, the samples processed so far and the exact mean loss and
     objective at the epoch's end."""
     solver = run.settings.solver
-    reports = run.run_loops(loop, f"{solver}-loop", epoch, total + n_samples)
+    reports = run.run_loops(run_epoch_then_snapshot, f"{solver}-loop", epoch, loop,
+                            total + n_samples, n_samples, last)
     stats = run.call_blocks("stats")
     total = max(s["samples"] for s in stats)
-    if last:
-        losses = run.run_loops(run_loss, f"{solver}-loss", epoch)
-        loss = sum(r["loss_sum"] for r in losses) / n_samples
-        return reports + losses, stats, total, loss, loss + sum(s["penalty"] for s in stats)
-    run.call_blocks("reset_snapshot")
-    snapshot = run.run_loops(run_snapshot, f"{solver}-snapshot", epoch, False)
-    loss, objective = _snapshot_objective(run, snapshot, n_samples, stats)
-    return reports + snapshot, stats, total, loss, objective
+    after = [r["after"] for r in reports]
+    loss = sum(r["loss_sum"] for r in after) / n_samples
+    return ([r["epoch"] for r in reports] + after, stats, total, loss,
+            loss + sum(s["penalty"] for s in stats))
 
 
 def _snapshot_objective(run, reports, n_samples, stats=None):
