@@ -147,6 +147,18 @@ def test_loss_derivative_is_finite_difference_of_value(name):
     assert np.count_nonzero(np.abs(got) > 1e-3) > len(triples) // 4
 
 
+@pytest.mark.parametrize("name", sorted(ALL_LOSSES))
+def test_loss_and_derivative_agree_with_the_separate_functions(name):
+    code = ALL_LOSSES[name]
+    triples = loss_grid(name)
+    got = np.array([losses.loss_and_derivative(code, p, y, e) for p, y, e in triples])
+    np.testing.assert_allclose(got[:, 0], _values(code, triples, losses.loss_value),
+                               rtol=1e-14, atol=1e-300)
+    # the log loss computes the derivative from exp(-z), not exp(z): rounding only
+    np.testing.assert_allclose(got[:, 1], _values(code, triples, losses.loss_derivative),
+                               rtol=1e-13, atol=1e-300)
+
+
 def test_loss_known_values():
     """A few hand-computed values, independent of any formula transcription."""
     v, d = losses.loss_value, losses.loss_derivative
@@ -420,6 +432,38 @@ def test_gather(penalty, skip):
     out2 = np.empty_like(out)
     kernels.gather(w, last, hist_d, hist_s, now, ids, skip, out2)
     np.testing.assert_array_equal(out2, out)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_gather_packed_is_gather_plus_drift_and_scale(K):
+    rng = np.random.default_rng(K)
+    w, last, hist_d, hist_s, steps, now = make_block(rng, PENALTIES["l1"])
+    w = np.ascontiguousarray(np.repeat(w[:, :1], K, axis=1))
+    drift = rng.normal(size=w.shape)
+    scale = rng.uniform(1, 3, size=w.shape[0])
+    ids = np.array([0, 1, 6, 9, 3, 12], dtype=np.int64)
+    want = np.empty((ids.shape[0], K))
+    w2, last2 = w.copy(), last.copy()
+    kernels.gather(w2, last2, hist_d, hist_s, now, ids, 6, want)
+    out = np.full((ids.shape[0] + 2, 2 * K + 1), np.nan)
+    kernels.gather_packed(w, last, hist_d, hist_s, now, ids, 6, drift, scale, out[1:-1])
+    np.testing.assert_array_equal(out[1:-1, :K], want)
+    np.testing.assert_array_equal(out[1:-1, K:2 * K], drift[ids])
+    np.testing.assert_array_equal(out[1:-1, 2 * K], scale[ids])
+    np.testing.assert_array_equal(w, w2)  # materialised as gather does
+    np.testing.assert_array_equal(last, last2)
+    assert np.isnan(out[[0, -1]]).all()  # only its rows written
+
+
+def test_add_rows_is_fancy_add():
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(20, 2))
+    ids = rng.permutation(20)[:9]
+    values = rng.normal(size=(9, 2))
+    want = target.copy()
+    want[ids] += values
+    kernels.add_rows(target, ids, values)
+    np.testing.assert_allclose(target, want, rtol=1e-15)
 
 
 @pytest.mark.parametrize("penalty", sorted(PENALTIES))

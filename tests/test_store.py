@@ -591,3 +591,56 @@ def test_snapshot_terms(mode):
     *_, drift, counts = server.pull(None, -1, True)
     np.testing.assert_array_equal(counts, [0, 1, 0, 5, 2])
     np.testing.assert_allclose(drift.ravel(), [1.0, 1.0, 1.0, 1 / 5, 1 / 2])
+
+
+def test_barrier_releases_all_loops_and_starts_the_snapshot():
+    """arrive: nobody passes before the last loop arrives; the last arrival
+    zeroes the gradient sum; snapshot_done by every loop completes the
+    snapshot (drift and penalty scale fixed)."""
+    server = new_server(n_coords=4, K=1, n_workers=3)
+    server.reset_snapshot()
+    server.add_snapshot((0, 0), None, np.ones((4, 1)), np.array([1, 2, 0, 4]))
+    server.finish_snapshot(8)
+    np.testing.assert_allclose(server.pen_scale, [8.0, 4.0, 8.0, 2.0])
+    passed = []
+
+    def loop(i):
+        server.arrive("e1", i, 10)
+        passed.append((i, server.grad_sum.copy()))
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    assert passed == []  # two of three arrived
+    loop(2)
+    for t in threads:
+        t.join(5)
+    assert sorted(i for i, _ in passed) == [0, 1, 2]
+    assert all((g == 0).all() for _, g in passed)  # zeroed before anyone passed
+    for i in range(3):
+        server.add_snapshot((i, 0), np.array([i]), np.array([[2.0]]))
+        np.testing.assert_allclose(server.drift.ravel(), [1.0, 0.5, 1.0, 0.25])  # not yet
+        server.snapshot_done("e1", i, 8)
+    np.testing.assert_allclose(server.drift.ravel(), [2.0, 1.0, 2.0 / 1, 0.0])
+
+
+def test_barrier_times_out_and_stop_wakes_it():
+    server = new_server(n_coords=3, K=1, n_workers=2)
+    with pytest.raises(TimeoutError, match="barrier"):
+        server.arrive("e", 0, 0.1)
+    errors = []
+
+    def wait():
+        try:
+            server.arrive("f", 0, 30)
+        except FitStopped as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.1)
+    server.stop()
+    t.join(5)
+    assert not t.is_alive() and len(errors) == 1
+
