@@ -33,3 +33,13 @@ def step_size(schedule, eta0, alpha, t0, power_t, t):
     if schedule == INVSCALING:
         return eta0 / math.pow(t, power_t)
     return eta0  # CONSTANT and ADAPTIVE (adaptive divides eta0 between epochs)
+
+
+def svrg_step(smoothness, step, sq_norm):
+    """SVRG's constant step: ``step`` when given, else ``1 / L`` with ``L`` the
+    loss's curvature bound ``smoothness`` times ``sq_norm``, the largest squared
+    row norm (the intercept's 1 included)."""
+    if step is not None:
+        return step
+    return 1.0 / (smoothness * max(sq_norm, 1e-12))
+

@@ -191,10 +191,11 @@ class BlockServer:
             self.grad_sum[:] = 0.0
             self.snapshot_parts = {}
 
-    def arrive(self, key, worker, timeout):
+    def arrive(self, key, worker, timeout, value=0.0):
         """Wait until every worker loop has arrived at barrier ``key`` (the end of
         an epoch's sweeps); the last arrival starts the next snapshot (zeroes the
-        gradient sum, as :meth:`reset_snapshot`).
+        gradient sum, as :meth:`reset_snapshot`; only :meth:`finish_snapshot`
+        reads it).  Returns the largest ``value`` the loops brought.
 
         A loop that passed this barrier at every block may add snapshot parts:
         no other loop still sweeps with the old drift.  This replaces a task
@@ -202,8 +203,8 @@ class BlockServer:
         """
         with self.changed:
             self._check_running()
-            arrived = self.arrived.setdefault(key, set())
-            arrived.add(worker)
+            arrived = self.arrived.setdefault(key, {})
+            arrived[worker] = value
             if len(arrived) == self.n_workers:
                 self.grad_sum[:] = 0.0
                 self.snapshot_parts = {}
@@ -214,11 +215,12 @@ class BlockServer:
                     f"block {self.block_id}: barrier {key!r} not reached by every loop "
                     f"within {timeout} s (a worker loop is lost or stalled)")
             self._check_running()
+            return max(arrived.values())
 
-    async def arrive_at(self, key, worker, timeout):
+    async def arrive_at(self, key, worker, timeout, value=0.0):
         """:meth:`arrive` for remote callers: waits on an executor thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.arrive, key, worker, timeout)
+        return await loop.run_in_executor(None, self.arrive, key, worker, timeout, value)
 
     def snapshot_done(self, key, worker, n_samples):
         """Worker loop ``worker`` has added all its parts of snapshot ``key``; the

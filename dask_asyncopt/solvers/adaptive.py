@@ -107,12 +107,17 @@ def _push(server, bounded, *args, timeout):
 
 
 def run_grad_epoch(shard, actors, config, worker, target):
+    """:func:`grad_epoch` as a task of its own."""
+    secede()
+    return grad_epoch(shard, actors, config, worker, target)
+
+
+def grad_epoch(shard, actors, config, worker, target):
     """One worker loop of gradient exchanges (see the module docstring).
 
-    Same contract as :func:`~dask_asyncopt.solvers.loop.run_epoch`; ``config``
+    Same contract as :func:`~dask_asyncopt.solvers.loop.sweep_epoch`; ``config``
     also has ``grad``: ``vr``, ``batch`` (rows per gradient) and ``n_samples``.
     """
-    secede()
     servers = bind_servers(actors, config["bounded"])
     sync = config["mode"] == "sync"
     timeout = config["timeout"]
@@ -192,7 +197,7 @@ class RuleSteps:
 
 def rule_epochs(run, n_samples, problem, total):
     """Epochs of a rule fit (see the module docstring); returns the samples processed."""
-    from .driver import _EarlyStopping, _snapshot_objective, epoch_then_snapshot
+    from .driver import _EarlyStopping, _pass_reports, _snapshot_objective, epoch_then_snapshot
 
     settings = run.settings
     opts = problem.rule_options
@@ -203,9 +208,9 @@ def rule_epochs(run, n_samples, problem, total):
     run.config["grad"] = {"vr": vr, "batch": opts["batch"], "n_samples": n_samples}
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         reports, stats, total, loss, objective = epoch_then_snapshot(
-            run, run_grad_epoch, epoch, total, n_samples)
+            run, grad_epoch, epoch, total, n_samples)
         lr = steps.lr
-        watched = run.record(epoch, reports, stats, loss, objective, lr)
+        watched = run.record(epoch, _pass_reports(reports), stats, loss, objective, lr)
         new_lr = steps.next(epoch, objective, watched)
         if new_lr is None:
             break

@@ -41,11 +41,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from distributed import wait
 
+from .. import schedules
 from ..kernels import P_ETA0
+from ..penalties import penalty_value
 from ..rule_store import RuleServer
 from ..schedules import ADAPTIVE
 from ..store import BlockServer
-from .loop import run_epoch, run_epoch_then_snapshot, run_snapshot
+from .loop import run_epoch, run_epoch_then_snapshot, sweep_epoch
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -189,6 +191,8 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
                 key=f"asyncopt-block-{b}-{token}"))
         run.actors = client.gather(servers)
         run.n_blocks = n_blocks
+        run.initial_penalty = 0.0 if init is None else penalty_value(
+            init[:problem.n_features], problem.alpha, problem.l1_ratio)
         run.config = {"mode": mode, "problem": problem.kernel_args(), "n_loops": len(shards),
                       "timeout": settings.timeout, "svrg": None,
                       "bounded": mode == "async" and settings.max_staleness is not None}
@@ -236,6 +240,7 @@ class _Run:
         self.history = []
         self.checkpoint = None
         self.n_blocks = 1
+        self.initial_penalty = 0.0  # penalty of the starting coefficients
         self.started = time.perf_counter()
 
     def start_loops(self, func, name, epoch, *args):
@@ -362,12 +367,10 @@ def adapt_after_stall(run, problem, params, stopping):
 
 
 def svrg_step(problem, reports):
-    """SVRG's step: the user's, or ``1 / L`` with ``L`` the loss's curvature bound
-    times the largest squared row norm (the intercept's 1 included)."""
-    if problem.svrg["step"] is not None:
-        return problem.svrg["step"]
-    max_sq_norm = max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept)
-    return 1.0 / (problem.svrg["smoothness"] * max(max_sq_norm, 1e-12))
+    """SVRG's step (:func:`~dask_asyncopt.schedules.svrg_step`) after a snapshot pass."""
+    return schedules.svrg_step(
+        problem.svrg["smoothness"], problem.svrg["step"],
+        max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept))
 
 
 def halve_if_rose(step, previous, objective):
@@ -384,37 +387,47 @@ def halve_if_rose(step, previous, objective):
 def _svrg_epochs(run, n_samples, problem, total):
     settings = run.settings
     stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
-    reports = run.run_loops(run_snapshot, f"{settings.solver}-snapshot", 0, True)
-    previous = _snapshot_objective(run, reports, n_samples)[1]
-    step = svrg_step(problem, reports)
+    # The first task also takes the fit's first snapshot and sets the step.
+    step, previous = None, None
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
-                              "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
+                              "l1_ratio": problem.l1_ratio, "n_samples": n_samples,
+                              "smoothness": problem.svrg["smoothness"],
+                              "step": problem.svrg["step"],
+                              "fit_intercept": problem.fit_intercept}
         reports, stats, total, loss, objective = epoch_then_snapshot(
-            run, run_epoch, epoch, total, n_samples, last=epoch == settings.max_iter)
-        watched = run.record(epoch, reports, stats, loss, objective, step)
+            run, sweep_epoch, epoch, total, n_samples, last=epoch == settings.max_iter,
+            start=step is None)
+        if step is None:
+            step = reports[0]["eta"]
+            starts = [r["start"] for r in reports]
+            previous = sum(r["loss_sum"] for r in starts) / n_samples + run.initial_penalty
+        watched = run.record(epoch, _pass_reports(reports), stats, loss, objective, step)
         if stopping.stalled(watched):
             break
         step, previous = halve_if_rose(step, previous, objective), objective
     return total
 
 
-def epoch_then_snapshot(run, loop, epoch, total, n_samples, last=False):
+def epoch_then_snapshot(run, loop, epoch, total, n_samples, last=False, start=False):
     """One variance-reduced epoch on the blocks: ``loop`` tasks, each followed
     by its share of a fresh snapshot pass (or, for the ``last`` epoch of the
     fit, only the loss: no later step uses that snapshot), see
-    :func:`~.loop.run_epoch_then_snapshot`.  Returns all reports, the blocks'
-    statistics, the samples processed so far and the exact mean loss and
-    objective at the epoch's end."""
+    :func:`~.loop.run_epoch_then_snapshot` (also for ``start``).  Returns the
+    loops' reports, the blocks' statistics, the samples processed so far and
+    the exact mean loss and objective at the epoch's end."""
     solver = run.settings.solver
     reports = run.run_loops(run_epoch_then_snapshot, f"{solver}-loop", epoch, loop,
-                            total + n_samples, n_samples, last)
+                            total + n_samples, n_samples, last, start)
     stats = run.call_blocks("stats")
     total = max(s["samples"] for s in stats)
-    after = [r["after"] for r in reports]
-    loss = sum(r["loss_sum"] for r in after) / n_samples
-    return ([r["epoch"] for r in reports] + after, stats, total, loss,
-            loss + sum(s["penalty"] for s in stats))
+    loss = sum(r["after"]["loss_sum"] for r in reports) / n_samples
+    return reports, stats, total, loss, loss + sum(s["penalty"] for s in stats)
+
+
+def _pass_reports(reports):
+    """Every pass report of :func:`epoch_then_snapshot`'s tasks, for the history."""
+    return [r[k] for r in reports for k in ("start", "epoch", "after") if k in r]
 
 
 def _snapshot_objective(run, reports, n_samples, stats=None):

@@ -25,6 +25,7 @@ from ..kernels import (
     sweep_dense,
     sweep_dense_svrg,
 )
+from ..schedules import svrg_step
 
 
 class _Done:
@@ -54,8 +55,8 @@ class _Local:
     def push(self, *args, timeout):
         return _Done(self.server.push(*args, timeout=timeout))
 
-    def arrive(self, key, worker, timeout):
-        return _Done(self.server.arrive(key, worker, timeout))
+    def arrive(self, key, worker, timeout, value):
+        return _Done(self.server.arrive(key, worker, timeout, value))
 
 
 class _Remote:
@@ -77,8 +78,8 @@ class _Remote:
             return self.actor.push_at(*args, timeout=timeout)
         return self.actor.push(*args, separate_thread=False)
 
-    def arrive(self, key, worker, timeout):
-        return self.actor.arrive_at(key, worker, timeout)
+    def arrive(self, key, worker, timeout, value):
+        return self.actor.arrive_at(key, worker, timeout, value)
 
 
 def bind_servers(actors, bounded):
@@ -248,6 +249,12 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
 
 
 def run_epoch(shard, actors, config, worker, target):
+    """:func:`sweep_epoch` as a task of its own."""
+    secede()  # a long-running task: free the worker's slot for other tasks
+    return sweep_epoch(shard, actors, config, worker, target)
+
+
+def sweep_epoch(shard, actors, config, worker, target):
     """Run one worker loop until the global sample count reaches ``target``.
 
     Parameters
@@ -270,7 +277,6 @@ def run_epoch(shard, actors, config, worker, target):
     dict with the loss sum and count of this loop's samples, exchanges, time
     in kernels and wall time.
     """
-    secede()  # a long-running task: free the worker's slot for other tasks
     servers = bind_servers(actors, config["bounded"])
     sync = config["mode"] == "sync"
     timeout = config["timeout"]
@@ -453,30 +459,56 @@ def _snapshot_pass(shard, servers, config, worker, first):
             "wall_time": time.perf_counter() - started}
 
 
-def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_samples, last):
-    """A variance-reduced epoch in one task: ``loop`` (:func:`run_epoch` or a rule's
-    epoch), a barrier across the loops at the blocks, then the snapshot at the
-    epoch's end, or for the ``last`` epoch of a fit only the loss.
+def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_samples, last,
+                            start=False):
+    """A variance-reduced epoch in one task: ``loop`` (:func:`sweep_epoch` or a
+    rule's epoch pass), a barrier across the loops at the blocks, then the
+    snapshot at the epoch's end, or for the ``last`` epoch of a fit only the
+    loss.  With ``start``, the fit's first snapshot comes first, and the step
+    (``config["svrg"]["eta"]`` is ``None`` then) follows from every loop's
+    largest squared row norm, which the barrier after it gathers.
 
-    One task instead of two, and no driver calls between them: a task round
-    trip through the scheduler costs ~12 ms on a thread ``LocalCluster``
-    (measured), paid per phase of every epoch.
+    One task instead of two or three, and no driver calls between them: a
+    task round trip through the scheduler costs ~12 ms on a thread
+    ``LocalCluster`` (measured), paid per phase of every epoch.
 
     Returns
     -------
-    dict with the reports of the epoch (``"epoch"``) and of the pass after it
-    (``"after"``).
+    dict with the reports of the first snapshot (``"start"``, with ``start``),
+    the epoch (``"epoch"``) and the pass after it (``"after"``), and the step
+    the epoch took (``"eta"``).
     """
-    swept = loop(shard, actors, config, worker, target)  # secedes
+    secede()
     servers = bind_servers(actors, False)
     timeout = config["timeout"]
-    calls = [s.arrive(target, worker, timeout) for s in servers]
-    for c in calls:
-        c.result(timeout)
+    out = {}
+    if start:
+        out["start"] = _snapshot_pass(shard, servers, config, worker, True)
+        _snapshot_done(servers, ("start", target), worker, n_samples, timeout)
+        svrg = config["svrg"]
+        max_sq_norm = _barrier(servers, ("start", target), worker, timeout,
+                               out["start"]["max_sq_norm"])
+        eta = svrg_step(svrg["smoothness"], svrg["step"],
+                        max_sq_norm + int(svrg["fit_intercept"]))
+        config = dict(config, svrg=dict(svrg, eta=eta))
+    out["eta"] = config["svrg"]["eta"] if config.get("svrg") else None
+    out["epoch"] = loop(shard, actors, config, worker, target)
+    _barrier(servers, target, worker, timeout)
     if last:  # no loop sweeps any more: the loss of the final coefficients
-        return {"epoch": swept, "after": _loss_pass(shard, servers, config, worker)}
-    after = _snapshot_pass(shard, servers, config, worker, False)
-    calls = [s.call("snapshot_done", target, worker, n_samples) for s in servers]
+        out["after"] = _loss_pass(shard, servers, config, worker)
+    else:
+        out["after"] = _snapshot_pass(shard, servers, config, worker, False)
+        _snapshot_done(servers, target, worker, n_samples, timeout)
+    return out
+
+
+def _barrier(servers, key, worker, timeout, value=0.0):
+    """Wait at every block until all loops arrived; returns the largest ``value``."""
+    calls = [s.arrive(key, worker, timeout, value) for s in servers]
+    return max(c.result(timeout) for c in calls)
+
+
+def _snapshot_done(servers, key, worker, n_samples, timeout):
+    calls = [s.call("snapshot_done", key, worker, n_samples) for s in servers]
     for c in calls:
         c.result(timeout)
-    return {"epoch": swept, "after": after}
