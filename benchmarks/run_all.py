@@ -35,7 +35,8 @@ def main():
         for extra in RUNS.get(name, [[]]):
             tick = time.perf_counter()
             print(f"== {name} {' '.join(extra)}", flush=True)
-            subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], check=True,
+            # relative path: the scripts quote their command line in the report
+            subprocess.run([sys.executable, f"benchmarks/{name}.py", *extra], check=True,
                            cwd=HERE.parent)
             print(f"== {name}: {time.perf_counter() - tick:.0f} s", flush=True)
 

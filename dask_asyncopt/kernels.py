@@ -342,14 +342,17 @@ def _snapshot_row(g, Y, r, loss, epsilon, dsnap):
 
 
 @njit(nogil=True, cache=True)
-def snapshot_csr(indptr, indices, data, Y, w, intercept, loss, epsilon, dsnap, grad):
+def snapshot_csr(indptr, indices, data, Y, w, intercept, loss, epsilon, dsnap, grad,
+                 at_zero=False):
     """Loss derivatives and gradient sum of CSR rows at the snapshot ``w``.
 
     Parameters
     ----------
     indptr, indices, data : CSR arrays; ``indices`` index ``w``.
     Y : (n_rows, K) targets.
-    w : (n_local, K) snapshot weights (not modified).
+    w : (n_local, K) snapshot weights (not modified); not read when ``at_zero``
+        (the snapshot at ``w = 0`` of a cold start: no random reads of ``w``,
+        40% of the pass).
     intercept : local index of the intercept in ``w`` or ``-1``.
     loss : int, epsilon : float
     dsnap : (n_rows, K) output, derivative of each row's loss at ``w``.
@@ -367,12 +370,13 @@ def snapshot_csr(indptr, indices, data, Y, w, intercept, loss, epsilon, dsnap, g
     for r in range(indptr.shape[0] - 1):
         sq_norm = 0.0
         for k in range(n_outputs):
-            g[k] = w[intercept, k] if intercept >= 0 else 0.0
+            g[k] = w[intercept, k] if intercept >= 0 and not at_zero else 0.0
         for jj in range(indptr[r], indptr[r + 1]):
             x = data[jj]
             sq_norm += x * x
-            for k in range(n_outputs):
-                g[k] += w[indices[jj], k] * x
+            if not at_zero:
+                for k in range(n_outputs):
+                    g[k] += w[indices[jj], k] * x
         max_sq_norm = max(max_sq_norm, sq_norm)
         loss_sum += _snapshot_row(g, Y, r, loss, epsilon, dsnap)
         for jj in range(indptr[r], indptr[r + 1]):

@@ -188,8 +188,11 @@ class BlockServer:
     def reset_snapshot(self):
         """Start a new snapshot: zero the gradient sum (row counts are kept)."""
         with self.lock:
-            self.grad_sum[:] = 0.0
-            self.snapshot_parts = {}
+            self._reset_snapshot()
+
+    def _reset_snapshot(self):
+        self.grad_sum[:] = 0.0
+        self.snapshot_parts = {}
 
     def arrive(self, key, worker, timeout, value=0.0):
         """Wait until every worker loop has arrived at barrier ``key`` (the end of
@@ -206,8 +209,7 @@ class BlockServer:
             arrived = self.arrived.setdefault(key, {})
             arrived[worker] = value
             if len(arrived) == self.n_workers:
-                self.grad_sum[:] = 0.0
-                self.snapshot_parts = {}
+                self._reset_snapshot()
                 self.changed.notify_all()
             elif not self.changed.wait_for(
                     lambda: self.stopped or len(arrived) == self.n_workers, timeout):

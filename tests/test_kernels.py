@@ -657,6 +657,14 @@ def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
     np.testing.assert_allclose(got, (want_loss, want_norm), rtol=1e-12)
     np.testing.assert_allclose(dsnap, want_d, rtol=1e-12)
     np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+    # At w = 0 without reading w (garbage in it): the snapshot of zeros.
+    want0 = ref_snapshot(X, Y, np.zeros_like(w), intercept, name, EPSILON)
+    dsnap, grad = np.full(Y.shape, np.nan), np.zeros_like(w)
+    got = kernels.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, np.full_like(w, np.nan),
+                               intercept, code, EPSILON, dsnap, grad, True)
+    np.testing.assert_allclose(got, want0[:2], rtol=1e-12)
+    np.testing.assert_allclose(dsnap, want0[2], rtol=1e-12)
+    np.testing.assert_allclose(grad, want0[3], rtol=1e-12, atol=1e-14)
     # Dense: the intercept is an explicit column of ones.
     Xd = X.copy()
     if with_intercept:

@@ -195,6 +195,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
             init[:problem.n_features], problem.alpha, problem.l1_ratio)
         run.config = {"mode": mode, "problem": problem.kernel_args(), "n_loops": len(shards),
                       "timeout": settings.timeout, "svrg": None,
+                      "zero_start": init is None,  # the coefficients start at 0
                       "bounded": mode == "async" and settings.max_staleness is not None}
         epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
         if problem.rule is not None:

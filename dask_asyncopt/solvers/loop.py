@@ -340,7 +340,7 @@ def sweep_epoch(shard, actors, config, worker, target):
     }
 
 
-def run_loss(shard, actors, config, worker):
+def _loss_pass(shard, servers, config, worker):
     """Training loss of the current coefficients over this loop's shard.
 
     A variance-reduced fit's last epoch needs its exact objective but no new
@@ -351,11 +351,6 @@ def run_loss(shard, actors, config, worker):
     -------
     dict with the loss sum, the number of rows, kernel and wall time.
     """
-    secede()
-    return _loss_pass(shard, bind_servers(actors, False), config, worker)
-
-
-def _loss_pass(shard, servers, config, worker):
     prob = config["problem"]
     epsilon = prob["params"][P_EPSILON]
     loss_sum, n_rows, kernel_time = 0.0, 0, 0.0
@@ -379,10 +374,11 @@ def _loss_pass(shard, servers, config, worker):
             "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
 
-def snapshot_chunk(chunk, w, prob, out=None):
+def snapshot_chunk(chunk, w, prob, out=None, at_zero=False):
     """Snapshot one chunk at its weights ``w``: keep its rows' loss derivatives on
     the chunk (for the next epoch's steps); return its gradient sum (in ``out``
-    when given), loss sum and largest squared row norm."""
+    when given), loss sum and largest squared row norm.  ``at_zero``: ``w`` is
+    all zeros (CSR chunks then do not read it)."""
     epsilon = prob["params"][P_EPSILON]
     dsnap = getattr(chunk, "dsnap", None)  # no sweep reads it during a snapshot: reuse
     if dsnap is None or dsnap.shape != chunk.Y.shape:
@@ -395,7 +391,7 @@ def snapshot_chunk(chunk, w, prob, out=None):
     if _is_csr(chunk):
         X = chunk.X
         loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, w, chunk.intercept,
-                                     prob["loss"], epsilon, dsnap, grad)
+                                     prob["loss"], epsilon, dsnap, grad, at_zero)
     else:
         loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, w, prob["loss"], epsilon, dsnap, grad)
     _check_finite(loss, grad)
@@ -440,9 +436,12 @@ def _snapshot_pass(shard, servers, config, worker, first):
     started = time.perf_counter()
     for index, chunk in enumerate(shard.chunks):
         w, grad, _ = _scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])
-        _, w = _pull(servers, chunk, -1, config, shard, out=w)
+        # a cold start's first snapshot is at w = 0: nothing to read
+        at_zero = first and config.get("zero_start", False) and _is_csr(chunk)
+        if not at_zero:
+            _, w = _pull(servers, chunk, -1, config, shard, out=w)
         tick = time.perf_counter()
-        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, w, prob, out=grad)
+        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, w, prob, out=grad, at_zero=at_zero)
         kernel_time += time.perf_counter() - tick
         counts = _row_counts(chunk) if first else None
         b = chunk.bounds
