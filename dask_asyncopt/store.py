@@ -153,11 +153,8 @@ class BlockServer:
         ``(None, version, samples)``, shaped like :meth:`pull`'s reply.
         """
         with self.changed:
-            if min_version is not None and not self.changed.wait_for(
-                    lambda: self.stopped or self.version >= min_version, timeout):
-                raise TimeoutError(
-                    f"block {self.block_id}: round {min_version} not completed within "
-                    f"{timeout} s (a worker loop is lost or stalled)")
+            if min_version is not None:
+                self._wait_for_round(min_version, timeout)
             self._check_running()
             if worker >= 0 and self.max_staleness is not None:
                 self.reading[worker] = self.version
@@ -176,13 +173,17 @@ class BlockServer:
     def pull_when(self, ids, min_version, timeout, snapshot=False):
         """Blocking :meth:`pull_at`, for a caller on this worker."""
         with self.changed:
-            if not self.changed.wait_for(
-                    lambda: self.stopped or self.version >= min_version, timeout):
-                raise TimeoutError(
-                    f"block {self.block_id}: round {min_version} not completed within "
-                    f"{timeout} s (a worker loop is lost or stalled)")
+            self._wait_for_round(min_version, timeout)
             self._check_running()
             return self._pull(ids, snapshot)
+
+    def _wait_for_round(self, min_version, timeout):
+        """Wait (lock held, via the condition) until ``version >= min_version``."""
+        if not self.changed.wait_for(
+                lambda: self.stopped or self.version >= min_version, timeout):
+            raise TimeoutError(
+                f"block {self.block_id}: round {min_version} not completed within "
+                f"{timeout} s (a worker loop is lost or stalled)")
 
     # --------------------------------------------------------------- snapshot
     def reset_snapshot(self):

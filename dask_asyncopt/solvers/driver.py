@@ -431,10 +431,10 @@ def _pass_reports(reports):
     return [r[k] for r in reports for k in ("start", "epoch", "after") if k in r]
 
 
-def _snapshot_objective(run, reports, n_samples, stats=None):
+def _snapshot_objective(run, reports, n_samples):
     """Complete a snapshot; return the exact mean loss and objective there."""
     run.call_blocks("finish_snapshot", n_samples)
-    stats = stats if stats is not None else run.call_blocks("stats")
+    stats = run.call_blocks("stats")
     loss = sum(r["loss_sum"] for r in reports) / n_samples
     return loss, loss + sum(s["penalty"] for s in stats)
 
