@@ -102,8 +102,8 @@ def place_in_memory(client, X, Y, loop_workers, layout, rng):
     chunk of rows in the user's order could hold one class only.  Workers in
     this process (threads, the embedded default) take their rows from ``X``
     themselves, in parallel (scipy's row indexing releases the GIL); others
-    receive a copy of theirs.  Scattered
-    data is not hashed for its key (hashing took 0.08 s per 120 MB shard).
+    receive a copy of theirs.  Scattered data is not hashed for its key
+    (hashing took 0.08 s per 120 MB shard).
     """
     n = X.shape[0]
     perm = rng.permutation(n)
