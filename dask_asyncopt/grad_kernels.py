@@ -16,7 +16,7 @@ SVRG (see :mod:`dask_asyncopt.kernels`): each row contributes
 import numpy as np
 from numba import njit
 
-from .kernels import _clip
+from .kernels import _clip, _dot_csr, _dot_dense
 from .losses import loss_derivative, loss_value
 
 
@@ -65,13 +65,9 @@ def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsi
         for q in range(lo, hi):
             r = rows[q]
             for k in range(n_outputs):
-                g[k] = w[intercept, k] if intercept >= 0 else 0.0
-            for jj in range(indptr[r], indptr[r + 1]):
-                for k in range(n_outputs):
-                    g[k] += w[indices[jj], k] * data[jj]
-            for k in range(n_outputs):
-                loss_sum += loss_value(loss, g[k], Y[r, k], epsilon)
-                d = _clip(loss_derivative(loss, g[k], Y[r, k], epsilon))
+                p = _dot_csr(indices, data, indptr[r], indptr[r + 1], w, k, intercept)
+                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
+                d = _clip(loss_derivative(loss, p, Y[r, k], epsilon))
                 g[k] = d - dsnap[r, k] if vr else d
             for jj in range(indptr[r], indptr[r + 1]):
                 j = indices[jj]
@@ -125,13 +121,10 @@ def minibatch_grads_dense(X, Y, rows, w, loss, epsilon, batch, vr, dsnap, drift,
                 out_g[base + j, k] = 0.0
         for q in range(lo, hi):
             r = rows[q]
-            g[:] = 0.0
-            for j in range(n_local):
-                for k in range(n_outputs):
-                    g[k] += w[j, k] * X[r, j]
             for k in range(n_outputs):
-                loss_sum += loss_value(loss, g[k], Y[r, k], epsilon)
-                d = _clip(loss_derivative(loss, g[k], Y[r, k], epsilon))
+                p = _dot_dense(X, r, w, k, 0.0)
+                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
+                d = _clip(loss_derivative(loss, p, Y[r, k], epsilon))
                 g[k] = d - dsnap[r, k] if vr else d
             for j in range(n_local):
                 x = X[r, j]
