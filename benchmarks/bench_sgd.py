@@ -1024,7 +1024,9 @@ def main(argv=None):
             f"1 → 2 thread speedup {ceiling[0]:.2f} (median of rounds "
             f"{', '.join(f'{r:.2f}' for r in ceiling[1])}).  Two threads on two cores "
             "share the caches and the memory bus (and a hypervisor may place the two vCPUs "
-            "on one physical core), so a fit cannot scale beyond this.", "")
+            "on one physical core): this is how far the sweeps, most of a fit's time, can "
+            "scale on this machine at the time of the run; the fit's speedup can exceed it "
+            "because a 1-worker fit also builds its one shard alone.", "")
 
     # ---- E
     rep.add("## E. Default embedded cluster: threads vs processes", "",

@@ -54,3 +54,17 @@ def prox_catch_up(value, d_from, s_from, d_to, s_to):
     mispredicts (see ``kernels._prox_scaled``).
     """
     return math.copysign(max(abs(value) * d_from - (s_to - s_from), 0.0) / d_to, value)
+
+
+def sparse_penalty_scale(n_samples, counts, unpenalised=-1, out=None):
+    """Per-coordinate penalty weight ``n / n_j`` of the sparse variance-reduced steps.
+
+    A step on one row applies the penalty only to the row's coordinates;
+    coordinate ``j`` appears in ``n_j = counts[j]`` of the ``n_samples`` rows,
+    so scaling its prox by ``n / n_j`` applies the full penalty on average
+    (ProxASAGA's reweighting).  ``unpenalised`` (the intercept, or -1) gets 0.
+    """
+    out = np.divide(n_samples, np.maximum(counts, 1), out=out, dtype=np.float64)
+    if unpenalised >= 0:
+        out[unpenalised] = 0.0
+    return out

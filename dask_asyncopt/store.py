@@ -29,7 +29,7 @@ import threading
 import numpy as np
 
 from .kernels import add_delta, add_rows, catch_up_all, gather, gather_packed
-from .penalties import penalty_value
+from .penalties import penalty_value, sparse_penalty_scale
 
 _RENORMALISE_ABOVE = 1e150
 
@@ -262,9 +262,8 @@ class BlockServer:
             self.snapshot_parts = {}
             np.divide(self.grad_sum, np.maximum(self.counts, 1)[:, None], out=self.drift)
             if n_samples is not None:
-                np.divide(n_samples, np.maximum(self.counts, 1), out=self.pen_scale)
-                if self.unpenalised >= 0:
-                    self.pen_scale[self.unpenalised] = 0.0
+                sparse_penalty_scale(n_samples, self.counts, self.unpenalised,
+                                     out=self.pen_scale)
 
     def _add_snapshot(self, ids, grad, counts):
         if ids is None:

@@ -203,6 +203,23 @@ def test_prox_step_params():
     assert c == pytest.approx(1.0 + 0.2 * 0.5 * 0.7)
 
 
+def test_sparse_penalty_scale():
+    counts = np.array([4, 1, 0, 2])
+    np.testing.assert_array_equal(penalties.sparse_penalty_scale(8, counts),
+                                  [2.0, 8.0, 8.0, 4.0])  # unseen coordinates: as if once
+    out = np.full(4, np.nan)
+    got = penalties.sparse_penalty_scale(8, counts, unpenalised=1, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, [2.0, 0.0, 8.0, 4.0])
+    # averaged over the rows, every coordinate it touches gets the full penalty once
+    rows = [[0, 3], [0, 1], [0], [0, 3]] * 2
+    scale = penalties.sparse_penalty_scale(8, np.bincount(np.concatenate(rows)))
+    per_coord = np.zeros(4)
+    for r in rows:
+        per_coord[r] += scale[r] / len(rows)
+    np.testing.assert_allclose(per_coord[[0, 1, 3]], 1.0)
+
+
 # --------------------------------------------------------------------------
 # Sweeps
 # --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from distributed import secede
 
 from ..grad_kernels import minibatch_grads_csr, minibatch_grads_dense
 from ..kernels import P_EPSILON
+from ..penalties import sparse_penalty_scale
 from .loop import _check_finite, _is_csr, _Local, _pull, bind_servers, run_snapshot
 
 logger = logging.getLogger("dask_asyncopt")
@@ -51,10 +52,9 @@ def _grads(chunk, rows, w, replies, config):
     prob = config["problem"]
     grad = config["grad"]
     vr = grad["vr"]
-    counts = np.concatenate([r[4] for r in replies])
-    pen_scale = grad["n_samples"] / np.maximum(counts, 1).astype(np.float64)
-    if chunk.intercept >= 0:
-        pen_scale[chunk.intercept] = 0.0  # unpenalised
+    pen_scale = sparse_penalty_scale(grad["n_samples"],
+                                     np.concatenate([r[4] for r in replies]),
+                                     chunk.intercept)
     drift = np.concatenate([r[3] for r in replies]) if vr else np.zeros((0, w.shape[1]))
     dsnap = chunk.dsnap if vr else np.zeros((0, w.shape[1]))
     epsilon = prob["params"][P_EPSILON]

@@ -25,6 +25,7 @@ from ..kernels import (
     sweep_dense,
     sweep_dense_svrg,
 )
+from ..penalties import sparse_penalty_scale
 from ..schedules import svrg_step
 
 
@@ -220,10 +221,9 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
     n_outputs = w.shape[1]
     pen_scale = getattr(chunk, "pen_scale", None)
     if pen_scale is None:  # row counts never change within a fit: once per chunk
-        counts = np.concatenate([r[4] for r in replies])
-        pen_scale = svrg["n_samples"] / np.maximum(counts, 1).astype(np.float64)
-        if chunk.intercept >= 0:
-            pen_scale[chunk.intercept] = 0.0  # unpenalised
+        pen_scale = sparse_penalty_scale(svrg["n_samples"],
+                                         np.concatenate([r[4] for r in replies]),
+                                         chunk.intercept)
         chunk.pen_scale = pen_scale
     # weights | drift | penalty scale, side by side (see sweep_csr_svrg)
     packed = config.get("packed")
