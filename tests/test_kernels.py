@@ -668,29 +668,37 @@ def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
     want_loss, want_norm, want_d, want_g = ref_snapshot(X, Y, w, intercept, name, EPSILON)
     code = ALL_LOSSES[name]
     Xs = sp.csr_matrix(X)
-    dsnap, grad = np.full(Y.shape, np.nan), np.zeros_like(w)
-    got = kernels.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, w, intercept, code,
-                               EPSILON, dsnap, grad)
-    np.testing.assert_allclose(got, (want_loss, want_norm), rtol=1e-12)
-    np.testing.assert_allclose(dsnap, want_d, rtol=1e-12)
-    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+
+    def side_by_side(w):  # the kernels' layout: weights | gradient sum (garbage in it)
+        return np.hstack([w, np.full_like(w, np.nan)])
+
+    def check(wg, dsnap, got, want):
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+        np.testing.assert_allclose(dsnap, want[2], rtol=1e-12)
+        np.testing.assert_allclose(wg[:, K:], want[3], rtol=1e-12, atol=1e-14)
+
+    wg, dsnap = side_by_side(w), np.full(Y.shape, np.nan)
+    wg[:, K:] = 0.0
+    got = kernels.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, wg, intercept, code,
+                               EPSILON, dsnap)
+    check(wg, dsnap, got, (want_loss, want_norm, want_d, want_g))
+    np.testing.assert_allclose(got[1], want_norm, rtol=1e-12)
+    np.testing.assert_array_equal(wg[:, :K], w)  # the weights are only read
     # At w = 0 without reading w (garbage in it): the snapshot of zeros.
     want0 = ref_snapshot(X, Y, np.zeros_like(w), intercept, name, EPSILON)
-    dsnap, grad = np.full(Y.shape, np.nan), np.zeros_like(w)
-    got = kernels.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, np.full_like(w, np.nan),
-                               intercept, code, EPSILON, dsnap, grad, True)
-    np.testing.assert_allclose(got, want0[:2], rtol=1e-12)
-    np.testing.assert_allclose(dsnap, want0[2], rtol=1e-12)
-    np.testing.assert_allclose(grad, want0[3], rtol=1e-12, atol=1e-14)
+    wg, dsnap = side_by_side(np.full_like(w, np.nan)), np.full(Y.shape, np.nan)
+    wg[:, K:] = 0.0
+    got = kernels.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, wg, intercept, code,
+                               EPSILON, dsnap, True)
+    check(wg, dsnap, got, want0)
     # Dense: the intercept is an explicit column of ones.
     Xd = X.copy()
     if with_intercept:
         Xd[:, intercept] = 1.0
-    dsnap, grad = np.full(Y.shape, np.nan), np.zeros_like(w)
-    loss_sum, _ = kernels.snapshot_dense(Xd, Y, w, code, EPSILON, dsnap, grad)
-    np.testing.assert_allclose(loss_sum, want_loss, rtol=1e-12)
-    np.testing.assert_allclose(dsnap, want_d, rtol=1e-12)
-    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+    wg, dsnap = side_by_side(w), np.full(Y.shape, np.nan)
+    wg[:, K:] = 0.0
+    got = kernels.snapshot_dense(Xd, Y, wg, code, EPSILON, dsnap)
+    check(wg, dsnap, got, (want_loss, None, want_d, want_g))
 
 
 @pytest.mark.parametrize("with_intercept", [False, True])

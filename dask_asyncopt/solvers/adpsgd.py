@@ -380,7 +380,9 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     for chunk in shard.chunks:
         gids = global_ids(chunk, config["n_blocks"])
         tick = time.perf_counter()
-        g, chunk_loss, sq_norm = snapshot_chunk(chunk, full[gids], prob)
+        wg = np.empty((gids.shape[0], 2 * full.shape[1]))
+        wg[:, :full.shape[1]] = full[gids]
+        g, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, prob)
         kernel_time += time.perf_counter() - tick
         grad[gids] += g
         if first:

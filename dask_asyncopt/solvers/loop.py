@@ -374,26 +374,25 @@ def _loss_pass(shard, servers, config, worker):
             "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
 
-def snapshot_chunk(chunk, w, prob, out=None, at_zero=False):
-    """Snapshot one chunk at its weights ``w``: keep its rows' loss derivatives on
-    the chunk (for the next epoch's steps); return its gradient sum (in ``out``
-    when given), loss sum and largest squared row norm.  ``at_zero``: ``w`` is
-    all zeros (CSR chunks then do not read it)."""
+def snapshot_chunk(chunk, wg, prob, at_zero=False):
+    """Snapshot one chunk at its weights, columns ``:K`` of ``wg`` (n_local, 2K):
+    keep its rows' loss derivatives on the chunk (for the next epoch's steps) and
+    sum its gradient into columns ``K:`` (see :func:`snapshot_csr`).  Returns
+    that gradient sum (a view), the loss sum and the largest squared row norm.
+    ``at_zero``: the weights are all zeros (CSR chunks then do not read them)."""
     epsilon = prob["params"][P_EPSILON]
     dsnap = getattr(chunk, "dsnap", None)  # no sweep reads it during a snapshot: reuse
     if dsnap is None or dsnap.shape != chunk.Y.shape:
         dsnap = np.empty(chunk.Y.shape)
-    if out is None:
-        grad = np.zeros_like(w)
-    else:
-        grad = out
-        grad[:] = 0.0
+    n_outputs = wg.shape[1] // 2
+    grad = wg[:, n_outputs:]
+    grad[:] = 0.0
     if _is_csr(chunk):
         X = chunk.X
-        loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, w, chunk.intercept,
-                                     prob["loss"], epsilon, dsnap, grad, at_zero)
+        loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, wg,
+                                     chunk.intercept, prob["loss"], epsilon, dsnap, at_zero)
     else:
-        loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, w, prob["loss"], epsilon, dsnap, grad)
+        loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, wg, prob["loss"], epsilon, dsnap)
     _check_finite(loss, grad)
     chunk.dsnap = dsnap
     return grad, loss, sq_norm
@@ -435,13 +434,14 @@ def _snapshot_pass(shard, servers, config, worker, first):
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
     for index, chunk in enumerate(shard.chunks):
-        w, grad, _ = _scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])
+        n_outputs = chunk.Y.shape[1]
+        wg = _scratch(shard, chunk.bounds[-1], n_outputs)[2][:, :2 * n_outputs]
         # a cold start's first snapshot is at w = 0: nothing to read
         at_zero = first and config.get("zero_start", False) and _is_csr(chunk)
         if not at_zero:
-            _, w = _pull(servers, chunk, -1, config, shard, out=w)
+            _pull(servers, chunk, -1, config, shard, out=wg[:, :n_outputs])
         tick = time.perf_counter()
-        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, w, prob, out=grad, at_zero=at_zero)
+        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, prob, at_zero=at_zero)
         kernel_time += time.perf_counter() - tick
         counts = _row_counts(chunk) if first else None
         b = chunk.bounds
