@@ -273,6 +273,14 @@ class BlockServer:
         if counts is not None:
             self.counts[slice(None) if ids is None else ids] += counts
 
+    def svrg_terms(self):
+        """The variance-reduced sweeps' per-coordinate constants of the current
+        snapshot: ``(drift, pen_scale)`` (see :meth:`finish_snapshot`).  They
+        change only when a snapshot completes, so a loop on another worker
+        fetches them once per epoch instead of with every pull."""
+        with self.lock:
+            return self.drift, self.pen_scale
+
     def coefficients(self):
         """All coefficients of the block, materialised."""
         return self.pull(None)[0]

@@ -102,3 +102,21 @@ def test_sparse_and_dense_agree_sync(data):
     a = AsyncSGDClassifier(**kw).fit(X, y)
     b = AsyncSGDClassifier(**kw).fit(sp.coo_matrix(X), y)
     np.testing.assert_allclose(a.coef_, b.coef_)
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_process_cluster_sync_fit_equals_thread_fit(process_client, data, penalty):
+    """Across processes a loop reads only weights from the other worker's block
+    and takes the SVRG drift and penalty scale once per epoch
+    (``BlockServer.svrg_terms``); on threads every read packs all three.  The
+    deterministic solver must not tell the two apart."""
+    X, y = data
+    kw = dict(loss="log_loss", penalty=penalty, alpha=1e-4, solver="sync", random_state=0,
+              max_iter=4, tol=None)
+    threads = AsyncSGDClassifier(**kw).fit(X, y)
+    with process_client.as_current():
+        processes = AsyncSGDClassifier(**kw).fit(X, y)
+    np.testing.assert_array_equal(processes.coef_, threads.coef_)
+    np.testing.assert_array_equal(processes.intercept_, threads.intercept_)
+    np.testing.assert_array_equal(processes.history_.objective, threads.history_.objective)
+    assert cluster_is_clean(process_client)

@@ -165,33 +165,53 @@ def _pull_packed(servers, chunk, worker, config, shard, packed):
 
 
 def _sweep_packed(chunk, rows, packed, config):
-    """:func:`sweep_csr_svrg` on an already packed chunk; returns its loss (0)."""
+    """Variance-reduced steps on a packed chunk ``[w | drift | penalty scale]``
+    (``w`` updated in place, the prox applied in the sweep); returns its loss
+    (0: the solvers take the exact loss from the snapshot pass)."""
     prob = config["problem"]
     svrg = config["svrg"]
-    X = chunk.X
-    return sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed, chunk.intercept,
-                          chunk.dsnap, prob["loss"], prob["params"][P_EPSILON], svrg["eta"],
-                          svrg["alpha"], svrg["l1_ratio"], False)
+    epsilon = prob["params"][P_EPSILON]
+    if _is_csr(chunk):
+        X = chunk.X
+        return sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed,
+                              chunk.intercept, chunk.dsnap, prob["loss"], epsilon, svrg["eta"],
+                              svrg["alpha"], svrg["l1_ratio"], False)
+    return sweep_dense_svrg(chunk.X, chunk.Y, rows, packed, chunk.dsnap, prob["loss"], epsilon,
+                            svrg["eta"], svrg["alpha"], svrg["l1_ratio"], False)
 
 
-def _scratch(shard, n_local, n_outputs):
+def _pack_terms(chunk, terms, packed):
+    """Columns ``K:`` of ``packed``: the chunk's drift and penalty scale, gathered
+    from every block's ``(drift, pen_scale)`` (:meth:`BlockServer.svrg_terms`)."""
+    n_outputs = chunk.Y.shape[1]
+    b = chunk.bounds
+    for i, ((drift, scale), ids) in enumerate(zip(terms, chunk.block_ids, strict=True)):
+        at = slice(None) if ids is None else ids
+        packed[b[i]:b[i + 1], n_outputs:2 * n_outputs] = drift[at]
+        packed[b[i]:b[i + 1], 2 * n_outputs] = scale[at]
+
+
+def _scratch(shard, n_local, n_outputs, width=None):
     """Work arrays of one chunk, reused across chunks and epochs (kept on the shard).
 
-    Rows ``:n_local`` of three arrays: the values read, the values swept (then
-    the delta) and the SVRG sweeps' packed ``[w | drift | scale]``.  On Dask's
+    Three C-contiguous arrays of ``n_local`` rows: the values read, the values
+    swept (then the delta) and the SVRG sweeps' packed ``[w | drift | scale]``
+    (``2K + 1`` columns, or ``width``: the snapshot pass's ``[w | gradient]``
+    lives in the same memory, phases of one loop never overlap).  On Dask's
     process workers every model-sized NumPy temporary is a page-faulting mmap
     (see :func:`~dask_asyncopt.kernels.step_replica`); reusing them removes that
     cost from the loop.  A chunk's arrays are free again once its pushes
     returned (sync rounds apply the buffered deltas before the next pull
     returns).
     """
+    width = 2 * n_outputs + 1 if width is None else width
     buf = getattr(shard, "scratch", None)
     if buf is None or buf[0].shape[0] < n_local or buf[0].shape[1] != n_outputs:
         size = max(n_local, max(c.bounds[-1] for c in shard.chunks))
         buf = (np.empty((size, n_outputs)), np.empty((size, n_outputs)),
-               np.empty((size, 2 * n_outputs + 1)))
+               np.empty(size * (2 * n_outputs + 1)))
         shard.scratch = buf
-    return tuple(b[:n_local] for b in buf)
+    return buf[0][:n_local], buf[1][:n_local], buf[2][:n_local * width].reshape(n_local, width)
 
 
 def _check_finite(loss, delta):
@@ -215,13 +235,12 @@ def _sweep_sgd(chunk, rows, w, replies, samples, config):
 
 
 def _sweep_svrg(chunk, rows, w, replies, samples, config):
-    """Variance-reduced steps on ``w`` (in place); the prox is applied in the sweep."""
-    prob = config["problem"]
-    svrg = config["svrg"]
+    """Variance-reduced steps on ``w`` (in place) from replies carrying each
+    block's drift and row counts (adpsgd's replicas)."""
     n_outputs = w.shape[1]
     pen_scale = getattr(chunk, "pen_scale", None)
     if pen_scale is None:  # row counts never change within a fit: once per chunk
-        pen_scale = sparse_penalty_scale(svrg["n_samples"],
+        pen_scale = sparse_penalty_scale(config["svrg"]["n_samples"],
                                          np.concatenate([r[4] for r in replies]),
                                          chunk.intercept)
         chunk.pen_scale = pen_scale
@@ -230,20 +249,9 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
     if packed is None or packed.shape[0] != w.shape[0]:
         packed = np.empty((w.shape[0], 2 * n_outputs + 1))
     packed[:, :n_outputs] = w
-    start = 0
-    for r in replies:  # each block's drift, in the chunk's block order
-        packed[start:start + r[3].shape[0], n_outputs:2 * n_outputs] = r[3]
-        start += r[3].shape[0]
+    np.concatenate([r[3] for r in replies], out=packed[:, n_outputs:2 * n_outputs])
     packed[:, 2 * n_outputs] = pen_scale
-    epsilon = prob["params"][P_EPSILON]
-    if _is_csr(chunk):
-        X = chunk.X
-        loss = sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed,
-                              chunk.intercept, chunk.dsnap, prob["loss"], epsilon, svrg["eta"],
-                              svrg["alpha"], svrg["l1_ratio"], False)
-    else:
-        loss = sweep_dense_svrg(chunk.X, chunk.Y, rows, packed, chunk.dsnap, prob["loss"],
-                                epsilon, svrg["eta"], svrg["alpha"], svrg["l1_ratio"], False)
+    loss = _sweep_packed(chunk, rows, packed, config)
     w[:] = packed[:, :n_outputs]
     return loss, 1.0, 0.0  # identity prox at the block: already applied
 
@@ -282,8 +290,11 @@ def sweep_epoch(shard, actors, config, worker, target):
     timeout = config["timeout"]
     n_loops = config["n_loops"]
     svrg = config.get("svrg") is not None
-    sweep = _sweep_svrg if svrg else _sweep_sgd
     packed_reads = svrg and all(isinstance(s, _Local) for s in servers)
+    # Reads of other workers' blocks carry only the weights: the drift and penalty
+    # scale change only when a snapshot completes (between epochs), so they come
+    # once per epoch here (for blocks in this process, references to them).
+    terms = [s.call("svrg_terms").result(timeout) for s in servers] if svrg else None
     loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
     started = time.perf_counter()
     # Asynchronous loops each take exactly their own shard once per epoch: were a
@@ -297,20 +308,24 @@ def sweep_epoch(shard, actors, config, worker, target):
         if fast:
             replies = _pull_packed(servers, chunk, worker, config, shard, packed)
         else:
-            replies, w0 = _pull(servers, chunk, worker, config, shard, snapshot=svrg, out=w0)
+            replies, w0 = _pull(servers, chunk, worker, config, shard, out=w0)
         samples = max(r[2] for r in replies)
         if sync and samples >= target:
             shard.put_back(chunk)
             break
         tick = time.perf_counter()
-        if fast:
-            w0[:] = packed[:, :n_outputs]
+        if svrg:
+            if fast:
+                w0[:] = packed[:, :n_outputs]
+            else:
+                packed[:, :n_outputs] = w0
+                _pack_terms(chunk, terms, packed)
+            # identity prox at the blocks: the sweep applied it
             chunk_loss, prox_d, prox_s = _sweep_packed(chunk, rows, packed, config), 1.0, 0.0
             swept = packed[:, :n_outputs]
         else:
             w[:] = w0
-            chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, replies, samples,
-                                               dict(config, packed=packed))
+            chunk_loss, prox_d, prox_s = _sweep_sgd(chunk, rows, w, replies, samples, config)
             swept = w
         # The delta goes to ``w``, not ``packed``: a sync round keeps it until the
         # last loop pushed, while the next chunk's reads already fill ``packed``.
@@ -435,7 +450,7 @@ def _snapshot_pass(shard, servers, config, worker, first):
     started = time.perf_counter()
     for index, chunk in enumerate(shard.chunks):
         n_outputs = chunk.Y.shape[1]
-        wg = _scratch(shard, chunk.bounds[-1], n_outputs)[2][:, :2 * n_outputs]
+        wg = _scratch(shard, chunk.bounds[-1], n_outputs, width=2 * n_outputs)[2]
         # a cold start's first snapshot is at w = 0: nothing to read
         at_zero = first and config.get("zero_start", False) and _is_csr(chunk)
         if not at_zero:
