@@ -179,7 +179,16 @@ def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, out):
     :func:`sweep_csr_svrg`) in one pass, instead of three gathers and a packing
     copy per exchange."""
     gather(w, last, hist_d, hist_s, now, ids, skip, out)  # columns :K
-    n_outputs = w.shape[1]
+    gather_terms(drift, scale, ids, out)
+
+
+@njit(nogil=True, cache=True)
+def gather_terms(drift, scale, ids, out):
+    """Columns ``K:`` of the SVRG sweeps' layout ``out`` (``(len(ids), 2K + 1)``):
+    ``drift`` and ``scale`` of coordinates ``ids``, without the temporaries of
+    NumPy's fancy indexing (each a page-faulting mmap on Dask's process workers,
+    see :func:`step_replica`)."""
+    n_outputs = drift.shape[1]
     for i in range(ids.shape[0]):
         j = ids[i]
         for k in range(n_outputs):

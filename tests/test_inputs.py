@@ -104,13 +104,14 @@ def test_sparse_and_dense_agree_sync(data):
     np.testing.assert_allclose(a.coef_, b.coef_)
 
 
-@pytest.mark.parametrize("penalty", ["l1", "l2"])
-def test_process_cluster_sync_fit_equals_thread_fit(process_client, data, penalty):
+@pytest.mark.parametrize("penalty,dense", [("l1", False), ("l2", False), ("l1", True)])
+def test_process_cluster_sync_fit_equals_thread_fit(process_client, data, penalty, dense):
     """Across processes a loop reads only weights from the other worker's block
     and takes the SVRG drift and penalty scale once per epoch
     (``BlockServer.svrg_terms``); on threads every read packs all three.  The
     deterministic solver must not tell the two apart."""
     X, y = data
+    X = X.toarray() if dense else X
     kw = dict(loss="log_loss", penalty=penalty, alpha=1e-4, solver="sync", random_state=0,
               max_iter=4, tol=None)
     threads = AsyncSGDClassifier(**kw).fit(X, y)

@@ -470,6 +470,12 @@ def test_gather_packed_is_gather_plus_drift_and_scale(K):
     np.testing.assert_array_equal(w, w2)  # materialised as gather does
     np.testing.assert_array_equal(last, last2)
     assert np.isnan(out[[0, -1]]).all()  # only its rows written
+    # the terms alone (reads of remote blocks): the weight columns are left alone
+    out = np.full((ids.shape[0], 2 * K + 1), np.nan)
+    kernels.gather_terms(drift, scale, ids, out)
+    assert np.isnan(out[:, :K]).all()
+    np.testing.assert_array_equal(out[:, K:2 * K], drift[ids])
+    np.testing.assert_array_equal(out[:, 2 * K], scale[ids])
 
 
 def test_add_rows_is_fancy_add():

@@ -16,6 +16,7 @@ from distributed.core import Status
 from ..kernels import (
     P_EPSILON,
     all_finite,
+    gather_terms,
     loss_sum_csr,
     loss_sum_dense,
     snapshot_csr,
@@ -150,18 +151,37 @@ def _pull(servers, chunk, worker, config, shard, snapshot=False, out=None):
     return replies, np.concatenate([r[0] for r in replies], out=out)
 
 
-def _pull_packed(servers, chunk, worker, config, shard, packed):
-    """The SVRG read when every block is on this worker: each writes
-    ``[values | drift | penalty scale]`` of the chunk's coordinates straight
-    into the sweep's ``packed`` rows (one Numba pass per block, GIL released)
-    instead of returning arrays to concatenate and pack: that glue was a third
-    of a chunk's time next to the sweep (measured, 93k coordinates).  Returns
-    replies shaped like :func:`_pull`'s."""
-    min_version = shard.round if config["mode"] == "sync" and worker >= 0 else None
+def _pull_packed(servers, chunk, worker, config, shard, packed, terms):
+    """The SVRG read of a CSR chunk, into the sweep's ``packed`` rows.
+
+    Blocks on this worker write ``[values | drift | penalty scale]`` of the
+    chunk's coordinates straight into them (one Numba pass per block, GIL
+    released) instead of returning arrays to concatenate and pack: that glue
+    was a third of a chunk's time next to the sweep (measured, 93k
+    coordinates).  Blocks on other workers send only the values; the drift and
+    penalty scale come from ``terms`` (:meth:`BlockServer.svrg_terms`, fetched
+    once per epoch).  Returns replies shaped like :func:`_pull`'s.
+    """
+    sync = config["mode"] == "sync" and worker >= 0
+    min_version = shard.round if sync else None
+    timeout = config["timeout"]
+    n_outputs = chunk.Y.shape[1]
     b = chunk.bounds
-    return [s.server.pull_packed(ids, packed[b[i]:b[i + 1]], worker, min_version,
-                                 config["timeout"])
-            for i, (s, ids) in enumerate(zip(servers, chunk.block_ids, strict=True))]
+    pairs = list(zip(servers, chunk.block_ids, strict=True))
+    # remote reads in flight first, then the local blocks' writes
+    calls = {i: (s.pull_at(ids, min_version, timeout) if sync else s.call("pull", ids, worker))
+             for i, (s, ids) in enumerate(pairs) if not isinstance(s, _Local)}
+    replies = [None] * len(pairs)
+    for i, (s, ids) in enumerate(pairs):
+        if isinstance(s, _Local):
+            replies[i] = s.server.pull_packed(ids, packed[b[i]:b[i + 1]], worker, min_version,
+                                              timeout)
+    for i, call in calls.items():
+        replies[i] = call.result(timeout)
+        rows = packed[b[i]:b[i + 1]]
+        rows[:, :n_outputs] = replies[i][0]
+        gather_terms(*terms[i], chunk.block_ids[i], rows)
+    return replies
 
 
 def _sweep_packed(chunk, rows, packed, config):
@@ -180,15 +200,14 @@ def _sweep_packed(chunk, rows, packed, config):
                             svrg["eta"], svrg["alpha"], svrg["l1_ratio"], False)
 
 
-def _pack_terms(chunk, terms, packed):
-    """Columns ``K:`` of ``packed``: the chunk's drift and penalty scale, gathered
-    from every block's ``(drift, pen_scale)`` (:meth:`BlockServer.svrg_terms`)."""
+def _pack_dense_terms(chunk, terms, packed):
+    """Columns ``K:`` of a dense chunk's ``packed`` rows: every block's drift and
+    penalty scale (a dense chunk reads whole blocks)."""
     n_outputs = chunk.Y.shape[1]
     b = chunk.bounds
-    for i, ((drift, scale), ids) in enumerate(zip(terms, chunk.block_ids, strict=True)):
-        at = slice(None) if ids is None else ids
-        packed[b[i]:b[i + 1], n_outputs:2 * n_outputs] = drift[at]
-        packed[b[i]:b[i + 1], 2 * n_outputs] = scale[at]
+    for i, (drift, scale) in enumerate(terms):
+        packed[b[i]:b[i + 1], n_outputs:2 * n_outputs] = drift
+        packed[b[i]:b[i + 1], 2 * n_outputs] = scale
 
 
 def _scratch(shard, n_local, n_outputs, width=None):
@@ -290,7 +309,6 @@ def sweep_epoch(shard, actors, config, worker, target):
     timeout = config["timeout"]
     n_loops = config["n_loops"]
     svrg = config.get("svrg") is not None
-    packed_reads = svrg and all(isinstance(s, _Local) for s in servers)
     # Reads of other workers' blocks carry only the weights: the drift and penalty
     # scale change only when a snapshot completes (between epochs), so they come
     # once per epoch here (for blocks in this process, references to them).
@@ -304,9 +322,9 @@ def sweep_epoch(shard, actors, config, worker, target):
         chunk, rows = shard.next_chunk()
         n_outputs = chunk.Y.shape[1]
         w0, w, packed = _scratch(shard, chunk.bounds[-1], n_outputs)
-        fast = packed_reads and _is_csr(chunk)
-        if fast:
-            replies = _pull_packed(servers, chunk, worker, config, shard, packed)
+        packed_read = svrg and _is_csr(chunk)
+        if packed_read:
+            replies = _pull_packed(servers, chunk, worker, config, shard, packed, terms)
         else:
             replies, w0 = _pull(servers, chunk, worker, config, shard, out=w0)
         samples = max(r[2] for r in replies)
@@ -315,11 +333,11 @@ def sweep_epoch(shard, actors, config, worker, target):
             break
         tick = time.perf_counter()
         if svrg:
-            if fast:
+            if packed_read:
                 w0[:] = packed[:, :n_outputs]
-            else:
+            else:  # dense chunks
                 packed[:, :n_outputs] = w0
-                _pack_terms(chunk, terms, packed)
+                _pack_dense_terms(chunk, terms, packed)
             # identity prox at the blocks: the sweep applied it
             chunk_loss, prox_d, prox_s = _sweep_packed(chunk, rows, packed, config), 1.0, 0.0
             swept = packed[:, :n_outputs]
