@@ -38,6 +38,23 @@ class FitStopped(RuntimeError):
     """Raised to worker loops when the driver stops a fit."""
 
 
+class IdSet:
+    """Coordinates of one chunk in one block, named by ``key`` (unique per fit).
+
+    A chunk's ids weigh as much as its values, and a loop on another worker
+    exchanges the same chunk with a block every epoch: the first call sends
+    them (``ids`` given), later calls the key alone (``ids=None``).  A loop
+    waits for every call before its next one, so the first always arrives
+    first (see ``_Remote`` in ``solvers/loop.py``).
+    """
+
+    __slots__ = ("key", "ids")
+
+    def __init__(self, key, ids=None):
+        self.key = key
+        self.ids = ids
+
+
 class BlockServer:
     """One parameter block with its proximal history and version counter.
 
@@ -106,7 +123,17 @@ class BlockServer:
         self.stopped = False
         self.reading = {}  # worker -> version of its outstanding read
         self.ready = {}  # worker -> read version of its push waiting for admission
+        self.id_sets = {}  # IdSet key -> ids
         self.reset_stats()
+
+    def _ids(self, ids):
+        """The coordinates a call names: ``ids`` itself, or those of an :class:`IdSet`."""
+        if not isinstance(ids, IdSet):
+            return ids
+        if ids.ids is not None:
+            self.id_sets[ids.key] = ids.ids
+            return ids.ids
+        return self.id_sets[ids.key]
 
     # ------------------------------------------------------------------ reads
     def pull(self, ids, worker=-1, snapshot=False):
@@ -123,7 +150,7 @@ class BlockServer:
             self._check_running()
             if worker >= 0 and self.max_staleness is not None:
                 self.reading[worker] = self.version
-            return self._pull(ids, snapshot)
+            return self._pull(self._ids(ids), snapshot)
 
     def _pull(self, ids, snapshot=False):
         if ids is None:
@@ -175,7 +202,7 @@ class BlockServer:
         with self.changed:
             self._wait_for_round(min_version, timeout)
             self._check_running()
-            return self._pull(ids, snapshot)
+            return self._pull(self._ids(ids), snapshot)
 
     def _wait_for_round(self, min_version, timeout):
         """Wait (lock held, via the condition) until ``version >= min_version``."""
@@ -245,6 +272,7 @@ class BlockServer:
         """
         with self.lock:
             self._check_running()
+            ids = self._ids(ids)
             if self.mode == "sync":  # a copy: a local caller reuses its arrays
                 self.snapshot_parts[key] = (ids, np.array(grad), counts)
             else:
@@ -326,6 +354,7 @@ class BlockServer:
         """
         with self.changed:
             self._check_running()
+            ids = self._ids(ids)
             if self.mode == "sync":
                 return self._push_sync(worker, ids, delta, prox_d, prox_s, n_samples,
                                        read_version)

@@ -163,6 +163,28 @@ def test_async_push_all_coordinates_with_ids_none():
     assert_close(server.pull(np.array([7, 0, 3], dtype=np.int64))[0], ref.w[[7, 0, 3]])
 
 
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_id_sets_name_coordinates_sent_once(mode):
+    """A call may name a chunk's ids by an ``IdSet``: sent with the first call, by
+    key afterwards; every entry point resolves it as it would the ids."""
+    rng = np.random.default_rng(3)
+    ids = np.array([5, 1, 7], dtype=np.int64)
+    delta = rng.normal(size=(3, 2))
+    named, plain = new_server(10, mode=mode), new_server(10, mode=mode)
+    named.pull(store.IdSet("c", ids), worker=0)
+    for server, first, later in ((named, store.IdSet("c"), store.IdSet("c")),
+                                 (plain, ids, ids)):
+        server.push(0, first, delta, 1.0, 0.0, 3, 0)
+        server.add_snapshot((0, 0), later, delta, np.ones(3, dtype=np.int64))
+        server.finish_snapshot(30)
+    np.testing.assert_array_equal(named.pull(store.IdSet("c"))[0], plain.pull(ids)[0])
+    np.testing.assert_array_equal(named.pull_when(store.IdSet("c"), 1, 1.0)[0],
+                                  plain.pull(ids)[0])
+    np.testing.assert_array_equal(named.drift, plain.drift)
+    with pytest.raises(KeyError):  # a name never sent
+        named.pull(store.IdSet("other"))
+
+
 def test_version_and_staleness_stats():
     server = new_server(4, 1)
     ids = np.array([1, 2], dtype=np.int64)

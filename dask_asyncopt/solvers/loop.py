@@ -28,6 +28,7 @@ from ..kernels import (
 )
 from ..penalties import sparse_penalty_scale
 from ..schedules import svrg_step
+from ..store import IdSet
 
 
 class _Done:
@@ -57,47 +58,81 @@ class _Local:
     def push(self, *args, timeout):
         return _Done(self.server.push(*args, timeout=timeout))
 
+    def pull(self, ids, worker, snapshot=False):
+        return _Done(self.server.pull(ids, worker, snapshot))
+
+    def add_snapshot(self, key, ids, grad, counts):
+        return _Done(self.server.add_snapshot(key, ids, grad, counts))
+
     def arrive(self, key, worker, timeout, value):
         return _Done(self.server.arrive(key, worker, timeout, value))
 
 
 class _Remote:
-    """A block server elsewhere, through its actor handle."""
+    """A block server elsewhere, through its actor handle.
 
-    def __init__(self, actor, bounded):
+    Calls name a chunk's coordinates by an :class:`~dask_asyncopt.store.IdSet`:
+    the ids travel with the first call of the fit only (``sent``, kept on the
+    shard, records which; ``loop`` makes the names unique across loops).
+    """
+
+    def __init__(self, actor, bounded, sent=None, loop=0):
         self.actor = actor
         self.bounded = bounded
+        self.sent = sent
+        self.loop = loop
+
+    def ids(self, ids):
+        if ids is None or self.sent is None:
+            return ids
+        key = (self.loop, id(ids))  # a chunk's id arrays live as long as the shard
+        if key in self.sent:
+            return IdSet(key)
+        self.sent.add(key)
+        return IdSet(key, ids)
 
     def call(self, method, *args, **kwargs):
         # Short methods run on the actor worker's event loop: no thread hop.
         return getattr(self.actor, method)(*args, separate_thread=False, **kwargs)
 
-    def pull_at(self, ids, min_version, timeout, snapshot=False):
-        return self.actor.pull_at(ids, min_version, timeout, snapshot)
+    def pull(self, ids, worker, snapshot=False):
+        return self.call("pull", self.ids(ids), worker, snapshot)
 
-    def push(self, *args, timeout):
+    def pull_at(self, ids, min_version, timeout, snapshot=False):
+        return self.actor.pull_at(self.ids(ids), min_version, timeout, snapshot)
+
+    def push(self, worker, ids, *args, timeout):
         if self.bounded:  # may wait for admission: off the event loop
-            return self.actor.push_at(*args, timeout=timeout)
-        return self.actor.push(*args, separate_thread=False)
+            return self.actor.push_at(worker, self.ids(ids), *args, timeout=timeout)
+        return self.actor.push(worker, self.ids(ids), *args, separate_thread=False)
+
+    def add_snapshot(self, key, ids, grad, counts):
+        return self.call("add_snapshot", key, self.ids(ids), grad, counts)
 
     def arrive(self, key, worker, timeout, value):
         return self.actor.arrive_at(key, worker, timeout, value)
 
 
-def bind_servers(actors, bounded):
+def bind_servers(actors, bounded, shard=None, loop=0):
     """Direct handles for servers in this process, actor handles for the rest.
 
     With thread workers (the embedded default) every block lives in this
     process: calling it directly skips a round trip through the event loop
     that all in-process workers share, which would otherwise serialise every
     exchange of every loop.  The block's lock keeps calls atomic either way.
+    With ``shard`` (of worker loop ``loop``), remote handles send each chunk's
+    ids once per fit (see :class:`_Remote`).
     """
     here = {}
     for worker in list(Worker._instances):
         if worker.status in (Status.running, Status.paused):
             here.update(worker.state.actors)
     here.update(get_worker().state.actors)
-    return [_Local(here[a.key]) if a.key in here else _Remote(a, bounded) for a in actors]
+    if shard is not None and not hasattr(shard, "sent_ids"):
+        shard.sent_ids = {}  # block actor key -> names of the ids sent to it
+    return [_Local(here[a.key]) if a.key in here else _Remote(
+        a, bounded, None if shard is None else shard.sent_ids.setdefault(a.key, set()), loop)
+        for a in actors]
 
 
 def _share_dense(delta, prox_d, prox_s, n_loops):
@@ -145,7 +180,7 @@ def _pull(servers, chunk, worker, config, shard, snapshot=False, out=None):
         calls = [s.pull_at(ids, shard.round, timeout, snapshot)
                  for s, ids in zip(servers, chunk.block_ids, strict=True)]
     else:
-        calls = [s.call("pull", ids, worker, snapshot)
+        calls = [s.pull(ids, worker, snapshot)
                  for s, ids in zip(servers, chunk.block_ids, strict=True)]
     replies = [c.result(timeout) for c in calls]
     return replies, np.concatenate([r[0] for r in replies], out=out)
@@ -169,7 +204,7 @@ def _pull_packed(servers, chunk, worker, config, shard, packed, terms):
     b = chunk.bounds
     pairs = list(zip(servers, chunk.block_ids, strict=True))
     # remote reads in flight first, then the local blocks' writes
-    calls = {i: (s.pull_at(ids, min_version, timeout) if sync else s.call("pull", ids, worker))
+    calls = {i: (s.pull_at(ids, min_version, timeout) if sync else s.pull(ids, worker))
              for i, (s, ids) in enumerate(pairs) if not isinstance(s, _Local)}
     replies = [None] * len(pairs)
     for i, (s, ids) in enumerate(pairs):
@@ -304,7 +339,7 @@ def sweep_epoch(shard, actors, config, worker, target):
     dict with the loss sum and count of this loop's samples, exchanges, time
     in kernels and wall time.
     """
-    servers = bind_servers(actors, config["bounded"])
+    servers = bind_servers(actors, config["bounded"], shard, worker)
     sync = config["mode"] == "sync"
     timeout = config["timeout"]
     n_loops = config["n_loops"]
@@ -458,7 +493,8 @@ def run_snapshot(shard, actors, config, worker, first):
     and the time in kernels.
     """
     secede()
-    return _snapshot_pass(shard, bind_servers(actors, False), config, worker, first)
+    return _snapshot_pass(shard, bind_servers(actors, False, shard, worker), config, worker,
+                          first)
 
 
 def _snapshot_pass(shard, servers, config, worker, first):
@@ -478,8 +514,8 @@ def _snapshot_pass(shard, servers, config, worker, first):
         kernel_time += time.perf_counter() - tick
         counts = _row_counts(chunk) if first else None
         b = chunk.bounds
-        calls = [s.call("add_snapshot", (worker, index), ids, grad[b[i]:b[i + 1]],
-                        None if counts is None else counts[b[i]:b[i + 1]])
+        calls = [s.add_snapshot((worker, index), ids, grad[b[i]:b[i + 1]],
+                                None if counts is None else counts[b[i]:b[i + 1]])
                  for i, (s, ids) in enumerate(zip(servers, chunk.block_ids, strict=True))]
         for c in calls:
             c.result(timeout)
@@ -511,7 +547,7 @@ def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_sampl
     the epoch took (``"eta"``).
     """
     secede()
-    servers = bind_servers(actors, False)
+    servers = bind_servers(actors, False, shard, worker)
     timeout = config["timeout"]
     out = {}
     if start:
