@@ -302,8 +302,10 @@ def run_gossip_epoch(shard, actors, config, rank, target):
     min_rows = MIN_SHARE * shard.n_rows
     started = time.perf_counter()
     gate = config.get("gate")  # barrier-free fits: samples per epoch, see _sgd_epochs
-    # values read and swept, reused across chunks (see kernels.step_replica)
+    # values read and swept, and SVRG's packed rows, reused across chunks (see
+    # kernels.step_replica)
     scratch = np.empty((2, 0, me.w.shape[1]))
+    packed = np.empty((0, 2 * me.w.shape[1] + 1))
     while True:
         known = me.total_known()
         if me.halted or me.stopped or (known >= target and n_samples >= min_rows):
@@ -319,6 +321,7 @@ def run_gossip_epoch(shard, actors, config, rank, target):
         n_local = gids.shape[0]
         if scratch.shape[1] < n_local:
             scratch = np.empty((2, n_local, me.w.shape[1]))
+            packed = np.empty((n_local, packed.shape[1]))
         w0, w = scratch[0, :n_local], scratch[1, :n_local]
         read = me.read(gids, svrg, out=w0)
         # _sweep_* take one reply per block: (values, version, samples, drift, counts)
@@ -332,7 +335,7 @@ def run_gossip_epoch(shard, actors, config, rank, target):
         else:
             w[:] = w0
             chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, [reply], t_start + me.own(),
-                                               sweep_config)
+                                               dict(sweep_config, packed=packed[:n_local]))
             delta = np.subtract(w, w0, out=w)
             seconds = time.perf_counter() - tick
             kernel_time += seconds

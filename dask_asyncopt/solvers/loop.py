@@ -290,7 +290,8 @@ def _sweep_sgd(chunk, rows, w, replies, samples, config):
 
 def _sweep_svrg(chunk, rows, w, replies, samples, config):
     """Variance-reduced steps on ``w`` (in place) from replies carrying each
-    block's drift and row counts (adpsgd's replicas)."""
+    block's drift and row counts (adpsgd's replicas); ``config["packed"]``, when
+    given, is the work array of the packed rows."""
     n_outputs = w.shape[1]
     pen_scale = getattr(chunk, "pen_scale", None)
     if pen_scale is None:  # row counts never change within a fit: once per chunk
