@@ -795,14 +795,14 @@ def main(argv=None):
                      status(False)])
     else:
         r1 = sk_ratio("asyb")
+        measured = f"{r1:.2f} ({a:.2f} s / {T_sk:.2f} s)"
         if side is not None:  # the side-by-side measurement is the headline
-            r1, _ = paired_ratio(side["ours"], side["sk"])
-            a, T_side = side["ours"].median, side["sk"].median
+            r_side, _ = paired_ratio(side["ours"], side["sk"])
+            measured = (f"{r_side:.2f} side by side ({side['ours'].median:.2f} s / "
+                        f"{side['sk'].median:.2f} s); from B's separate timings {measured}")
+            r1 = r_side
         rows.append(["ours (asyb, 2 threads) / scikit-learn, time to F_target",
-                     f"≤ {TARGET_SK_RATIO}",
-                     f"{r1:.2f} ({a:.2f} s / {T_side if side else T_sk:.2f} s"
-                     + (", side by side" if side else "") + ")",
-                     status(r1 <= TARGET_SK_RATIO)])
+                     f"≤ {TARGET_SK_RATIO}", measured, status(r1 <= TARGET_SK_RATIO)])
         r2 = dml_ratio("asyb")
         if dml_T is not None:
             rows.append(["dask-ml / ours (asyb, 2 threads), time to F_target",
