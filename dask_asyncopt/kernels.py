@@ -42,7 +42,7 @@ def _clip(dloss):
 # The row kernels below loop over outputs outermost and keep a row's
 # prediction and derivative in scalars: accumulated in an array element
 # instead, every term is a store LLVM must assume may alias the weights, and
-# the SVRG sweep and snapshot ran 1.3-1.5x slower (measured, K = 1, 13k-row
+# the SVRG sweep and snapshot ran 1.2-1.5x slower (measured, K = 1, 13k-row
 # chunks).  Outputs are independent (one-vs-rest), so the order changes nothing.
 @njit(nogil=True, cache=True, inline="always")
 def _dot_csr(indices, data, start, end, w, k, intercept):
