@@ -178,3 +178,28 @@ def test_early_stopping_regressor_and_errors(client):
     with pytest.raises(ValueError, match="early_stopping=True needs in-memory"):
         AsyncSGDRegressor(early_stopping=True).fit(da.from_array(X), da.from_array(y))
     assert cluster_is_clean(client)
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_snapshot_summed_per_loop_or_per_chunk_agree(monkeypatch, penalty):
+    """A loop adds its snapshot to the blocks once per pass (models no larger than its
+    non-zeros) or chunk by chunk (larger models): the same fit up to rounding."""
+    from dask_asyncopt.solvers import loop
+
+    X, y = make_sparse_classification(3000, 400, nnz_per_row=10, random_state=4)
+    kw = dict(loss="log_loss", penalty=penalty, alpha=1e-4, solver="sync", random_state=0,
+              max_iter=4, tol=None)
+    calls = []
+    summed = AsyncSGDClassifier(**kw).fit(X, y)
+    real = loop._loop_sums
+
+    def per_chunk(*args):
+        calls.append(real(*args) is not None)
+        return None
+
+    monkeypatch.setattr(loop, "_loop_sums", per_chunk)  # thread workers: this process
+    chunked = AsyncSGDClassifier(**kw).fit(X, y)
+    assert calls and all(calls)  # the data would have been summed per loop
+    np.testing.assert_allclose(chunked.history_.objective, summed.history_.objective,
+                               rtol=1e-12)
+    np.testing.assert_allclose(chunked.coef_, summed.coef_, rtol=1e-9, atol=1e-12)

@@ -46,6 +46,7 @@ from ..kernels import P_ETA0
 from ..penalties import penalty_value
 from ..rule_store import RuleServer
 from ..schedules import ADAPTIVE
+from ..shards import block_sizes
 from ..store import BlockServer
 from .loop import run_epoch, run_epoch_then_snapshot, sweep_epoch
 
@@ -176,8 +177,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
     servers = []
     run = _Run(client, shards, loop_workers, settings, token)
     try:
-        for b in range(n_blocks):
-            size = len(range(b, n_coords, n_blocks))
+        for b, size in enumerate(block_sizes(n_coords, n_blocks)):
             unpenalised = problem.n_features // n_blocks if (
                 problem.fit_intercept and b == icpt_block) else -1
             cls, extra = BlockServer, {}
@@ -196,6 +196,7 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
         run.config = {"mode": mode, "problem": problem.kernel_args(), "n_loops": len(shards),
                       "timeout": settings.timeout, "svrg": None,
                       "zero_start": init is None,  # the coefficients start at 0
+                      "block_sizes": block_sizes(n_coords, n_blocks),
                       "bounded": mode == "async" and settings.max_staleness is not None}
         epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
         if problem.rule is not None:

@@ -15,6 +15,7 @@ from distributed.core import Status
 
 from ..kernels import (
     P_EPSILON,
+    add_rows,
     all_finite,
     gather_terms,
     loss_sum_csr,
@@ -501,10 +502,11 @@ def run_snapshot(shard, actors, config, worker, first):
 def _snapshot_pass(shard, servers, config, worker, first):
     timeout = config["timeout"]
     prob = config["problem"]
+    n_outputs = shard.chunks[0].Y.shape[1]
+    sums = _loop_sums(shard, config.get("block_sizes"), n_outputs, first)
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
     for index, chunk in enumerate(shard.chunks):
-        n_outputs = chunk.Y.shape[1]
         wg = _scratch(shard, chunk.bounds[-1], n_outputs, width=2 * n_outputs)[2]
         # a cold start's first snapshot is at w = 0: nothing to read
         at_zero = first and config.get("zero_start", False) and _is_csr(chunk)
@@ -515,17 +517,58 @@ def _snapshot_pass(shard, servers, config, worker, first):
         kernel_time += time.perf_counter() - tick
         counts = _row_counts(chunk) if first else None
         b = chunk.bounds
-        calls = [s.add_snapshot((worker, index), ids, grad[b[i]:b[i + 1]],
-                                None if counts is None else counts[b[i]:b[i + 1]])
-                 for i, (s, ids) in enumerate(zip(servers, chunk.block_ids, strict=True))]
-        for c in calls:
-            c.result(timeout)
+        if sums is None:
+            calls = [s.add_snapshot((worker, index), ids, grad[b[i]:b[i + 1]],
+                                    None if counts is None else counts[b[i]:b[i + 1]])
+                     for i, (s, ids) in enumerate(zip(servers, chunk.block_ids, strict=True))]
+            for c in calls:
+                c.result(timeout)
+        else:
+            for i, ((grad_sum, count_sum), ids) in enumerate(
+                    zip(sums, chunk.block_ids, strict=True)):
+                _add_part(grad_sum, count_sum, ids, grad[b[i]:b[i + 1]],
+                          None if counts is None else counts[b[i]:b[i + 1]])
         loss_sum += chunk_loss
         n_rows += chunk.n_rows
         max_sq_norm = max(max_sq_norm, sq_norm)
+    if sums is not None:
+        calls = [s.add_snapshot((worker, -1), None, grad_sum, count_sum)
+                 for s, (grad_sum, count_sum) in zip(servers, sums, strict=True)]
+        for c in calls:
+            c.result(timeout)
     return {"worker": worker, "loss_sum": loss_sum, "samples": n_rows,
             "max_sq_norm": max_sq_norm, "kernel_time": kernel_time,
             "wall_time": time.perf_counter() - started}
+
+
+def _loop_sums(shard, sizes, n_outputs, first):
+    """Per-block snapshot sums this loop adds its chunks' parts to, or ``None``.
+
+    With a model (times its outputs) no larger than the shard's non-zeros, the
+    loop sums its chunks' parts itself (in less memory than the shard's values)
+    and hands each block one part per pass: one call instead of one per chunk,
+    and 400 KB instead of ~40 x 0.7 MB to a block on another worker at 1M rows
+    (the first snapshot on a process cluster went from 0.37-0.46 to 0.15-0.21 s,
+    measured).  A larger model gets the chunks' sparse parts (``None``).
+    """
+    nnz = sum(c.X.nnz if _is_csr(c) else c.X.size for c in shard.chunks)
+    if sizes is None or sum(sizes) * n_outputs > nnz:
+        return None
+    return [(np.zeros((size, n_outputs)), np.zeros(size, dtype=np.int64) if first else None)
+            for size in sizes]
+
+
+def _add_part(grad_sum, count_sum, ids, grad, counts):
+    """Add a chunk's snapshot part (``ids`` in one block, ``None``: all) to a
+    loop's per-block sums."""
+    if ids is None:
+        grad_sum += grad
+        if counts is not None:
+            count_sum += counts
+        return
+    add_rows(grad_sum, ids, grad)
+    if counts is not None:
+        count_sum[ids] += counts  # a chunk's ids are distinct
 
 
 def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_samples, last,
