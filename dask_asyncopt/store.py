@@ -38,6 +38,18 @@ class FitStopped(RuntimeError):
     """Raised to worker loops when the driver stops a fit."""
 
 
+def add_snapshot_part(grad_sum, count_sum, ids, grad, counts=None):
+    """Add a snapshot part (gradient sum ``grad`` and row ``counts``, or ``None``,
+    at distinct coordinates ``ids``; ``None``: all) to the sums of a block, or
+    of one worker loop before it hands them to the block."""
+    if ids is None:
+        grad_sum += grad
+    else:
+        add_rows(grad_sum, ids, grad)
+    if counts is not None:
+        count_sum[slice(None) if ids is None else ids] += counts
+
+
 class IdSet:
     """Coordinates of one chunk in one block, named by ``key`` (unique per fit).
 
@@ -294,12 +306,7 @@ class BlockServer:
                                      out=self.pen_scale)
 
     def _add_snapshot(self, ids, grad, counts):
-        if ids is None:
-            self.grad_sum += grad
-        else:
-            add_rows(self.grad_sum, ids, grad)
-        if counts is not None:
-            self.counts[slice(None) if ids is None else ids] += counts
+        add_snapshot_part(self.grad_sum, self.counts, ids, grad, counts)
 
     def svrg_terms(self):
         """The variance-reduced sweeps' per-coordinate constants of the current

@@ -15,7 +15,6 @@ from distributed.core import Status
 
 from ..kernels import (
     P_EPSILON,
-    add_rows,
     all_finite,
     gather_terms,
     loss_sum_csr,
@@ -29,7 +28,7 @@ from ..kernels import (
 )
 from ..penalties import sparse_penalty_scale
 from ..schedules import svrg_step
-from ..store import IdSet
+from ..store import IdSet, add_snapshot_part
 
 
 class _Done:
@@ -526,8 +525,8 @@ def _snapshot_pass(shard, servers, config, worker, first):
         else:
             for i, ((grad_sum, count_sum), ids) in enumerate(
                     zip(sums, chunk.block_ids, strict=True)):
-                _add_part(grad_sum, count_sum, ids, grad[b[i]:b[i + 1]],
-                          None if counts is None else counts[b[i]:b[i + 1]])
+                add_snapshot_part(grad_sum, count_sum, ids, grad[b[i]:b[i + 1]],
+                                  None if counts is None else counts[b[i]:b[i + 1]])
         loss_sum += chunk_loss
         n_rows += chunk.n_rows
         max_sq_norm = max(max_sq_norm, sq_norm)
@@ -556,19 +555,6 @@ def _loop_sums(shard, sizes, n_outputs, first):
         return None
     return [(np.zeros((size, n_outputs)), np.zeros(size, dtype=np.int64) if first else None)
             for size in sizes]
-
-
-def _add_part(grad_sum, count_sum, ids, grad, counts):
-    """Add a chunk's snapshot part (``ids`` in one block, ``None``: all) to a
-    loop's per-block sums."""
-    if ids is None:
-        grad_sum += grad
-        if counts is not None:
-            count_sum += counts
-        return
-    add_rows(grad_sum, ids, grad)
-    if counts is not None:
-        count_sum[ids] += counts  # a chunk's ids are distinct
 
 
 def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_samples, last,
