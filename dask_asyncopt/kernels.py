@@ -149,6 +149,26 @@ def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_str
     return loss_sum, prox_d, prox_s
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _materialise(w, last, hist_d, hist_s, now, j, skip):
+    """Bring ``w[j]`` from history index ``last[j]`` to ``now``.
+
+    ``last`` is written only when it changes: under updates that applied
+    their prox already (SVRG) it never does, and a store per coordinate would
+    dirty a cache line per coordinate on every read.
+    """
+    lj = last[j]
+    if lj != now:
+        if j != skip:
+            d_from = hist_d[lj]
+            s_from = hist_s[lj]
+            d_now = hist_d[now]
+            s_now = hist_s[now]
+            for k in range(w.shape[1]):
+                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
+        last[j] = now
+
+
 @njit(nogil=True, cache=True)
 def gather(w, last, hist_d, hist_s, now, ids, skip, out):
     """Materialise coordinates ``ids`` at history index ``now`` and copy them to ``out``.
@@ -156,19 +176,10 @@ def gather(w, last, hist_d, hist_s, now, ids, skip, out):
     ``last[j]`` is the history index at which ``w[j]`` was last materialised;
     ``skip`` is an unpenalised coordinate (the intercept) or ``-1``.
     """
-    d_now = hist_d[now]
-    s_now = hist_s[now]
-    n_outputs = w.shape[1]
     for i in range(ids.shape[0]):
         j = ids[i]
-        lj = last[j]
-        if lj != now and j != skip:
-            d_from = hist_d[lj]
-            s_from = hist_s[lj]
-            for k in range(n_outputs):
-                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
-        last[j] = now
-        for k in range(n_outputs):
+        _materialise(w, last, hist_d, hist_s, now, j, skip)
+        for k in range(w.shape[1]):
             out[i, k] = w[j, k]
 
 
@@ -178,8 +189,14 @@ def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, out):
     filled with ``[w | drift | scale]`` of coordinates ``ids`` (see
     :func:`sweep_csr_svrg`) in one pass, instead of three gathers and a packing
     copy per exchange."""
-    gather(w, last, hist_d, hist_s, now, ids, skip, out)  # columns :K
-    gather_terms(drift, scale, ids, out)
+    n_outputs = w.shape[1]
+    for i in range(ids.shape[0]):
+        j = ids[i]
+        _materialise(w, last, hist_d, hist_s, now, j, skip)
+        for k in range(n_outputs):
+            out[i, k] = w[j, k]
+            out[i, n_outputs + k] = drift[j, k]
+        out[i, 2 * n_outputs] = scale[j]
 
 
 @njit(nogil=True, cache=True)
@@ -199,19 +216,10 @@ def gather_terms(drift, scale, ids, out):
 @njit(nogil=True, cache=True)
 def add_delta(w, last, hist_d, hist_s, now, ids, delta, skip):
     """Materialise coordinates ``ids`` at ``now``, then add ``delta`` to them."""
-    d_now = hist_d[now]
-    s_now = hist_s[now]
-    n_outputs = w.shape[1]
     for i in range(ids.shape[0]):
         j = ids[i]
-        lj = last[j]
-        if lj != now and j != skip:
-            d_from = hist_d[lj]
-            s_from = hist_s[lj]
-            for k in range(n_outputs):
-                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
-        last[j] = now
-        for k in range(n_outputs):
+        _materialise(w, last, hist_d, hist_s, now, j, skip)
+        for k in range(w.shape[1]):
             w[j, k] += delta[i, k]
 
 
@@ -225,19 +233,18 @@ def add_rows(target, ids, values):
 
 
 @njit(nogil=True, cache=True)
+def add_counts(target, ids, values):
+    """``target[ids] += values`` for distinct ``ids``, 1-d integer arrays (the row
+    counts of a fit's first snapshot, see :func:`add_rows`)."""
+    for i in range(ids.shape[0]):
+        target[ids[i]] += values[i]
+
+
+@njit(nogil=True, cache=True)
 def catch_up_all(w, last, hist_d, hist_s, now, skip):
     """Materialise every coordinate of a block at history index ``now``."""
-    d_now = hist_d[now]
-    s_now = hist_s[now]
-    n_outputs = w.shape[1]
     for j in range(w.shape[0]):
-        lj = last[j]
-        if lj != now and j != skip:
-            d_from = hist_d[lj]
-            s_from = hist_s[lj]
-            for k in range(n_outputs):
-                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
-        last[j] = now
+        _materialise(w, last, hist_d, hist_s, now, j, skip)
 
 
 @njit(nogil=True, cache=True)
@@ -262,6 +269,20 @@ def step_replica(w, ids, delta, prox_d, prox_s, skip):
             continue
         for k in range(n_outputs):  # branch-free, see _prox_scaled
             w[j, k] = math.copysign(max(abs(w[j, k]) - prox_s, 0.0) / prox_d, w[j, k])
+
+
+@njit(nogil=True, cache=True)
+def subtract_finite(a, b, out):
+    """``out = a - b`` (2-d arrays of one shape); returns whether every entry of
+    ``out`` is finite.  One pass for a chunk's delta and its check instead of a
+    NumPy subtraction and an :func:`all_finite` scan."""
+    check = 0.0
+    for i in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            v = a[i, k] - b[i, k]
+            out[i, k] = v
+            check += v * 0.0  # NaN as soon as one entry is NaN or infinite; no branch
+    return check == 0.0
 
 
 @njit(nogil=True, cache=True)

@@ -49,9 +49,12 @@ class RuleServer(BlockServer):
         self.state = rule.init(*self.w.shape)
 
     # ------------------------------------------------------------------ reads
-    def _pull(self, ids, snapshot=False):
+    def _pull(self, ids, snapshot=False, out=None):
         self.rule.materialise(self.state, self.w, ids)
         values = self.w.copy() if ids is None else self.w[ids]
+        if out is not None:
+            out[:] = values
+            values = None
         if snapshot:
             return (values, self.version, self.samples) + self._snapshot_terms(ids)
         return values, self.version, self.samples

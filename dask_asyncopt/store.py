@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from .kernels import add_delta, add_rows, catch_up_all, gather, gather_packed
+from .kernels import add_counts, add_delta, add_rows, catch_up_all, gather, gather_packed
 from .penalties import penalty_value, sparse_penalty_scale
 
 _RENORMALISE_ABOVE = 1e150
@@ -46,8 +46,12 @@ def add_snapshot_part(grad_sum, count_sum, ids, grad, counts=None):
         grad_sum += grad
     else:
         add_rows(grad_sum, ids, grad)
-    if counts is not None:
-        count_sum[slice(None) if ids is None else ids] += counts
+    if counts is None:
+        return
+    if ids is None:
+        count_sum += counts
+    else:
+        add_counts(count_sum, ids, counts)
 
 
 class IdSet:
@@ -148,7 +152,7 @@ class BlockServer:
         return self.id_sets[ids.key]
 
     # ------------------------------------------------------------------ reads
-    def pull(self, ids, worker=-1, snapshot=False):
+    def pull(self, ids, worker=-1, snapshot=False, out=None):
         """Current values of local coordinates ``ids`` (``None``: all).
 
         ``worker`` (a worker loop's index) registers the read as outstanding
@@ -156,23 +160,32 @@ class BlockServer:
         Returns ``(values, version, samples)``, with ``snapshot`` followed by
         the variance-reduced solver's terms: ``drift`` (gradient sum at the
         snapshot over the count of rows touching each coordinate) and those
-        row ``counts``.
+        row ``counts``.  A caller on this worker may pass ``out``, a
+        ``(len(ids), n_outputs)`` array (a view of its work array): the values
+        are written there and ``values`` is ``None``.
         """
         with self.lock:
             self._check_running()
             if worker >= 0 and self.max_staleness is not None:
                 self.reading[worker] = self.version
-            return self._pull(self._ids(ids), snapshot)
+            return self._pull(self._ids(ids), snapshot, out)
 
-    def _pull(self, ids, snapshot=False):
+    def _pull(self, ids, snapshot=False, out=None):
+        values = out
         if ids is None:
             catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
                          self.unpenalised)
-            values = self.w.copy()
+            if out is None:
+                values = self.w.copy()
+            else:
+                out[:] = self.w
         else:
-            values = np.empty((ids.shape[0], self.w.shape[1]))
+            if out is None:
+                values = np.empty((ids.shape[0], self.w.shape[1]))
             gather(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
                    self.unpenalised, values)
+        if out is not None:
+            values = None
         if snapshot:
             return (values, self.version, self.samples) + self._snapshot_terms(ids)
         return values, self.version, self.samples
@@ -209,12 +222,13 @@ class BlockServer:
         return await loop.run_in_executor(None, self.pull_when, ids, min_version, timeout,
                                           snapshot)
 
-    def pull_when(self, ids, min_version, timeout, snapshot=False):
-        """Blocking :meth:`pull_at`, for a caller on this worker."""
+    def pull_when(self, ids, min_version, timeout, snapshot=False, out=None):
+        """Blocking :meth:`pull_at`, for a caller on this worker (``out`` as
+        :meth:`pull`)."""
         with self.changed:
             self._wait_for_round(min_version, timeout)
             self._check_running()
-            return self._pull(self._ids(ids), snapshot)
+            return self._pull(self._ids(ids), snapshot, out)
 
     def _wait_for_round(self, min_version, timeout):
         """Wait (lock held, via the condition) until ``version >= min_version``."""

@@ -489,6 +489,34 @@ def test_add_rows_is_fancy_add():
     np.testing.assert_allclose(target, want, rtol=1e-15)
 
 
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_subtract_finite(bad):
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
+    if bad is not None:
+        a[4, 1] = bad
+    out = np.empty((7, 3))
+    finite = kernels.subtract_finite(a, b[:, :], out)
+    np.testing.assert_array_equal(out, a - b)
+    assert finite == (bad is None)
+    # a strided view (the packed weights of a sweep) as the first operand
+    packed = np.zeros((7, 7))
+    packed[:, :3] = a
+    assert kernels.subtract_finite(packed[:, :3], b, out) == (bad is None)
+    np.testing.assert_array_equal(out, a - b)
+
+
+def test_add_counts_is_fancy_add():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 50, size=30)
+    ids = rng.permutation(30)[:11]
+    values = rng.integers(0, 9, size=11)
+    want = target.copy()
+    want[ids] += values
+    kernels.add_counts(target, ids, values)
+    np.testing.assert_array_equal(target, want)
+
+
 @pytest.mark.parametrize("penalty", sorted(PENALTIES))
 @pytest.mark.parametrize("skip", [-1, 6])
 def test_add_delta(penalty, skip):

@@ -133,6 +133,11 @@ def test_async_lazy_prox_matches_dense_reference(penalty, unpenalised):
             values, v, smp = server.pull(q)
             assert (v, smp) == (i + 1, samples)
             assert_close(values, ref.w[q])
+            # a caller on this worker reads into a (strided) view of its work array
+            work = np.full((q.shape[0], 2 * K), np.nan)
+            assert server.pull(q, out=work[:, :K]) == (None, i + 1, samples)
+            assert_close(work[:, :K], ref.w[q])
+            assert np.isnan(work[:, K:]).all()
     values, version, got_samples = server.pull(None)
     assert (version, got_samples) == (n_pushes, samples)
     assert_close(values, ref.w)
@@ -161,6 +166,9 @@ def test_async_push_all_coordinates_with_ids_none():
         ref.push(None, delta, steps)
     assert_close(server.pull(None)[0], ref.w)
     assert_close(server.pull(np.array([7, 0, 3], dtype=np.int64))[0], ref.w[[7, 0, 3]])
+    out = np.empty((8, 3))
+    assert server.pull_when(None, 0, 1.0, out=out)[0] is None
+    assert_close(out, ref.w)
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])

@@ -21,6 +21,7 @@ from ..kernels import (
     loss_sum_dense,
     snapshot_csr,
     snapshot_dense,
+    subtract_finite,
     sweep_csr,
     sweep_csr_svrg,
     sweep_dense,
@@ -44,7 +45,11 @@ class _Done:
 
 
 class _Local:
-    """A block server on this worker: direct calls, no network round trip."""
+    """A block server on this worker: direct calls, no network round trip.
+
+    Reads call the server itself (:func:`_pull`, :func:`_pull_packed`): it
+    writes the values straight into the loop's work arrays.
+    """
 
     def __init__(self, server):
         self.server = server
@@ -52,14 +57,8 @@ class _Local:
     def call(self, method, *args, **kwargs):
         return _Done(getattr(self.server, method)(*args, **kwargs))
 
-    def pull_at(self, ids, min_version, timeout, snapshot=False):
-        return _Done(self.server.pull_when(ids, min_version, timeout, snapshot))
-
     def push(self, *args, timeout):
         return _Done(self.server.push(*args, timeout=timeout))
-
-    def pull(self, ids, worker, snapshot=False):
-        return _Done(self.server.pull(ids, worker, snapshot))
 
     def add_snapshot(self, key, ids, grad, counts):
         return _Done(self.server.add_snapshot(key, ids, grad, counts))
@@ -170,20 +169,33 @@ def _is_csr(chunk):
 
 
 def _pull(servers, chunk, worker, config, shard, snapshot=False, out=None):
-    """Read the chunk's coordinates from every block (all requests in flight at once).
+    """Read the chunk's coordinates from every block into the local weight vector.
 
-    Returns the replies (one per block) and their values concatenated (into
-    ``out`` when given).
+    Requests to other workers go out first, all at once; blocks on this worker
+    then write their values straight into their rows of ``out`` (no reply
+    array to allocate and concatenate: a model-sized copy per chunk).  Returns
+    the replies (one per block; a local block's values are ``None``) and the
+    values, in ``out`` when given.
     """
     timeout = config["timeout"]
-    if config["mode"] == "sync" and worker >= 0:
-        calls = [s.pull_at(ids, shard.round, timeout, snapshot)
-                 for s, ids in zip(servers, chunk.block_ids, strict=True)]
-    else:
-        calls = [s.pull(ids, worker, snapshot)
-                 for s, ids in zip(servers, chunk.block_ids, strict=True)]
-    replies = [c.result(timeout) for c in calls]
-    return replies, np.concatenate([r[0] for r in replies], out=out)
+    sync = config["mode"] == "sync" and worker >= 0
+    b = chunk.bounds
+    if out is None:
+        out = np.empty((b[-1], chunk.Y.shape[1]))
+    pairs = list(zip(servers, chunk.block_ids, strict=True))
+    calls = {i: (s.pull_at(ids, shard.round, timeout, snapshot) if sync else
+                 s.pull(ids, worker, snapshot))
+             for i, (s, ids) in enumerate(pairs) if not isinstance(s, _Local)}
+    replies = [None] * len(pairs)
+    for i, (s, ids) in enumerate(pairs):
+        if isinstance(s, _Local):
+            dest = out[b[i]:b[i + 1]]
+            replies[i] = (s.server.pull_when(ids, shard.round, timeout, snapshot, dest) if sync
+                          else s.server.pull(ids, worker, snapshot, dest))
+    for i, call in calls.items():
+        replies[i] = call.result(timeout)
+        out[b[i]:b[i + 1]] = replies[i][0]
+    return replies, out
 
 
 def _pull_packed(servers, chunk, worker, config, shard, packed, terms):
@@ -268,8 +280,11 @@ def _scratch(shard, n_local, n_outputs, width=None):
     return buf[0][:n_local], buf[1][:n_local], buf[2][:n_local * width].reshape(n_local, width)
 
 
-def _check_finite(loss, delta):
-    if not (math.isfinite(loss) and all_finite(np.ravel(delta))):
+def _check_finite(loss, delta=None, finite=True):
+    """Raise unless ``loss``, every entry of ``delta`` and the flag ``finite``
+    (a kernel's own check) say the numbers are finite."""
+    if not (finite and math.isfinite(loss)
+            and (delta is None or all_finite(np.ravel(delta)))):
         raise FloatingPointError(
             "the loss or the coefficients became non-finite: the step size is too "
             "large for this data; lower eta0 (or alpha with learning_rate='optimal') "
@@ -383,11 +398,12 @@ def sweep_epoch(shard, actors, config, worker, target):
             swept = w
         # The delta goes to ``w``, not ``packed``: a sync round keeps it until the
         # last loop pushed, while the next chunk's reads already fill ``packed``.
-        delta = np.subtract(swept, w0, out=w)
+        finite = subtract_finite(swept, w0, w)
+        delta = w
         if not (svrg and sync):  # else the blocks average each round's deltas
             delta, prox_d, prox_s = _combine(chunk, delta, prox_d, prox_s, n_loops)
         kernel_time += time.perf_counter() - tick
-        _check_finite(chunk_loss, delta)
+        _check_finite(chunk_loss, finite=finite)
         b = chunk.bounds
         calls = [s.push(worker, ids, delta[b[i]:b[i + 1]], prox_d, prox_s, chunk.n_rows,
                         r[1], timeout=timeout)
@@ -438,7 +454,7 @@ def _loss_pass(shard, servers, config, worker):
                                        prob["loss"], epsilon)
         kernel_time += time.perf_counter() - tick
         n_rows += chunk.n_rows
-    _check_finite(loss_sum, np.empty(0))
+    _check_finite(loss_sum)
     return {"worker": worker, "loss_sum": loss_sum, "samples": n_rows,
             "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
 
