@@ -230,9 +230,10 @@ def kernel_scaling(X, y, repeats):
                            batch_size=auto_batch_size(Xh.shape[0], Xh.nnz), seed=0)
         for chunk in shard.chunks:
             n_local = chunk.bounds[-1]
-            packed = np.zeros((n_local, 3))
+            packed = np.zeros((n_local, 4))  # w | drift | penalty scale | precond
             packed[:, 1] = rng.normal(scale=1e-4, size=n_local)
             packed[:, 2] = 2.0
+            packed[:, 3] = 0.3
             work.append((len(work) % 2, chunk, packed, np.zeros(chunk.Y.shape),
                          np.arange(chunk.n_rows)))
 
@@ -241,7 +242,7 @@ def kernel_scaling(X, y, repeats):
             if p == part:
                 Xc = chunk.X
                 sweep_csr_svrg(Xc.indptr, Xc.indices, Xc.data, chunk.Y, rows, packed,
-                               chunk.intercept, dsnap, 0, 0.1, 1.0, 1e-6, 1.0, False)
+                               chunk.intercept, dsnap, 0, 0.1, 4.0, 1e-6, 1.0, False, True)
 
     sweep(0)  # compiled or loaded from the cache outside the clock
     ratios = []

@@ -484,11 +484,12 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         gradient``, reweighted per coordinate so that each step touches only
         the row's non-zeros, with the penalty's prox reweighted the same way.
         Its noise vanishes at the optimum, so it converges to the exact
-        optimum (a constant step ``1 / L``, ``L`` the loss's curvature bound
-        times the largest squared row norm, halved whenever an epoch raises
-        the objective; ``learning_rate="constant"`` uses ``eta0`` instead), and
-        ``history_`` reports the exact objective after each epoch.  Needs a
-        smooth loss.  "auto": "svrg" for smooth losses (log_loss,
+        optimum.  Steps are preconditioned per coordinate by ``1 / sqrt`` of
+        its column's sum of squares and normalised per row to ``1 / L``, ``L``
+        the loss's curvature bound (halved whenever an epoch raises the
+        objective); ``learning_rate="constant"`` takes ``eta0`` for every
+        coordinate instead.  ``history_`` reports the exact objective after
+        each epoch.  Needs a smooth loss.  "auto": "svrg" for smooth losses (log_loss,
         modified_huber, squared_hinge, squared_error, huber,
         squared_epsilon_insensitive), plain proximal SGD with the
         ``learning_rate`` schedule for hinge and epsilon_insensitive.

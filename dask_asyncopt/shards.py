@@ -50,6 +50,7 @@ class Chunk:
     bounds: np.ndarray
     intercept: int  # local index of the intercept coordinate, else -1
     counts: np.ndarray | None = None  # rows touching each local coordinate (CSR chunks)
+    energy: np.ndarray | None = None  # sum of squares of each local column (intercept: rows)
 
     @property
     def n_rows(self):
@@ -98,15 +99,15 @@ class WorkerShard:
 
 
 @njit(nogil=True, cache=True)
-def _compact_columns(indices, n_coords, n_blocks, intercept, stamp, mark, local_of):
+def _compact_columns(indices, data, n_coords, n_blocks, intercept, stamp, mark, local_of):
     """Local ids of a chunk's columns in block order, without sorting.
 
     Marks the columns present (``stamp[j] == mark``), then walks each block's
     coordinates in order: O(nnz + n_coords), against O(nnz log nnz) for
     ``np.unique`` — the cheaper one when the model is not much larger than a
     chunk.  Returns the remapped indices, the in-block ids of each local
-    coordinate, the per-block bounds, the intercept's local id (or -1) and
-    the number of entries of each local coordinate.
+    coordinate, the per-block bounds, the intercept's local id (or -1), and
+    the number of entries and the sum of squared values of each local coordinate.
     """
     for c in indices:
         stamp[c] = mark
@@ -128,11 +129,14 @@ def _compact_columns(indices, n_coords, n_blocks, intercept, stamp, mark, local_
     bounds[n_blocks] = n_local
     out = np.empty(indices.shape[0], dtype=np.int32)
     counts = np.zeros(n_local, dtype=np.int64)
+    energy = np.zeros(n_local)
     for i in range(indices.shape[0]):
-        out[i] = local_of[indices[i]]
-        counts[out[i]] += 1
+        c = local_of[indices[i]]
+        out[i] = c
+        counts[c] += 1
+        energy[c] += data[i] * data[i]
     return (out, ids[:n_local], bounds, local_of[intercept] if intercept >= 0 else -1,
-            counts)
+            counts, energy)
 
 
 class _Scratch:
@@ -147,19 +151,22 @@ class _Scratch:
 def _chunk_csr_stamped(X, Y, n_features, n_blocks, fit_intercept, scratch):
     scratch.mark += 1
     n_coords = n_features + int(fit_intercept)
-    local, ids, bounds, intercept, counts = _compact_columns(
-        X.indices, n_coords, n_blocks, n_features if fit_intercept else -1, scratch.stamp,
-        scratch.mark, scratch.local_of)
+    local, ids, bounds, intercept, counts, energy = _compact_columns(
+        X.indices, X.data, n_coords, n_blocks, n_features if fit_intercept else -1,
+        scratch.stamp, scratch.mark, scratch.local_of)
     block_ids = [ids[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
     Xl = CSRView(X.indptr, local, X.data, (X.shape[0], ids.shape[0]))
-    return Chunk(Xl, Y, block_ids, bounds, int(intercept), _with_intercept(counts, intercept, Y))
+    return Chunk(Xl, Y, block_ids, bounds, int(intercept),
+                 *_with_intercept(counts, energy, intercept, Y))
 
 
-def _with_intercept(counts, intercept, Y):
-    """Entries per local coordinate, the intercept counting every row."""
+def _with_intercept(counts, energy, intercept, Y):
+    """Entries and sums of squares per local coordinate, the intercept a
+    column of ones (every row)."""
     if intercept >= 0:
         counts[intercept] = Y.shape[0]
-    return counts
+        energy[intercept] = Y.shape[0]
+    return counts, energy
 
 
 def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
@@ -179,7 +186,9 @@ def _chunk_csr(X, Y, n_features, n_blocks, fit_intercept):
         local = local[:-1]
     Xl = CSRView(X.indptr, local.astype(np.int32), X.data, (X.shape[0], uniq.shape[0]))
     counts = np.bincount(local, minlength=uniq.shape[0])
-    return Chunk(Xl, Y, block_ids, bounds, intercept, _with_intercept(counts, intercept, Y))
+    energy = np.bincount(local, weights=np.square(X.data), minlength=uniq.shape[0])
+    return Chunk(Xl, Y, block_ids, bounds, intercept,
+                 *_with_intercept(counts, energy, intercept, Y))
 
 
 def dense_layout(n_features, n_blocks, fit_intercept):
@@ -200,7 +209,8 @@ def _chunks_dense(X, Y, n_features, n_blocks, fit_intercept, batch_size):
         X = np.hstack([X, np.ones((X.shape[0], 1))])
         intercept = int(np.flatnonzero(order == n_features)[0])
     X = np.ascontiguousarray(X[:, order], dtype=np.float64)
-    return [Chunk(X[s:s + batch_size], Y[s:s + batch_size], block_ids, bounds, intercept)
+    return [Chunk(X[s:s + batch_size], Y[s:s + batch_size], block_ids, bounds, intercept,
+                  energy=np.einsum("ij,ij->j", X[s:s + batch_size], X[s:s + batch_size]))
             for s in range(0, X.shape[0], batch_size)]
 
 

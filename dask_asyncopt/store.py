@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from .kernels import add_counts, add_delta, add_rows, catch_up_all, gather, gather_packed
+from .kernels import add_delta, add_entries, add_rows, catch_up_all, gather, gather_packed
 from .penalties import penalty_value, sparse_penalty_scale
 
 _RENORMALISE_ABOVE = 1e150
@@ -38,20 +38,24 @@ class FitStopped(RuntimeError):
     """Raised to worker loops when the driver stops a fit."""
 
 
-def add_snapshot_part(grad_sum, count_sum, ids, grad, counts=None):
-    """Add a snapshot part (gradient sum ``grad`` and row ``counts``, or ``None``,
-    at distinct coordinates ``ids``; ``None``: all) to the sums of a block, or
-    of one worker loop before it hands them to the block."""
+def add_snapshot_part(sums, ids, grad, columns=None):
+    """Add a snapshot part to ``sums`` (``(grad_sum, count_sum, energy_sum)`` of a
+    block, or of one worker loop before it hands them to the block): the
+    gradient sum ``grad`` at distinct coordinates ``ids`` (``None``: all) and,
+    on a fit's first snapshot, ``columns``, the ``(counts, energy)`` of those
+    coordinates (rows touching each, sum of its squared values)."""
+    grad_sum, count_sum, energy_sum = sums
     if ids is None:
         grad_sum += grad
     else:
         add_rows(grad_sum, ids, grad)
-    if counts is None:
+    if columns is None:
         return
-    if ids is None:
-        count_sum += counts
-    else:
-        add_counts(count_sum, ids, counts)
+    for total, part in zip((count_sum, energy_sum), columns, strict=True):
+        if ids is None:
+            total += part
+        else:
+            add_entries(total, ids, part)
 
 
 class IdSet:
@@ -131,7 +135,9 @@ class BlockServer:
         self.grad_sum = np.zeros_like(self.w)
         self.drift = np.zeros_like(self.w)  # grad_sum / counts, fixed per snapshot
         self.counts = np.zeros(n_coords, dtype=np.int64)
+        self.energy = np.zeros(n_coords)  # sum of each column's squares (intercept: rows)
         self.pen_scale = np.zeros(n_coords)  # n / counts (0: unpenalised), see pull_packed
+        self.precond = np.zeros(n_coords)  # 1 / sqrt(energy), see finish_snapshot
         self.snapshot_parts = {}
         self.arrived = {}  # barrier key -> loops arrived (see arrive)
         self.reported = {}  # snapshot key -> loops whose snapshot parts are all in
@@ -211,7 +217,7 @@ class BlockServer:
             if worker >= 0 and self.max_staleness is not None:
                 self.reading[worker] = self.version
             gather_packed(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
-                          self.unpenalised, self.drift, self.pen_scale, out)
+                          self.unpenalised, self.drift, self.pen_scale, self.precond, out)
             return None, self.version, self.samples
 
     async def pull_at(self, ids, min_version, timeout, snapshot=False):
@@ -289,8 +295,9 @@ class BlockServer:
         if complete:
             self.finish_snapshot(n_samples)
 
-    def add_snapshot(self, key, ids, grad, counts=None):
-        """Add a chunk's gradient sum (and, once per fit, its row counts) at ``ids``.
+    def add_snapshot(self, key, ids, grad, columns=None):
+        """Add a chunk's gradient sum (and, once per fit, its ``(counts, energy)``
+        column statistics, see :func:`add_snapshot_part`) at ``ids``.
 
         ``key`` (worker, chunk) orders the sum: in ``"sync"`` mode parts are
         kept until :meth:`finish_snapshot` adds them in key order, so the
@@ -300,16 +307,21 @@ class BlockServer:
             self._check_running()
             ids = self._ids(ids)
             if self.mode == "sync":  # a copy: a local caller reuses its arrays
-                self.snapshot_parts[key] = (ids, np.array(grad), counts)
+                self.snapshot_parts[key] = (ids, np.array(grad), columns)
             else:
-                self._add_snapshot(ids, grad, counts)
+                self._add_snapshot(ids, grad, columns)
 
     def finish_snapshot(self, n_samples=None):
         """Complete a snapshot: add the parts kept by :meth:`add_snapshot` (``"sync"``
         mode) in key order, then fix the drift ``grad_sum / counts`` that every pull
         of the next epoch reads (computed once here, not per pull under the lock)
         and, given the number of rows ``n_samples``, the penalty scale
-        ``n_samples / counts`` (0 for the unpenalised coordinate)."""
+        ``n_samples / counts`` (0 for the unpenalised coordinate) and the
+        preconditioner ``1 / sqrt(energy)`` of the sweeps' steps (0 for a
+        column no row touches).  The square root is a measured compromise: no
+        scaling left rarely seen coordinates far from their optimum, full
+        column normalisation (``1 / energy``) slowed the frequent ones and the
+        intercept down (click-through-like data, docs/status.md)."""
         with self.lock:
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
@@ -318,17 +330,19 @@ class BlockServer:
             if n_samples is not None:
                 sparse_penalty_scale(n_samples, self.counts, self.unpenalised,
                                      out=self.pen_scale)
+            np.sqrt(self.energy, out=self.precond)
+            np.divide(1.0, self.precond, out=self.precond, where=self.precond > 0)
 
-    def _add_snapshot(self, ids, grad, counts):
-        add_snapshot_part(self.grad_sum, self.counts, ids, grad, counts)
+    def _add_snapshot(self, ids, grad, columns):
+        add_snapshot_part((self.grad_sum, self.counts, self.energy), ids, grad, columns)
 
     def svrg_terms(self):
         """The variance-reduced sweeps' per-coordinate constants of the current
-        snapshot: ``(drift, pen_scale)`` (see :meth:`finish_snapshot`).  They
+        snapshot: ``(drift, pen_scale, precond)`` (see :meth:`finish_snapshot`).  They
         change only when a snapshot completes, so a loop on another worker
         fetches them once per epoch instead of with every pull."""
         with self.lock:
-            return self.drift, self.pen_scale
+            return self.drift, self.pen_scale, self.precond
 
     def coefficients(self):
         """All coefficients of the block, materialised."""

@@ -452,30 +452,34 @@ def test_gather(penalty, skip):
 
 
 @pytest.mark.parametrize("K", [1, 3])
-def test_gather_packed_is_gather_plus_drift_and_scale(K):
+def test_gather_packed_is_gather_plus_the_terms(K):
     rng = np.random.default_rng(K)
     w, last, hist_d, hist_s, steps, now = make_block(rng, PENALTIES["l1"])
     w = np.ascontiguousarray(np.repeat(w[:, :1], K, axis=1))
     drift = rng.normal(size=w.shape)
     scale = rng.uniform(1, 3, size=w.shape[0])
+    precond = rng.uniform(0.1, 1, size=w.shape[0])
     ids = np.array([0, 1, 6, 9, 3, 12], dtype=np.int64)
     want = np.empty((ids.shape[0], K))
     w2, last2 = w.copy(), last.copy()
     kernels.gather(w2, last2, hist_d, hist_s, now, ids, 6, want)
-    out = np.full((ids.shape[0] + 2, 2 * K + 1), np.nan)
-    kernels.gather_packed(w, last, hist_d, hist_s, now, ids, 6, drift, scale, out[1:-1])
+    out = np.full((ids.shape[0] + 2, 2 * K + 2), np.nan)
+    kernels.gather_packed(w, last, hist_d, hist_s, now, ids, 6, drift, scale, precond,
+                          out[1:-1])
     np.testing.assert_array_equal(out[1:-1, :K], want)
     np.testing.assert_array_equal(out[1:-1, K:2 * K], drift[ids])
     np.testing.assert_array_equal(out[1:-1, 2 * K], scale[ids])
+    np.testing.assert_array_equal(out[1:-1, 2 * K + 1], precond[ids])
     np.testing.assert_array_equal(w, w2)  # materialised as gather does
     np.testing.assert_array_equal(last, last2)
     assert np.isnan(out[[0, -1]]).all()  # only its rows written
     # the terms alone (reads of remote blocks): the weight columns are left alone
-    out = np.full((ids.shape[0], 2 * K + 1), np.nan)
-    kernels.gather_terms(drift, scale, ids, out)
+    out = np.full((ids.shape[0], 2 * K + 2), np.nan)
+    kernels.gather_terms(drift, scale, precond, ids, out)
     assert np.isnan(out[:, :K]).all()
     np.testing.assert_array_equal(out[:, K:2 * K], drift[ids])
     np.testing.assert_array_equal(out[:, 2 * K], scale[ids])
+    np.testing.assert_array_equal(out[:, 2 * K + 1], precond[ids])
 
 
 def test_add_rows_is_fancy_add():
@@ -506,14 +510,14 @@ def test_subtract_finite(bad):
     np.testing.assert_array_equal(out, a - b)
 
 
-def test_add_counts_is_fancy_add():
+def test_add_entries_is_fancy_add():
     rng = np.random.default_rng(1)
     target = rng.integers(0, 50, size=30)
     ids = rng.permutation(30)[:11]
     values = rng.integers(0, 9, size=11)
     want = target.copy()
     want[ids] += values
-    kernels.add_counts(target, ids, values)
+    kernels.add_entries(target, ids, values)
     np.testing.assert_array_equal(target, want)
 
 
@@ -663,30 +667,39 @@ def ref_prox_scaled(v, eta, alpha, l1_ratio, scale):
 
 
 def ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale, name, eps, eta, alpha,
-                   l1_ratio):
-    """Plain-Python sparse prox-SVRG: only the row's non-zeros move."""
+                   l1_ratio, precond=None):
+    """Plain-Python sparse prox-SVRG: only the row's non-zeros move.  With
+    ``precond`` (c), coordinate j of row r steps eta c_j / sum_i c_i x_ri^2 (the
+    intercept a column of ones); else every coordinate steps eta."""
     w = w.copy()
     K = w.shape[1]
     loss_sum = 0.0
     for r in rows:
+        support = np.flatnonzero(X[r])
+        steps = np.full(w.shape[0], eta)
+        if precond is not None:
+            norm = precond[support] @ X[r, support] ** 2
+            if intercept >= 0:
+                norm += precond[intercept]
+            steps = eta * precond / norm if norm > 0 else np.zeros(w.shape[0])  # empty row
         p = X[r] @ w + (w[intercept] if intercept >= 0 else 0.0)
         g = np.empty(K)
         for k in range(K):
             loss_sum += float(ref_loss(name, p[k], Y[r, k], eps))
             g[k] = min(max(float(ref_dloss(name, p[k], Y[r, k], eps)), -1e12), 1e12)
             g[k] -= dsnap[r, k]
-        for j in np.flatnonzero(X[r]):
+        for j in support:
             for k in range(K):
-                v = w[j, k] - eta * (g[k] * X[r, j] + drift[j, k])
-                w[j, k] = ref_prox_scaled(v, eta, alpha, l1_ratio, pen_scale[j])
+                v = w[j, k] - steps[j] * (g[k] * X[r, j] + drift[j, k])
+                w[j, k] = ref_prox_scaled(v, steps[j], alpha, l1_ratio, pen_scale[j])
         if intercept >= 0:
-            w[intercept] -= eta * (g + drift[intercept])
+            w[intercept] -= steps[intercept] * (g + drift[intercept])
     return loss_sum, w
 
 
-def _pack(w, drift, pen_scale):
-    """The SVRG sweeps' layout: weights | drift | penalty scale per coordinate."""
-    return np.hstack([w, drift, pen_scale[:, None]])
+def _pack(w, drift, pen_scale, precond):
+    """The SVRG sweeps' layout: weights | drift | penalty scale | preconditioner."""
+    return np.hstack([w, drift, pen_scale[:, None], precond[:, None]])
 
 
 SVRG_CASES = [(name, K, l1) for name in ("log_loss", "squared_error", "modified_huber")
@@ -735,9 +748,10 @@ def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
     check(wg, dsnap, got, (want_loss, None, want_d, want_g))
 
 
+@pytest.mark.parametrize("normalise", [True, False])
 @pytest.mark.parametrize("with_intercept", [False, True])
 @pytest.mark.parametrize("name,K,l1_ratio", SVRG_CASES)
-def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
+def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
     rng = np.random.default_rng(12)
     intercept = 12 if with_intercept else -1
     X, Y, w, rows = make_problem(rng, name, K, intercept)
@@ -747,24 +761,26 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
     pen_scale = rng.uniform(1.0, 4.0, size=n_cols)
     if with_intercept:
         pen_scale[intercept] = 0.0
-    eta, alpha = 0.07, 0.3
+    precond = rng.uniform(0.2, 2.0, size=n_cols)
+    ref_c = precond if normalise else None
+    eta, alpha = (0.5 if normalise else 0.07), 0.3
     want_loss, want_w = ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale,
-                                       name, EPSILON, eta, alpha, l1_ratio)
+                                       name, EPSILON, eta, alpha, l1_ratio, ref_c)
     code = ALL_LOSSES[name]
     Xs = sp.csr_matrix(X)
-    packed = _pack(w, drift, pen_scale)
+    packed = _pack(w, drift, pen_scale, precond)
     got = kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed, intercept,
-                                 dsnap, code, EPSILON, eta, alpha, l1_ratio, True)
+                                 dsnap, code, EPSILON, eta, alpha, l1_ratio, True, normalise)
     got_w = packed[:, :K]
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)
     # without the loss: the same steps, no loss
-    packed_nl = _pack(w, drift, pen_scale)
+    packed_nl = _pack(w, drift, pen_scale, precond)
     assert kernels.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed_nl,
                                   intercept, dsnap, code, EPSILON, eta, alpha, l1_ratio,
-                                  False) == 0.0
+                                  False, normalise) == 0.0
     np.testing.assert_array_equal(packed_nl, packed)
-    np.testing.assert_array_equal(packed[:, K:], _pack(w, drift, pen_scale)[:, K:])
+    np.testing.assert_array_equal(packed[:, K:], _pack(w, drift, pen_scale, precond)[:, K:])
     if l1_ratio == 1.0:  # the L1 prox really sets coordinates to zero
         assert (got_w == 0).any() and not (w == 0).any()
     # Dense rows touch every column: a dense reference with all columns "non-zero".
@@ -773,9 +789,9 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept):
         Xd[:, intercept] = 1.0
     Xd[Xd == 0.0] = 1e-300  # explicit (tiny) entries: the reference then moves all
     want_loss, want_w = ref_svrg_sweep(Xd, Y, rows, w, -1, dsnap, drift, pen_scale, name,
-                                       EPSILON, eta, alpha, l1_ratio)
-    packed = _pack(w, drift, pen_scale)
+                                       EPSILON, eta, alpha, l1_ratio, ref_c)
+    packed = _pack(w, drift, pen_scale, precond)
     got = kernels.sweep_dense_svrg(Xd, Y, rows, packed, dsnap, code, EPSILON, eta, alpha,
-                                   l1_ratio, True)
+                                   l1_ratio, True, normalise)
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(packed[:, :K], want_w, rtol=1e-10, atol=1e-14)

@@ -280,7 +280,7 @@ def test_one_worker_loop_equals_numpy_amsgrad(client, kind, steps):
     actors = client.gather(futures)
     for b, actor in enumerate(actors):
         actor.add_snapshot((0, 0), None, np.zeros((len(counts[b::n_blocks]), 1)),
-                           counts[b::n_blocks]).result()
+                           (counts[b::n_blocks], np.ones(len(counts[b::n_blocks])))).result()
     config = _loop_config(n, batch, 1)
     for _ in range(2):
         report = client.submit(run_grad_epoch, shard, actors, config, 0, 0,

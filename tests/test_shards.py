@@ -33,6 +33,13 @@ def test_stamped_compaction_matches_sorting(n_blocks, fit_intercept):
             counts[got.intercept] = 20
         np.testing.assert_array_equal(got.counts, counts)
         np.testing.assert_array_equal(want.counts, counts)
+        # and sums of squares (the intercept: a column of ones)
+        energy = np.bincount(got.X.indices, weights=got.X.data ** 2,
+                             minlength=got.X.shape[1])
+        if fit_intercept:
+            energy[got.intercept] = 20
+        np.testing.assert_allclose(got.energy, energy, rtol=1e-12)
+        np.testing.assert_allclose(want.energy, energy, rtol=1e-12)
         assert got.X.nnz == X[rows].nnz
         # every local coordinate maps back to the global column it came from
         glob = np.concatenate([ids * n_blocks + b for b, ids in enumerate(got.block_ids)])

@@ -183,7 +183,7 @@ def test_id_sets_name_coordinates_sent_once(mode):
     for server, first, later in ((named, store.IdSet("c"), store.IdSet("c")),
                                  (plain, ids, ids)):
         server.push(0, first, delta, 1.0, 0.0, 3, 0)
-        server.add_snapshot((0, 0), later, delta, np.ones(3, dtype=np.int64))
+        server.add_snapshot((0, 0), later, delta, (np.ones(3, dtype=np.int64), np.ones(3)))
         server.finish_snapshot(30)
     np.testing.assert_array_equal(named.pull(store.IdSet("c"))[0], plain.pull(ids)[0])
     np.testing.assert_array_equal(named.pull_when(store.IdSet("c"), 1, 1.0)[0],
@@ -609,12 +609,16 @@ def test_snapshot_terms(mode):
     kept across snapshots, gradient sums restart; sync sums in key order."""
     server = new_server(n_coords=5, K=1, mode=mode)
     server.reset_snapshot()
-    server.add_snapshot((1, 0), np.array([1, 3]), np.array([[2.0], [6.0]]), np.array([1, 3]))
-    server.add_snapshot((0, 0), np.array([3, 4]), np.array([[3.0], [4.0]]), np.array([2, 2]))
+    server.add_snapshot((1, 0), np.array([1, 3]), np.array([[2.0], [6.0]]),
+                        (np.array([1, 3]), np.array([4.0, 9.0])))
+    server.add_snapshot((0, 0), np.array([3, 4]), np.array([[3.0], [4.0]]),
+                        (np.array([2, 2]), np.array([16.0, 0.25])))
     server.finish_snapshot()
     values, version, samples, drift, counts = server.pull(np.array([1, 3, 4]), -1, True)
     np.testing.assert_array_equal(counts, [1, 5, 2])
     np.testing.assert_allclose(drift.ravel(), [2.0, 9.0 / 5, 2.0])
+    # the sweeps' preconditioner: 1 / sqrt(sum of squares), 0 where no row touches
+    np.testing.assert_allclose(server.svrg_terms()[2], [0.0, 1 / 2, 0.0, 1 / 5, 2.0])
     server.reset_snapshot()
     server.add_snapshot((0, 0), None, np.ones((5, 1)))
     server.finish_snapshot()
@@ -629,7 +633,7 @@ def test_barrier_releases_all_loops_and_starts_the_snapshot():
     snapshot (drift and penalty scale fixed)."""
     server = new_server(n_coords=4, K=1, n_workers=3)
     server.reset_snapshot()
-    server.add_snapshot((0, 0), None, np.ones((4, 1)), np.array([1, 2, 0, 4]))
+    server.add_snapshot((0, 0), None, np.ones((4, 1)), (np.array([1, 2, 0, 4]), np.ones(4)))
     server.finish_snapshot(8)
     np.testing.assert_allclose(server.pen_scale, [8.0, 4.0, 8.0, 2.0])
     passed = []

@@ -305,7 +305,7 @@ def run_gossip_epoch(shard, actors, config, rank, target):
     # values read and swept, and SVRG's packed rows, reused across chunks (see
     # kernels.step_replica)
     scratch = np.empty((2, 0, me.w.shape[1]))
-    packed = np.empty((0, 2 * me.w.shape[1] + 1))
+    packed = np.empty((0, 2 * me.w.shape[1] + 2))
     while True:
         known = me.total_known()
         if me.halted or me.stopped or (known >= target and n_samples >= min_rows):
@@ -685,7 +685,8 @@ def _svrg_epochs(run, n_samples, problem):
     total = 0
     for epoch in range(settings.first_epoch, settings.max_iter + 1):
         run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
-                              "l1_ratio": problem.l1_ratio, "n_samples": n_samples}
+                              "l1_ratio": problem.l1_ratio, "n_samples": n_samples,
+                              "normalise": False}
         mean, total, objective, watched = _gossip_epoch_then_snapshot(
             run, epoch, n_samples, problem, step)
         if stopping.stalled(watched):

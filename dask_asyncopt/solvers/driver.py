@@ -396,6 +396,8 @@ def _svrg_epochs(run, n_samples, problem, total):
                               "l1_ratio": problem.l1_ratio, "n_samples": n_samples,
                               "smoothness": problem.svrg["smoothness"],
                               "step": problem.svrg["step"],
+                              # a user's constant step is taken as given
+                              "normalise": problem.svrg["step"] is None,
                               "fit_intercept": problem.fit_intercept}
         reports, stats, total, loss, objective = epoch_then_snapshot(
             run, sweep_epoch, epoch, total, n_samples, last=epoch == settings.max_iter,

@@ -60,8 +60,8 @@ class _Local:
     def push(self, *args, timeout):
         return _Done(self.server.push(*args, timeout=timeout))
 
-    def add_snapshot(self, key, ids, grad, counts):
-        return _Done(self.server.add_snapshot(key, ids, grad, counts))
+    def add_snapshot(self, key, ids, grad, columns):
+        return _Done(self.server.add_snapshot(key, ids, grad, columns))
 
     def arrive(self, key, worker, timeout, value):
         return _Done(self.server.arrive(key, worker, timeout, value))
@@ -105,8 +105,8 @@ class _Remote:
             return self.actor.push_at(worker, self.ids(ids), *args, timeout=timeout)
         return self.actor.push(worker, self.ids(ids), *args, separate_thread=False)
 
-    def add_snapshot(self, key, ids, grad, counts):
-        return self.call("add_snapshot", key, self.ids(ids), grad, counts)
+    def add_snapshot(self, key, ids, grad, columns):
+        return self.call("add_snapshot", key, self.ids(ids), grad, columns)
 
     def arrive(self, key, worker, timeout, value):
         return self.actor.arrive_at(key, worker, timeout, value)
@@ -201,12 +201,12 @@ def _pull(servers, chunk, worker, config, shard, snapshot=False, out=None):
 def _pull_packed(servers, chunk, worker, config, shard, packed, terms):
     """The SVRG read of a CSR chunk, into the sweep's ``packed`` rows.
 
-    Blocks on this worker write ``[values | drift | penalty scale]`` of the
-    chunk's coordinates straight into them (one Numba pass per block, GIL
+    Blocks on this worker write ``[values | drift | penalty scale | precond]``
+    of the chunk's coordinates straight into them (one Numba pass per block, GIL
     released) instead of returning arrays to concatenate and pack: that glue
     was a third of a chunk's time next to the sweep (measured, 93k
-    coordinates).  Blocks on other workers send only the values; the drift and
-    penalty scale come from ``terms`` (:meth:`BlockServer.svrg_terms`, fetched
+    coordinates).  Blocks on other workers send only the values; the other
+    columns come from ``terms`` (:meth:`BlockServer.svrg_terms`, fetched
     once per epoch).  Returns replies shaped like :func:`_pull`'s.
     """
     sync = config["mode"] == "sync" and worker >= 0
@@ -232,37 +232,39 @@ def _pull_packed(servers, chunk, worker, config, shard, packed, terms):
 
 
 def _sweep_packed(chunk, rows, packed, config):
-    """Variance-reduced steps on a packed chunk ``[w | drift | penalty scale]``
-    (``w`` updated in place, the prox applied in the sweep); returns its loss
-    (0: the solvers take the exact loss from the snapshot pass)."""
+    """Variance-reduced steps on a packed chunk ``[w | drift | penalty scale |
+    precond]`` (``w`` updated in place, the prox applied in the sweep); returns
+    its loss (0: the solvers take the exact loss from the snapshot pass)."""
     prob = config["problem"]
     svrg = config["svrg"]
     epsilon = prob["params"][P_EPSILON]
+    normalise = svrg["normalise"]
     if _is_csr(chunk):
         X = chunk.X
         return sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed,
                               chunk.intercept, chunk.dsnap, prob["loss"], epsilon, svrg["eta"],
-                              svrg["alpha"], svrg["l1_ratio"], False)
+                              svrg["alpha"], svrg["l1_ratio"], False, normalise)
     return sweep_dense_svrg(chunk.X, chunk.Y, rows, packed, chunk.dsnap, prob["loss"], epsilon,
-                            svrg["eta"], svrg["alpha"], svrg["l1_ratio"], False)
+                            svrg["eta"], svrg["alpha"], svrg["l1_ratio"], False, normalise)
 
 
 def _pack_dense_terms(chunk, terms, packed):
-    """Columns ``K:`` of a dense chunk's ``packed`` rows: every block's drift and
-    penalty scale (a dense chunk reads whole blocks)."""
+    """Columns ``K:`` of a dense chunk's ``packed`` rows: every block's drift,
+    penalty scale and preconditioner (a dense chunk reads whole blocks)."""
     n_outputs = chunk.Y.shape[1]
     b = chunk.bounds
-    for i, (drift, scale) in enumerate(terms):
+    for i, (drift, scale, precond) in enumerate(terms):
         packed[b[i]:b[i + 1], n_outputs:2 * n_outputs] = drift
         packed[b[i]:b[i + 1], 2 * n_outputs] = scale
+        packed[b[i]:b[i + 1], 2 * n_outputs + 1] = precond
 
 
 def _scratch(shard, n_local, n_outputs, width=None):
     """Work arrays of one chunk, reused across chunks and epochs (kept on the shard).
 
     Three C-contiguous arrays of ``n_local`` rows: the values read, the values
-    swept (then the delta) and the SVRG sweeps' packed ``[w | drift | scale]``
-    (``2K + 1`` columns, or ``width``: the snapshot pass's ``[w | gradient]``
+    swept (then the delta) and the SVRG sweeps' packed ``[w | drift | scale |
+    precond]`` (``2K + 2`` columns, or ``width``: the snapshot pass's ``[w | gradient]``
     lives in the same memory, phases of one loop never overlap).  On Dask's
     process workers every model-sized NumPy temporary is a page-faulting mmap
     (see :func:`~dask_asyncopt.kernels.step_replica`); reusing them removes that
@@ -270,12 +272,12 @@ def _scratch(shard, n_local, n_outputs, width=None):
     returned (sync rounds apply the buffered deltas before the next pull
     returns).
     """
-    width = 2 * n_outputs + 1 if width is None else width
+    width = 2 * n_outputs + 2 if width is None else width
     buf = getattr(shard, "scratch", None)
     if buf is None or buf[0].shape[0] < n_local or buf[0].shape[1] != n_outputs:
         size = max(n_local, max(c.bounds[-1] for c in shard.chunks))
         buf = (np.empty((size, n_outputs)), np.empty((size, n_outputs)),
-               np.empty(size * (2 * n_outputs + 1)))
+               np.empty(size * (2 * n_outputs + 2)))
         shard.scratch = buf
     return buf[0][:n_local], buf[1][:n_local], buf[2][:n_local * width].reshape(n_local, width)
 
@@ -305,8 +307,9 @@ def _sweep_sgd(chunk, rows, w, replies, samples, config):
 
 def _sweep_svrg(chunk, rows, w, replies, samples, config):
     """Variance-reduced steps on ``w`` (in place) from replies carrying each
-    block's drift and row counts (adpsgd's replicas); ``config["packed"]``, when
-    given, is the work array of the packed rows."""
+    block's drift and row counts (adpsgd's replicas, whose step ``eta`` is not
+    preconditioned: ``c_j = 1``); ``config["packed"]``, when given, is the work
+    array of the packed rows."""
     n_outputs = w.shape[1]
     pen_scale = getattr(chunk, "pen_scale", None)
     if pen_scale is None:  # row counts never change within a fit: once per chunk
@@ -314,13 +317,14 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
                                          np.concatenate([r[4] for r in replies]),
                                          chunk.intercept)
         chunk.pen_scale = pen_scale
-    # weights | drift | penalty scale, side by side (see sweep_csr_svrg)
+    # weights | drift | penalty scale | precond, side by side (see sweep_csr_svrg)
     packed = config.get("packed")
     if packed is None or packed.shape[0] != w.shape[0]:
-        packed = np.empty((w.shape[0], 2 * n_outputs + 1))
+        packed = np.empty((w.shape[0], 2 * n_outputs + 2))
     packed[:, :n_outputs] = w
     np.concatenate([r[3] for r in replies], out=packed[:, n_outputs:2 * n_outputs])
     packed[:, 2 * n_outputs] = pen_scale
+    packed[:, 2 * n_outputs + 1] = 1.0
     loss = _sweep_packed(chunk, rows, packed, config)
     w[:] = packed[:, :n_outputs]
     return loss, 1.0, 0.0  # identity prox at the block: already applied
@@ -495,13 +499,29 @@ def _row_counts(chunk):
     return np.full(chunk.X.shape[1], chunk.n_rows, dtype=np.int64)
 
 
+def _column_stats(chunk):
+    """Rows touching each local coordinate of the chunk and the sum of its
+    squared values (the intercept: a column of ones)."""
+    energy = chunk.energy
+    if energy is None:  # chunks not built by make_shard
+        if _is_csr(chunk):
+            energy = np.bincount(chunk.X.indices, weights=np.square(chunk.X.data),
+                                 minlength=chunk.X.shape[1])
+            if chunk.intercept >= 0:
+                energy[chunk.intercept] = chunk.n_rows
+        else:
+            energy = np.einsum("ij,ij->j", chunk.X, chunk.X)
+    return _row_counts(chunk), energy
+
+
 def run_snapshot(shard, actors, config, worker, first):
     """Take the variance-reduced solver's snapshot over this loop's shard.
 
     Every chunk reads the current coefficients (no loop is sweeping: the
     driver runs this between epochs), keeps its rows' loss derivatives there
     for the next epoch's steps, and adds its gradient sum (and, on the
-    ``first`` snapshot of a fit, its per-coordinate row counts) to the blocks.
+    ``first`` snapshot of a fit, its column statistics, see
+    :func:`_column_stats`) to the blocks.
 
     Returns
     -------
@@ -530,25 +550,25 @@ def _snapshot_pass(shard, servers, config, worker, first):
         tick = time.perf_counter()
         grad, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, prob, at_zero=at_zero)
         kernel_time += time.perf_counter() - tick
-        counts = _row_counts(chunk) if first else None
         b = chunk.bounds
+        stats = _column_stats(chunk) if first else None
+        columns = [None if stats is None else tuple(a[b[i]:b[i + 1]] for a in stats)
+                   for i in range(len(servers))]
         if sums is None:
-            calls = [s.add_snapshot((worker, index), ids, grad[b[i]:b[i + 1]],
-                                    None if counts is None else counts[b[i]:b[i + 1]])
+            calls = [s.add_snapshot((worker, index), ids, grad[b[i]:b[i + 1]], columns[i])
                      for i, (s, ids) in enumerate(zip(servers, chunk.block_ids, strict=True))]
             for c in calls:
                 c.result(timeout)
         else:
-            for i, ((grad_sum, count_sum), ids) in enumerate(
-                    zip(sums, chunk.block_ids, strict=True)):
-                add_snapshot_part(grad_sum, count_sum, ids, grad[b[i]:b[i + 1]],
-                                  None if counts is None else counts[b[i]:b[i + 1]])
+            for i, (block_sums, ids) in enumerate(zip(sums, chunk.block_ids, strict=True)):
+                add_snapshot_part(block_sums, ids, grad[b[i]:b[i + 1]], columns[i])
         loss_sum += chunk_loss
         n_rows += chunk.n_rows
         max_sq_norm = max(max_sq_norm, sq_norm)
     if sums is not None:
-        calls = [s.add_snapshot((worker, -1), None, grad_sum, count_sum)
-                 for s, (grad_sum, count_sum) in zip(servers, sums, strict=True)]
+        calls = [s.add_snapshot((worker, -1), None, grad_sum,
+                                None if count_sum is None else (count_sum, energy_sum))
+                 for s, (grad_sum, count_sum, energy_sum) in zip(servers, sums, strict=True)]
         for c in calls:
             c.result(timeout)
     return {"worker": worker, "loss_sum": loss_sum, "samples": n_rows,
@@ -569,8 +589,8 @@ def _loop_sums(shard, sizes, n_outputs, first):
     nnz = sum(c.X.nnz if _is_csr(c) else c.X.size for c in shard.chunks)
     if sizes is None or sum(sizes) * n_outputs > nnz:
         return None
-    return [(np.zeros((size, n_outputs)), np.zeros(size, dtype=np.int64) if first else None)
-            for size in sizes]
+    return [(np.zeros((size, n_outputs)), np.zeros(size, dtype=np.int64) if first else None,
+             np.zeros(size) if first else None) for size in sizes]
 
 
 def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_samples, last,
@@ -579,8 +599,9 @@ def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_sampl
     rule's epoch pass), a barrier across the loops at the blocks, then the
     snapshot at the epoch's end, or for the ``last`` epoch of a fit only the
     loss.  With ``start``, the fit's first snapshot comes first, and the step
-    (``config["svrg"]["eta"]`` is ``None`` then) follows from every loop's
-    largest squared row norm, which the barrier after it gathers.
+    (``config["svrg"]["eta"]`` is ``None`` then) follows: ``1 / L`` for the
+    normalised sweeps, else from every loop's largest squared row norm, which
+    the barrier after it gathers.
 
     One task instead of two or three, and no driver calls between them: a
     task round trip through the scheduler costs ~12 ms on a thread
@@ -602,8 +623,9 @@ def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_sampl
         svrg = config["svrg"]
         max_sq_norm = _barrier(servers, ("start", target), worker, timeout,
                                out["start"]["max_sq_norm"])
+        # normalised steps measure every row as 1 in the preconditioner's metric
         eta = svrg_step(svrg["smoothness"], svrg["step"],
-                        max_sq_norm + int(svrg["fit_intercept"]))
+                        1.0 if svrg["normalise"] else max_sq_norm + int(svrg["fit_intercept"]))
         config = dict(config, svrg=dict(svrg, eta=eta))
     out["eta"] = config["svrg"]["eta"] if config.get("svrg") else None
     out["epoch"] = loop(shard, actors, config, worker, target)
