@@ -203,3 +203,11 @@ def test_snapshot_summed_per_loop_or_per_chunk_agree(monkeypatch, penalty):
     np.testing.assert_allclose(chunked.history_.objective, summed.history_.objective,
                                rtol=1e-12)
     np.testing.assert_allclose(chunked.coef_, summed.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_step_halved_only_when_the_objective_really_rose():
+    from dask_asyncopt.solvers.driver import halve_if_rose
+
+    assert halve_if_rose(4.0, 0.5, 0.49) == 4.0
+    assert halve_if_rose(4.0, 0.5, 0.5 * (1 + 1e-15)) == 4.0  # rounding of a sum
+    assert halve_if_rose(4.0, 0.5, 0.5001) == 2.0

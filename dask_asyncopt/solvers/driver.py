@@ -375,11 +375,17 @@ def svrg_step(problem, reports):
         max(r["max_sq_norm"] for r in reports) + int(problem.fit_intercept))
 
 
+# A rise smaller than this share of the objective is the rounding of sums taken
+# in another order, not a step too long: at the optimum, halving on it took the
+# step down 20 times in an 80-epoch fit (measured, tf-idf-like data).
+ROUNDING = 1e-12
+
+
 def halve_if_rose(step, previous, objective):
-    """The step is ``1 / L`` for the worst row; delays between loops and unlucky
-    data can still make it too long: halve it when an epoch raised the objective,
-    as a line search would."""
-    if objective <= previous:
+    """The step keeps every row stable for the loss's curvature bound; delays
+    between loops and unlucky data can still make it too long: halve it when an
+    epoch raised the objective, as a line search would."""
+    if objective <= previous + ROUNDING * abs(previous):
         return step
     logger.info("objective rose from %.6g to %.6g: step halved to %.3g", previous, objective,
                 step / 2.0)
