@@ -34,7 +34,7 @@ N_PARAMS = 7
 MAX_DLOSS = 1e12
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _clip(dloss):
     return min(max(dloss, -MAX_DLOSS), MAX_DLOSS)
 
@@ -44,7 +44,7 @@ def _clip(dloss):
 # instead, every term is a store LLVM must assume may alias the weights, and
 # the SVRG sweep and snapshot ran 1.2-1.5x slower (measured, K = 1, 13k-row
 # chunks).  Outputs are independent (one-vs-rest), so the order changes nothing.
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _dot_csr(indices, data, start, end, w, k, intercept):
     """``x_r . w[:, k]`` for the CSR row ``start:end``, plus ``w[intercept, k]``."""
     p = w[intercept, k] if intercept >= 0 else 0.0
@@ -53,7 +53,24 @@ def _dot_csr(indices, data, start, end, w, k, intercept):
     return p
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
+def _dot_norm_csr(indices, data, start, end, w, intercept, c_col):
+    """:func:`_dot_csr` for output 0 and, in the same pass (the same cache lines),
+    the row's squared norm weighted by column ``c_col`` of ``w``."""
+    p = 0.0
+    norm = 0.0
+    if intercept >= 0:
+        p = w[intercept, 0]
+        norm = w[intercept, c_col]
+    for jj in range(start, end):
+        j = indices[jj]
+        x = data[jj]
+        p += w[j, 0] * x
+        norm += w[j, c_col] * x * x
+    return p, norm
+
+
+@njit(nogil=True, cache=True)
 def _dot_dense(X, r, w, k, p):
     """``p + X[r] . w[:, k]``."""
     for j in range(X.shape[1]):
@@ -61,7 +78,7 @@ def _dot_dense(X, r, w, k, p):
     return p
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio):
     """Append one sample's proximal map to a chunk's composition ``(D, S)``."""
     a, c = prox_step_params(eta, alpha, l1_ratio)
@@ -149,36 +166,44 @@ def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_str
     return loss_sum, prox_d, prox_s
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _materialise(w, last, hist_d, hist_s, now, j, skip):
-    """Bring ``w[j]`` from history index ``last[j]`` to ``now``.
+@njit(nogil=True, cache=True)
+def materialise(w, last, hist_d, hist_s, now, ids, skip):
+    """Bring coordinates ``ids`` of ``w`` from history index ``last[j]`` to ``now``.
 
-    ``last`` is written only when it changes: under updates that applied
-    their prox already (SVRG) it never does, and a store per coordinate would
-    dirty a cache line per coordinate on every read.
+    ``last[j]`` is the history index at which ``w[j]`` was last materialised;
+    ``skip`` is an unpenalised coordinate (the intercept) or ``-1``.  ``last``
+    is written only when it changes: under updates that applied their prox
+    already (SVRG) it never does, and a store per coordinate would dirty a
+    cache line per coordinate on every read.
+
+    One loop over ``ids`` here, called once per kernel: a per-coordinate call
+    of a helper taking the arrays was not inlined by LLVM (nor, with Numba's
+    ``inline="always"``, free of reference counting) and cost ~45 ns per
+    coordinate, 25x the copy it guarded (measured, 46k coordinates).
     """
-    lj = last[j]
-    if lj != now:
-        if j != skip:
-            d_from = hist_d[lj]
-            s_from = hist_s[lj]
-            d_now = hist_d[now]
-            s_now = hist_s[now]
-            for k in range(w.shape[1]):
-                w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
-        last[j] = now
+    if now == 0:  # an empty history (SVRG's identity prox maps): all current
+        return
+    for i in range(ids.shape[0]):
+        j = ids[i]
+        lj = last[j]
+        if lj != now:
+            if j != skip:
+                d_from = hist_d[lj]
+                s_from = hist_s[lj]
+                d_now = hist_d[now]
+                s_now = hist_s[now]
+                for k in range(w.shape[1]):
+                    w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
+            last[j] = now
 
 
 @njit(nogil=True, cache=True)
 def gather(w, last, hist_d, hist_s, now, ids, skip, out):
-    """Materialise coordinates ``ids`` at history index ``now`` and copy them to ``out``.
-
-    ``last[j]`` is the history index at which ``w[j]`` was last materialised;
-    ``skip`` is an unpenalised coordinate (the intercept) or ``-1``.
-    """
+    """Materialise coordinates ``ids`` at history index ``now`` (see
+    :func:`materialise`) and copy them to ``out``."""
+    materialise(w, last, hist_d, hist_s, now, ids, skip)
     for i in range(ids.shape[0]):
         j = ids[i]
-        _materialise(w, last, hist_d, hist_s, now, j, skip)
         for k in range(w.shape[1]):
             out[i, k] = w[j, k]
 
@@ -189,10 +214,10 @@ def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, precond
     filled with ``[w | drift | scale | precond]`` of coordinates ``ids`` (see
     :func:`sweep_csr_svrg`) in one pass, instead of several gathers and a
     packing copy per exchange."""
+    materialise(w, last, hist_d, hist_s, now, ids, skip)
     n_outputs = w.shape[1]
     for i in range(ids.shape[0]):
         j = ids[i]
-        _materialise(w, last, hist_d, hist_s, now, j, skip)
         for k in range(n_outputs):
             out[i, k] = w[j, k]
             out[i, n_outputs + k] = drift[j, k]
@@ -218,9 +243,9 @@ def gather_terms(drift, scale, precond, ids, out):
 @njit(nogil=True, cache=True)
 def add_delta(w, last, hist_d, hist_s, now, ids, delta, skip):
     """Materialise coordinates ``ids`` at ``now``, then add ``delta`` to them."""
+    materialise(w, last, hist_d, hist_s, now, ids, skip)
     for i in range(ids.shape[0]):
         j = ids[i]
-        _materialise(w, last, hist_d, hist_s, now, j, skip)
         for k in range(w.shape[1]):
             w[j, k] += delta[i, k]
 
@@ -245,8 +270,7 @@ def add_entries(target, ids, values):
 @njit(nogil=True, cache=True)
 def catch_up_all(w, last, hist_d, hist_s, now, skip):
     """Materialise every coordinate of a block at history index ``now``."""
-    for j in range(w.shape[0]):
-        _materialise(w, last, hist_d, hist_s, now, j, skip)
+    materialise(w, last, hist_d, hist_s, now, np.arange(w.shape[0]), skip)
 
 
 @njit(nogil=True, cache=True)
@@ -346,7 +370,7 @@ def loss_sum_dense(X, Y, coef, intercept, loss, epsilon):
 # ---------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _prox_scaled(v, eta_alpha, l1_ratio, scale):
     """Elastic-net proximal map with step ``eta * alpha * scale``.
 
@@ -430,12 +454,13 @@ def snapshot_dense(X, Y, wg, loss, epsilon, dsnap):
     return loss_sum, max_sq_norm
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _svrg_correction(p, Y, r, k, loss, epsilon, dsnap, with_loss):
-    """Derivative correction ``d - d~`` of output ``k`` of row ``r`` at prediction
-    ``p``, and its loss (0 unless ``with_loss``)."""
-    value = loss_value(loss, p, Y[r, k], epsilon) if with_loss else 0.0
-    return _clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k], value
+@njit(nogil=True, cache=True)
+def _row_unit(eta, norm, normalise):
+    """A row's step per unit of preconditioner: ``eta / norm`` (normalised; an
+    empty row takes none) or ``eta``."""
+    if not normalise:
+        return eta
+    return eta / norm if norm > 0.0 else 0.0
 
 
 @njit(nogil=True, cache=True)
@@ -452,14 +477,14 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
     rows.  The intercept (local index ``intercept``) takes the variance-reduced
     step without penalty.
 
-    Step of coordinate ``j`` on row ``r``: with ``normalise``,
-    ``eta * c_j / sum_i(c_i x_ri^2)`` (the intercept counting ``x = 1``): each
-    row's step is ``eta`` in the metric ``diag(c)``, so ``eta = 1 / L`` keeps
-    every row stable, however unequal the rows' norms, and ``c`` (see
+    Step of coordinate ``j`` on row ``r``: ``c_j eta / sum_i(c_i x_ri^2)`` with
+    ``normalise`` (the intercept counting ``x = 1``): each row's step is
+    ``eta`` in the metric ``diag(c)``, so ``eta = 1 / L`` keeps every row
+    stable, however unequal the rows' norms, and ``c`` (see
     ``BlockServer.finish_snapshot``) lets rare coordinates move further than
     the most frequent ones.  The optimum stays a fixed point for any positive
     steps (the variance-reduced gradient equals the full one there).  Without
-    ``normalise``: ``eta`` for every coordinate (a user's constant step).
+    ``normalise``: ``c_j eta`` (``c = 1``: a user's constant step).
 
     Returns
     -------
@@ -475,24 +500,21 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
     for r in rows:
         start = indptr[r]
         end = indptr[r + 1]
-        unit = eta
-        if normalise:
-            norm = packed[intercept, c_col] if intercept >= 0 else 0.0
-            for jj in range(start, end):
-                norm += packed[indices[jj], c_col] * data[jj] * data[jj]
-            unit = eta / norm if norm > 0.0 else 0.0
+        p, norm = _dot_norm_csr(indices, data, start, end, packed, intercept, c_col)
+        unit = _row_unit(eta, norm, normalise)
         for k in range(n_outputs):
-            d, value = _svrg_correction(_dot_csr(indices, data, start, end, packed, k,
-                                                 intercept),
-                                        Y, r, k, loss, epsilon, dsnap, with_loss)
-            loss_sum += value
+            if k > 0:
+                p = _dot_csr(indices, data, start, end, packed, k, intercept)
+            d = _clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
+            if with_loss:
+                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
             for jj in range(start, end):
                 j = indices[jj]
-                step = unit * packed[j, c_col] if normalise else unit
+                step = unit * packed[j, c_col]
                 v = packed[j, k] - step * (d * data[jj] + packed[j, n_outputs + k])
                 packed[j, k] = _prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])
             if intercept >= 0:
-                step = unit * packed[intercept, c_col] if normalise else unit
+                step = unit * packed[intercept, c_col]
                 packed[intercept, k] -= step * (d + packed[intercept, n_outputs + k])
     return loss_sum
 
@@ -507,18 +529,17 @@ def sweep_dense_svrg(X, Y, rows, packed, dsnap, loss, epsilon, eta, alpha, l1_ra
     c_col = scale_col + 1
     loss_sum = 0.0
     for r in rows:
-        unit = eta
-        if normalise:
-            norm = 0.0
-            for j in range(X.shape[1]):
-                norm += packed[j, c_col] * X[r, j] * X[r, j]
-            unit = eta / norm if norm > 0.0 else 0.0
+        norm = 0.0
+        for j in range(X.shape[1]):
+            norm += packed[j, c_col] * X[r, j] * X[r, j]
+        unit = _row_unit(eta, norm, normalise)
         for k in range(n_outputs):
-            d, value = _svrg_correction(_dot_dense(X, r, packed, k, 0.0), Y, r, k, loss,
-                                        epsilon, dsnap, with_loss)
-            loss_sum += value
+            p = _dot_dense(X, r, packed, k, 0.0)
+            d = _clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
+            if with_loss:
+                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
             for j in range(X.shape[1]):
-                step = unit * packed[j, c_col] if normalise else unit
+                step = unit * packed[j, c_col]
                 v = packed[j, k] - step * (d * X[r, j] + packed[j, n_outputs + k])
                 packed[j, k] = _prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])
     return loss_sum

@@ -33,7 +33,7 @@ REGRESSION_LOSSES = {
 }
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def loss_value(code, p, y, epsilon):
     """Loss of prediction ``p`` for target ``y``."""
     if code == LOG_LOSS:
@@ -72,7 +72,7 @@ def loss_value(code, p, y, epsilon):
     return r * r if r > 0.0 else 0.0
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def loss_derivative(code, p, y, epsilon):
     """Derivative of the loss with respect to the prediction ``p``."""
     if code == LOG_LOSS:
@@ -116,7 +116,7 @@ def loss_derivative(code, p, y, epsilon):
     return 0.0
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def loss_and_derivative(code, p, y, epsilon):
     """``(loss_value, loss_derivative)`` at once: the log loss shares one exponential.
 

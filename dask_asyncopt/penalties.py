@@ -40,13 +40,13 @@ def penalty_value(w, alpha, l1_ratio):
     return alpha * (l1_ratio * l1 + (1.0 - l1_ratio) * l2)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def prox_step_params(eta, alpha, l1_ratio):
     """Threshold ``a`` and divisor ``c`` of ``prox_{eta h}``."""
     return eta * alpha * l1_ratio, 1.0 + eta * alpha * (1.0 - l1_ratio)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def prox_catch_up(value, d_from, s_from, d_to, s_to):
     """Apply the composed prox maps between two points of a ``(D, S)`` history.
 

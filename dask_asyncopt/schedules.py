@@ -25,7 +25,7 @@ def optimal_t0(alpha, dloss_at):
     return 1.0 / (eta0 * alpha)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def step_size(schedule, eta0, alpha, t0, power_t, t):
     """Step for the ``t``-th sample (``t`` counts from 1 across all workers)."""
     if schedule == OPTIMAL:

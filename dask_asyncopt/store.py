@@ -104,11 +104,14 @@ class BlockServer:
         ``"sync"`` only: add, per coordinate, the mean of the round's deltas
         over the pushes that touched it rather than their sum (for updates
         that already contain their proximal steps, see ``_apply_round``).
+    precondition : bool
+        Serve the SVRG sweeps the preconditioner ``1 / sqrt(energy)`` (see
+        :meth:`finish_snapshot`); otherwise ones (a user's constant step).
     """
 
     def __init__(self, block_id, n_blocks, n_coords, n_outputs, alpha, l1_ratio,
                  unpenalised, mode, n_workers, max_staleness, init=None, samples=0,
-                 average_rounds=False):
+                 average_rounds=False, precondition=True):
         self.block_id = block_id
         self.n_blocks = n_blocks
         self.alpha = alpha
@@ -118,6 +121,7 @@ class BlockServer:
         self.n_workers = n_workers
         self.max_staleness = max_staleness
         self.average_rounds = average_rounds
+        self.precondition = precondition
         if init is None:
             self.w = np.zeros((n_coords, n_outputs))
         else:
@@ -330,6 +334,9 @@ class BlockServer:
             if n_samples is not None:
                 sparse_penalty_scale(n_samples, self.counts, self.unpenalised,
                                      out=self.pen_scale)
+            if not self.precondition:
+                self.precond[:] = 1.0
+                return
             np.sqrt(self.energy, out=self.precond)
             np.divide(1.0, self.precond, out=self.precond, where=self.precond > 0)
 

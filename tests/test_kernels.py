@@ -667,21 +667,21 @@ def ref_prox_scaled(v, eta, alpha, l1_ratio, scale):
 
 
 def ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale, name, eps, eta, alpha,
-                   l1_ratio, precond=None):
-    """Plain-Python sparse prox-SVRG: only the row's non-zeros move.  With
-    ``precond`` (c), coordinate j of row r steps eta c_j / sum_i c_i x_ri^2 (the
-    intercept a column of ones); else every coordinate steps eta."""
+                   l1_ratio, precond, normalise):
+    """Plain-Python sparse prox-SVRG: only the row's non-zeros move.  Coordinate
+    j of row r steps eta c_j / sum_i c_i x_ri^2 (``normalise``; the intercept a
+    column of ones), else eta c_j, with ``c = precond``."""
     w = w.copy()
     K = w.shape[1]
     loss_sum = 0.0
     for r in rows:
         support = np.flatnonzero(X[r])
-        steps = np.full(w.shape[0], eta)
-        if precond is not None:
+        steps = eta * precond
+        if normalise:
             norm = precond[support] @ X[r, support] ** 2
             if intercept >= 0:
                 norm += precond[intercept]
-            steps = eta * precond / norm if norm > 0 else np.zeros(w.shape[0])  # empty row
+            steps = steps / norm if norm > 0 else np.zeros(w.shape[0])  # empty row
         p = X[r] @ w + (w[intercept] if intercept >= 0 else 0.0)
         g = np.empty(K)
         for k in range(K):
@@ -762,10 +762,9 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
     if with_intercept:
         pen_scale[intercept] = 0.0
     precond = rng.uniform(0.2, 2.0, size=n_cols)
-    ref_c = precond if normalise else None
     eta, alpha = (0.5 if normalise else 0.07), 0.3
     want_loss, want_w = ref_svrg_sweep(X, Y, rows, w, intercept, dsnap, drift, pen_scale,
-                                       name, EPSILON, eta, alpha, l1_ratio, ref_c)
+                                       name, EPSILON, eta, alpha, l1_ratio, precond, normalise)
     code = ALL_LOSSES[name]
     Xs = sp.csr_matrix(X)
     packed = _pack(w, drift, pen_scale, precond)
@@ -789,7 +788,7 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
         Xd[:, intercept] = 1.0
     Xd[Xd == 0.0] = 1e-300  # explicit (tiny) entries: the reference then moves all
     want_loss, want_w = ref_svrg_sweep(Xd, Y, rows, w, -1, dsnap, drift, pen_scale, name,
-                                       EPSILON, eta, alpha, l1_ratio, ref_c)
+                                       EPSILON, eta, alpha, l1_ratio, precond, normalise)
     packed = _pack(w, drift, pen_scale, precond)
     got = kernels.sweep_dense_svrg(Xd, Y, rows, packed, dsnap, code, EPSILON, eta, alpha,
                                    l1_ratio, True, normalise)

@@ -91,7 +91,7 @@ def test_sync_is_deterministic(data):
 def test_history_reports_staleness_and_compute(data):
     X, y = data
     est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, max_iter=4, tol=None,
-                             batch_size=200).fit(X, y)
+                             batch_size=25).fit(X, y)  # 100 exchanges a loop per epoch
     h = est.history_
     assert list(h.epoch) == [1, 2, 3, 4]
     assert (np.diff(h.samples) >= N).all()  # an epoch is n_samples processed in total

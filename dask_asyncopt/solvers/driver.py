@@ -186,7 +186,9 @@ def fit_blocks(client, shards, loop_workers, n_samples, problem, settings, init=
             servers.append(client.submit(
                 cls, b, n_blocks, size, problem.n_outputs, problem.alpha,
                 problem.l1_ratio, unpenalised, mode, len(shards), settings.max_staleness,
-                inits[b], t_start, problem.svrg is not None, **extra, actor=True,
+                inits[b], t_start, problem.svrg is not None,
+                precondition=problem.svrg is not None and problem.svrg["step"] is None,
+                **extra, actor=True,
                 workers=[workers[b % len(workers)]],
                 key=f"asyncopt-block-{b}-{token}"))
         run.actors = client.gather(servers)
