@@ -270,7 +270,8 @@ def add_entries(target, ids, values):
 @njit(nogil=True, cache=True)
 def catch_up_all(w, last, hist_d, hist_s, now, skip):
     """Materialise every coordinate of a block at history index ``now``."""
-    materialise(w, last, hist_d, hist_s, now, np.arange(w.shape[0]), skip)
+    if now > 0:  # else nothing to do: skip the ids array (dense chunks read whole blocks)
+        materialise(w, last, hist_d, hist_s, now, np.arange(w.shape[0]), skip)
 
 
 @njit(nogil=True, cache=True)
