@@ -21,8 +21,12 @@ SCRIPTS = sorted(p.stem for p in HERE.glob("bench_*.py"))
 DOC = ["--out", "docs/benchmarks.md"]
 #: Arguments of each run (default: one run with the script's defaults).
 RUNS = {
-    # the foundation's targets at two data sizes (dask-ml's time depends on the size)
-    "bench_sgd": [[], ["--n-samples", "1000000", "--section", "bench_sgd_1m"]],
+    # the foundation's targets at two data sizes (dask-ml's time depends on the size),
+    # then at 1M on data of another seed, at the default and a 5x weaker penalty
+    "bench_sgd": [[], ["--n-samples", "1000000", "--section", "bench_sgd_1m"],
+                  *[["--n-samples", "1000000", "--data-seed", "11", "--alpha", alpha,
+                     "--dml-budget", "60", "--section", f"bench_sgd_1m_seed11_{alpha}"]
+                    for alpha in ("5e-6", "1e-6")]],
     "bench_straggler": [["--repeats", "3", "--both", *DOC]],
 }
 

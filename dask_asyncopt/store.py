@@ -28,6 +28,7 @@ import threading
 
 import numpy as np
 
+from .handoff import EpochHandOff
 from .kernels import add_delta, add_entries, add_rows, catch_up_all, gather, gather_packed
 from .penalties import penalty_value, sparse_penalty_scale
 
@@ -75,8 +76,11 @@ class IdSet:
         self.ids = ids
 
 
-class BlockServer:
+class BlockServer(EpochHandOff):
     """One parameter block with its proximal history and version counter.
+
+    Block 0 also relays the worker loops' epoch reports and the driver's
+    decisions (:class:`~dask_asyncopt.handoff.EpochHandOff`).
 
     Parameters
     ----------
@@ -150,6 +154,7 @@ class BlockServer:
         self.reading = {}  # worker -> version of its outstanding read
         self.ready = {}  # worker -> read version of its push waiting for admission
         self.id_sets = {}  # IdSet key -> ids
+        self._init_handoff()
         self.reset_stats()
 
     def _ids(self, ids):

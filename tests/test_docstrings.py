@@ -34,6 +34,7 @@ INTERNAL_MODULES = {
     "dask_asyncopt.schedules",
     "dask_asyncopt.shards",
     "dask_asyncopt.store",
+    "dask_asyncopt.handoff",  # the store's per-epoch hand-off: internal like store
     "dask_asyncopt.rules",  # update rules, their store and kernels: internal like
     "dask_asyncopt.rule_store",  # kernels/store (optimizer= is the public face)
     "dask_asyncopt.grad_kernels",

@@ -66,8 +66,10 @@ def test_fit_survives_a_killed_worker(cluster3, solver):
     with cluster3.as_current():
         undisturbed = AsyncSGDClassifier(**kw).fit(X, y)
         f_ref = logistic_objective(X, y, undisturbed.coef_, undisturbed.intercept_, ALPHA, 1.0)
-        est, killed = _fit_while_killing(
-            cluster3, lambda: AsyncSGDClassifier(**kw).fit(X, y), "-loop-0-epoch-4-")
+        times = undisturbed.history_.time
+        est, killed = _fit_while_killing(  # one task per loop for all epochs: about half-way
+            cluster3, lambda: AsyncSGDClassifier(**kw).fit(X, y), "-loop-0-epoch-1-",
+            delay=0.5 * (times.iloc[-1] - times.iloc[0]))
     events = est.history_["event"].dropna().tolist()
     assert len(events) == 1 and killed in events[0], events
     assert est.n_iter_ == 8 and est.history_.epoch.max() == 8

@@ -32,7 +32,15 @@ from distributed import secede
 from ..grad_kernels import minibatch_grads_csr, minibatch_grads_dense
 from ..kernels import P_EPSILON
 from ..penalties import sparse_penalty_scale
-from .loop import _check_finite, _is_csr, _Local, _pull, bind_servers, run_snapshot
+from .loop import (
+    _check_finite,
+    _is_csr,
+    _Local,
+    _pull,
+    bind_servers,
+    epoch_then_snapshot_body,
+    run_snapshot,
+)
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -195,9 +203,16 @@ class RuleSteps:
         return lr
 
 
+def rule_epoch_body(shard, actors, servers, config, worker, target, first, last, n_samples):
+    """An epoch of gradient exchanges (:func:`grad_epoch`), then its snapshot pass
+    (the loss alone after the fit's ``last``), for :func:`~.loop.run_epochs`."""
+    return epoch_then_snapshot_body(shard, actors, servers, config, worker, target, False,
+                                    last, grad_epoch, n_samples)
+
+
 def rule_epochs(run, n_samples, problem, total):
     """Epochs of a rule fit (see the module docstring); returns the samples processed."""
-    from .driver import _EarlyStopping, _pass_reports, _snapshot_objective, epoch_then_snapshot
+    from .driver import _EarlyStopping, _epoch_end, _pass_reports, _snapshot_objective
 
     settings = run.settings
     opts = problem.rule_options
@@ -206,18 +221,23 @@ def rule_epochs(run, n_samples, problem, total):
     steps = RuleSteps(problem.rule.lr, vr, _EarlyStopping(settings.tol, settings.n_iter_no_change),
                       _snapshot_objective(run, reports, n_samples)[1])
     run.config["grad"] = {"vr": vr, "batch": opts["batch"], "n_samples": n_samples}
-    for epoch in range(settings.first_epoch, settings.max_iter + 1):
-        reports, stats, total, loss, objective = epoch_then_snapshot(
-            run, grad_epoch, epoch, total, n_samples)
+    first, last = settings.first_epoch, settings.max_iter
+    run.start_epochs(rule_epoch_body, first, last, total + n_samples, n_samples)
+    for epoch in range(first, last + 1):
+        reports = run.epoch_reports(epoch)
+        stats, total, loss, objective = _epoch_end(run, reports, n_samples)
         lr = steps.lr
         watched = run.record(epoch, _pass_reports(reports), stats, loss, objective, lr)
         new_lr = steps.next(epoch, objective, watched)
         if new_lr is None:
             break
-        if new_lr != lr:
+        if new_lr != lr:  # the loops wait for the decision below meanwhile
             calls = [a.set_lr(new_lr) for a in run.actors]
             for c in calls:
                 c.result(settings.timeout)
+        if epoch < last:
+            run.proceed(epoch, total + n_samples)
+    run.finish_epochs(epoch, last)
     return total
 
 

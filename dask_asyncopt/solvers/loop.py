@@ -66,6 +66,9 @@ class _Local:
     def arrive(self, key, worker, timeout, value):
         return _Done(self.server.arrive(key, worker, timeout, value))
 
+    def await_decision(self, epoch, timeout):
+        return _Done(self.server.await_decision(epoch, timeout))
+
 
 class _Remote:
     """A block server elsewhere, through its actor handle.
@@ -111,6 +114,19 @@ class _Remote:
     def arrive(self, key, worker, timeout, value):
         return self.actor.arrive_at(key, worker, timeout, value)
 
+    def await_decision(self, epoch, timeout):
+        return self.actor.await_decision_at(epoch, timeout)
+
+
+def local_servers():
+    """Actor key -> object of every actor held by a running worker of this process
+    (thread workers: the embedded default)."""
+    here = {}
+    for worker in list(Worker._instances):
+        if worker.status in (Status.running, Status.paused):
+            here.update(worker.state.actors)
+    return here
+
 
 def bind_servers(actors, bounded, shard=None, loop=0):
     """Direct handles for servers in this process, actor handles for the rest.
@@ -122,10 +138,7 @@ def bind_servers(actors, bounded, shard=None, loop=0):
     With ``shard`` (of worker loop ``loop``), remote handles send each chunk's
     ids once per fit (see :class:`_Remote`).
     """
-    here = {}
-    for worker in list(Worker._instances):
-        if worker.status in (Status.running, Status.paused):
-            here.update(worker.state.actors)
+    here = local_servers()
     here.update(get_worker().state.actors)
     if shard is not None and not hasattr(shard, "sent_ids"):
         shard.sent_ids = {}  # block actor key -> names of the ids sent to it
@@ -328,12 +341,6 @@ def _sweep_svrg(chunk, rows, w, replies, samples, config):
     loss = _sweep_packed(chunk, rows, packed, config)
     w[:] = packed[:, :n_outputs]
     return loss, 1.0, 0.0  # identity prox at the block: already applied
-
-
-def run_epoch(shard, actors, config, worker, target):
-    """:func:`sweep_epoch` as a task of its own."""
-    secede()  # a long-running task: free the worker's slot for other tasks
-    return sweep_epoch(shard, actors, config, worker, target)
 
 
 def sweep_epoch(shard, actors, config, worker, target):
@@ -593,28 +600,62 @@ def _loop_sums(shard, sizes, n_outputs, first):
              np.zeros(size) if first else None) for size in sizes]
 
 
-def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_samples, last,
-                            start=False):
-    """A variance-reduced epoch in one task: ``loop`` (:func:`sweep_epoch` or a
-    rule's epoch pass), a barrier across the loops at the blocks, then the
-    snapshot at the epoch's end, or for the ``last`` epoch of a fit only the
-    loss.  With ``start``, the fit's first snapshot comes first, and the step
+def run_epochs(shard, actors, config, worker, epoch, first, last, target, *args):
+    """Every epoch ``first .. last`` of a fit in one task.
+
+    Each epoch is ``epoch(shard, actors, servers, config, worker, target,
+    first_of_fit, last_of_fit, *args)`` (one of the ``*_epoch_body`` functions
+    below; ``servers`` are the bound handles of ``actors``), which returns its
+    report and the config it leaves.  The report goes to block 0, then the loop
+    waits for the driver's decision (see :mod:`~dask_asyncopt.handoff`): stop,
+    or the next sample ``target`` and ``config`` changes.  The last epoch's
+    report ends the task.
+    """
+    secede()
+    servers = bind_servers(actors, False, shard, worker)
+    timeout = config["timeout"]
+    for k in range(first, last + 1):
+        report, config = epoch(shard, actors, servers, config, worker, target, k == first,
+                               k == last, *args)
+        servers[0].call("post_epoch", k, worker, report).result(timeout)
+        if k == last:
+            break
+        decision = servers[0].await_decision(k, timeout).result(timeout)
+        if decision is None:
+            break
+        target = decision["target"]
+        config = dict(config, **decision["config"])
+    return {"worker": worker}
+
+
+def sgd_epoch_body(shard, actors, servers, config, worker, target, first, last):
+    """A plain SGD epoch (:func:`sweep_epoch`) for :func:`run_epochs`."""
+    return sweep_epoch(shard, actors, config, worker, target), config
+
+
+def epoch_then_snapshot_body(shard, actors, servers, config, worker, target, start, last, loop,
+                             n_samples):
+    """A variance-reduced epoch: ``loop`` (:func:`sweep_epoch` or a rule's epoch
+    pass), a barrier across the loops at the blocks, then the snapshot at the
+    epoch's end, or for the ``last`` epoch of a fit only the loss.  With
+    ``start``, the fit's first snapshot comes first, and the step
     (``config["svrg"]["eta"]`` is ``None`` then) follows: ``1 / L`` for the
     normalised sweeps, else from every loop's largest squared row norm, which
     the barrier after it gathers.
 
-    One task instead of two or three, and no driver calls between them: a
-    task round trip through the scheduler costs ~12 ms on a thread
-    ``LocalCluster`` (measured), paid per phase of every epoch.
+    No driver calls between the phases: a task round trip through the
+    scheduler costs ~12 ms on a thread ``LocalCluster`` (measured), paid per
+    phase of every epoch.
 
     Returns
     -------
-    dict with the reports of the first snapshot (``"start"``, with ``start``),
-    the epoch (``"epoch"``) and the pass after it (``"after"``), and the step
-    the epoch took (``"eta"``).
+    report : dict
+        The reports of the first snapshot (``"start"``, with ``start``), the
+        epoch (``"epoch"``) and the pass after it (``"after"``), and the step
+        the epoch took (``"eta"``).
+    config : dict
+        ``config`` with the step set.
     """
-    secede()
-    servers = bind_servers(actors, False, shard, worker)
     timeout = config["timeout"]
     out = {}
     if start:
@@ -635,7 +676,7 @@ def run_epoch_then_snapshot(shard, actors, config, worker, loop, target, n_sampl
     else:
         out["after"] = _snapshot_pass(shard, servers, config, worker, False)
         _snapshot_done(servers, target, worker, n_samples, timeout)
-    return out
+    return out, config
 
 
 def _barrier(servers, key, worker, timeout, value=0.0):
