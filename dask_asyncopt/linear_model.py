@@ -501,7 +501,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     n_workers : int, default=None
         Number of worker loops; default one per Dask worker.
     timeout : float, default=120
-        Seconds any single exchange may take before the fit fails.
+        Seconds any single exchange may take before the fit fails; also how
+        long a worker loop waits at the end of an epoch for the slowest loop,
+        and then for the driver (history row, ``callback``, checkpoint).
     random_state : int, RandomState instance or None, default=None
         Seed of the shuffle and the data split between worker loops.
     verbose : int, default=0

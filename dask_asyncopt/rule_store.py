@@ -110,7 +110,7 @@ class RuleServer(BlockServer):
             self.stale_sum += n_steps * first + n_steps * (n_steps - 1) // 2
             self.stale_max = max(self.stale_max, first + n_steps - 1)
             self.n_pushes += n_steps
-            self.changed.notify_all()
+            self.notify()
             return self.version, self.samples, first + n_steps - 1
 
     async def push_grads_at(self, *args, **kwargs):
@@ -142,7 +142,7 @@ class RuleServer(BlockServer):
             self.version += 1
             self.samples += int(merged[4].sum())
             self.n_pushes += merged[0].shape[0] - 1
-            self.changed.notify_all()
+            self.notify()
         return self.version, self.samples, 0
 
 

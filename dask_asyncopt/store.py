@@ -274,24 +274,39 @@ class BlockServer(EpochHandOff):
         round trip through the scheduler between the sweeps and the snapshot.
         """
         with self.changed:
-            self._check_running()
-            arrived = self.arrived.setdefault(key, {})
-            arrived[worker] = value
-            if len(arrived) == self.n_workers:
-                self._reset_snapshot()
-                self.changed.notify_all()
-            elif not self.changed.wait_for(
-                    lambda: self.stopped or len(arrived) == self.n_workers, timeout):
-                raise TimeoutError(
-                    f"block {self.block_id}: barrier {key!r} not reached by every loop "
-                    f"within {timeout} s (a worker loop is lost or stalled)")
+            arrived = self._arrive(key, worker, value)
+            if not self.changed.wait_for(lambda: self._passed(arrived), timeout):
+                raise self._barrier_timeout(key, timeout)
             self._check_running()
             return max(arrived.values())
 
     async def arrive_at(self, key, worker, timeout, value=0.0):
-        """:meth:`arrive` for remote callers: waits on an executor thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.arrive, key, worker, timeout, value)
+        """:meth:`arrive` for remote callers (waits on the event loop, holding no
+        thread, see :mod:`~dask_asyncopt.waits`)."""
+        with self.changed:
+            arrived = self._arrive(key, worker, value)
+        if not await self.wait_async(lambda: self._passed(arrived), timeout):
+            raise self._barrier_timeout(key, timeout)
+        with self.changed:
+            self._check_running()
+            return max(arrived.values())
+
+    def _arrive(self, key, worker, value):
+        self._check_running()
+        arrived = self.arrived.setdefault(key, {})
+        arrived[worker] = value
+        if len(arrived) == self.n_workers:
+            self._reset_snapshot()
+            self.notify()
+        return arrived
+
+    def _passed(self, arrived):
+        return self.stopped or len(arrived) == self.n_workers
+
+    def _barrier_timeout(self, key, timeout):
+        return TimeoutError(
+            f"block {self.block_id}: barrier {key!r} not reached by every loop "
+            f"within {timeout} s (a worker loop is lost or stalled)")
 
     def snapshot_done(self, key, worker, n_samples):
         """Worker loop ``worker`` has added all its parts of snapshot ``key``; the
@@ -414,7 +429,7 @@ class BlockServer(EpochHandOff):
             self.stale_sum += staleness
             self.stale_max = max(self.stale_max, staleness)
             self.n_pushes += 1
-            self.changed.notify_all()
+            self.notify()
             return self.version, self.samples, staleness
 
     def _wait_for_admission(self, worker, read_version, timeout, admissible):
@@ -470,7 +485,7 @@ class BlockServer(EpochHandOff):
         self.version += 1
         self.samples += total_n
         self.n_pushes += self.n_workers
-        self.changed.notify_all()
+        self.notify()
 
     def _apply(self, ids, delta, prox_d, prox_s):
         self._add(ids, delta)
@@ -532,7 +547,7 @@ class BlockServer(EpochHandOff):
         """
         with self.changed:
             self.stopped = True
-            self.changed.notify_all()
+            self.notify()
 
     def _check_running(self):
         if self.stopped:
@@ -542,7 +557,7 @@ class BlockServer(EpochHandOff):
         """Drop ``worker``'s outstanding read (it stopped without pushing)."""
         with self.changed:
             self.reading.pop(worker, None)
-            self.changed.notify_all()
+            self.notify()
 
     def reset_stats(self):
         """Start a new measurement window for staleness statistics."""

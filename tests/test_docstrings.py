@@ -34,7 +34,8 @@ INTERNAL_MODULES = {
     "dask_asyncopt.schedules",
     "dask_asyncopt.shards",
     "dask_asyncopt.store",
-    "dask_asyncopt.handoff",  # the store's per-epoch hand-off: internal like store
+    "dask_asyncopt.handoff",  # the store's per-epoch hand-off and its waits:
+    "dask_asyncopt.waits",  # internal like store
     "dask_asyncopt.rules",  # update rules, their store and kernels: internal like
     "dask_asyncopt.rule_store",  # kernels/store (optimizer= is the public face)
     "dask_asyncopt.grad_kernels",

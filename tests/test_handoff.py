@@ -54,6 +54,10 @@ def test_collect_wakes_on_the_last_post_and_loops_wake_on_the_decision():
 
 def test_await_decision_times_out_and_stop_wakes_every_waiter():
     server = new_server()
+    server.post_epoch(1, 0, {})
+    with pytest.raises(TimeoutError, match="one is lost or stalled"):
+        server.await_decision(1, 0.05)  # the other loop never finished epoch 1
+    server.post_epoch(1, 1, {})
     with pytest.raises(TimeoutError, match="no decision from the driver"):
         server.await_decision(1, 0.05)
     errors = []
@@ -75,6 +79,50 @@ def test_await_decision_times_out_and_stop_wakes_every_waiter():
     assert not any(t.is_alive() for t in threads) and len(errors) == 2
     with pytest.raises(FitStopped):  # a loop posting after the fit stopped learns it
         server.post_epoch(3, 0, {})
+
+
+def test_decision_timeout_counts_from_the_slowest_loop():
+    """A fast loop waits for a straggler's epoch and then ``timeout`` for the driver."""
+    server = new_server()
+    box = {}
+
+    def fast():
+        server.post_epoch(1, 0, {})
+        box["decision"] = server.await_decision(1, 0.3)
+
+    t = threading.Thread(target=fast)
+    t.start()
+    time.sleep(0.25)
+    server.post_epoch(1, 1, {})  # the straggler, near the fast loop's own timeout
+    time.sleep(0.2)  # past 0.3 s after the fast loop's post, within 0.3 s of the last
+    server.decide(1, {"target": 2, "config": {}})
+    t.join(5)
+    assert box == {"decision": {"target": 2, "config": {}}}
+
+
+def test_async_waits_hold_no_thread():
+    """Many remote waiters on one event loop (a barrier and the hand-off) are woken
+    without an executor thread each."""
+    n = 40
+    server = new_server(n_workers=n + 1)
+
+    async def main():
+        before = threading.active_count()
+        barrier = [asyncio.ensure_future(server.arrive_at("e", i, 10, float(i)))
+                   for i in range(n)]
+        decisions = [asyncio.ensure_future(server.await_decision_at(1, 10)) for _ in range(n)]
+        await asyncio.sleep(0.1)
+        assert not any(f.done() for f in barrier + decisions)
+        assert threading.active_count() < before + 4
+        # the last loop arrives from a thread, as a loop on the block's worker would
+        await asyncio.get_running_loop().run_in_executor(None, server.arrive, "e", n, 10, -1.0)
+        for i in range(n + 1):
+            server.post_epoch(1, i, {})
+        server.decide(1, None)
+        return await asyncio.gather(*barrier), await asyncio.gather(*decisions)
+
+    maxima, decisions = asyncio.run(main())
+    assert maxima == [float(n - 1)] * n and decisions == [None] * n
 
 
 def test_none_decides_stop():
@@ -110,3 +158,44 @@ def test_hand_off_through_a_dask_actor(client):
     finally:
         client.cancel([fut], force=True)
         del fut
+
+
+def _post_after(block, delay, worker, fail=False):
+    """A worker loop's task ending with its last epoch's post (or failing instead)."""
+    time.sleep(delay)
+    if fail:
+        raise ValueError("a loop failed")
+    block.post_epoch(1, worker, worker).result(10)
+    return {"worker": worker}
+
+
+@pytest.mark.parametrize("where", ["client", "process_client"])
+def test_driver_collects_epochs_and_sees_failed_loops(request, where):
+    """``_Run.epoch_reports``: a loop whose task already ended (after its last post)
+    is no failure while a slower one has yet to post; a failed loop's error is
+    raised.  Direct calls on a thread cluster, actor calls on a process cluster."""
+    from dask_asyncopt.solvers.driver import Settings, _Run
+    from dask_asyncopt.solvers.loop import local_servers
+
+    client = request.getfixturevalue(where)
+    fut = client.submit(BlockServer, 0, 1, 3, 1, 0.0, 0.0, -1, "async", 2, None, actor=True,
+                        key=f"test-handoff-driver-{where}")
+    try:
+        run = _Run(client, [], [], Settings(timeout=10), "t")
+        run.actors = [fut.result(timeout=10)]
+        workers = sorted(client.nthreads())
+        for fail in (False, True):
+            run.loops = [client.submit(_post_after, run.actors[0], delay, i, fail and i == 1,
+                                       workers=[workers[i]], pure=False)
+                         for i, delay in enumerate((0.0, 0.4))]
+            run.epochs = (0, 1)
+            run.handoff = local_servers().get(run.actors[0].key)
+            assert (run.handoff is None) == (where == "process_client")
+            if fail:
+                with pytest.raises(ValueError, match="a loop failed"):
+                    run.epoch_reports(1, poll=0.05)
+            else:
+                assert run.epoch_reports(1, poll=0.05) == [0, 1]
+            run.loops.clear()
+    finally:
+        client.cancel([fut], force=True)

@@ -17,7 +17,8 @@ Epochs: a snapshot pass first (it counts the rows touching each coordinate,
 which the penalty weights need, and, with variance reduction, stores each
 row's loss derivative and sums the full gradient), then per epoch one pass of
 every loop over its shard and a snapshot pass that also yields the exact
-objective.  With variance reduction (smooth losses, the default) the step is
+objective (after the last epoch only the loss: no step uses that snapshot),
+all epochs in one task per loop (:func:`~.loop.run_epochs`).  With variance reduction (smooth losses, the default) the step is
 constant and halved when an epoch raises the objective; without, it decays as
 ``lr / sqrt(epoch)``.
 """
@@ -232,12 +233,10 @@ def rule_epochs(run, n_samples, problem, total):
         if new_lr is None:
             break
         if new_lr != lr:  # the loops wait for the decision below meanwhile
-            calls = [a.set_lr(new_lr) for a in run.actors]
-            for c in calls:
-                c.result(settings.timeout)
+            run.call_blocks("set_lr", new_lr)
         if epoch < last:
             run.proceed(epoch, total + n_samples)
-    run.finish_epochs(epoch, last)
+    run.finish_epochs()
     return total
 
 

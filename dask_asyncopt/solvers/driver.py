@@ -253,6 +253,7 @@ class _Run:
         self.initial_penalty = 0.0  # penalty of the starting coefficients
         self.handoff = None  # block 0's server when in this process (see start_epochs)
         self.direct = None  # per block: its server when in this process (see call_blocks)
+        self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
         self.started = time.perf_counter()
 
     def start_loops(self, func, name, epoch, *args):
@@ -283,10 +284,14 @@ class _Run:
 
     def start_epochs(self, body, first, last, target, *args):
         """Start one task per loop running epochs ``first .. last``
-        (:func:`~.loop.run_epochs` with ``body``); after each epoch, take its
-        reports with :meth:`epoch_reports`, then :meth:`proceed` or
+        (:func:`~.loop.run_epochs` with ``body``; nothing when ``first > last``,
+        a restart after the last epoch's checkpoint); after each epoch, take its
+        reports with :meth:`epoch_reports`, then :meth:`proceed`, and at the end
         :meth:`finish_epochs`.  Keys read ``asyncopt-<solver>-loop-<loop>-epoch-
         <first>-<fit token>``."""
+        self.epochs = (first - 1, last)  # (last epoch reported, last epoch)
+        if first > last:
+            return
         self.start_loops(run_epochs, f"{self.settings.solver}-loop", first, body, first, last,
                          target, *args)
         # block 0 relays the hand-off; called directly when it lives in this process
@@ -295,19 +300,27 @@ class _Run:
     def epoch_reports(self, epoch, poll=0.5):
         """The loops' reports of ``epoch``, once all posted them.  Every ``poll``
         seconds, checks the loop tasks: a failed one raises its error here."""
-        n_loops = len(self.loops)
         while True:
-            if self.handoff is not None:
-                reports = self.handoff.collect_epoch(epoch, n_loops, poll)
-            else:
-                reports = self.actors[0].collect_epoch_at(epoch, n_loops, poll).result(
-                    self.settings.timeout)
+            reports = self._collect(epoch, poll)
+            if reports is None:
+                # a loop's task ends after posting its last epoch: only failures count
+                failed = [f for f in self.loops if f.status in ("error", "cancelled")]
+                if failed:
+                    self.client.gather(failed)  # raises the loop's error
+                if all(f.status == "finished" for f in self.loops):
+                    reports = self._collect(epoch, 0.0)  # posted since the poll?
+                    if reports is None:
+                        raise RuntimeError(
+                            f"worker loops ended before reporting epoch {epoch}")
             if reports is not None:
+                self.epochs = (epoch, self.epochs[1])
                 return reports
-            ended = [f for f in self.loops if f.done()]
-            if ended:
-                self.client.gather(ended)  # raises a failed loop's error
-                raise RuntimeError(f"worker loops ended before reporting epoch {epoch}")
+
+    def _collect(self, epoch, wait):
+        if self.handoff is not None:
+            return self.handoff.collect_epoch(epoch, len(self.loops), wait)
+        return self.actors[0].collect_epoch_at(epoch, len(self.loops), wait).result(
+            self.settings.timeout)
 
     def _decide(self, epoch, decision):
         if self.handoff is not None:
@@ -322,11 +335,12 @@ class _Run:
         self.config.update(config)
         self._decide(epoch, {"target": target, "config": config})
 
-    def finish_epochs(self, epoch, last):
-        """The fit ends after ``epoch``: stop the loops unless it was their
-        ``last`` anyway, and wait for them."""
-        if epoch < last:
-            self._decide(epoch, None)
+    def finish_epochs(self):
+        """The fit ends: stop the loops unless the epoch reported last was their
+        last anyway, and wait for them."""
+        reported, last = self.epochs
+        if self.loops and reported < last:
+            self._decide(reported, None)
         self.gather_loops()
 
     def call_blocks(self, method, *args):
@@ -424,7 +438,7 @@ def _sgd_epochs(run, n_samples, problem, total):
                 break
         if epoch < last:
             run.proceed(epoch, total + n_samples, problem=run.config["problem"])
-    run.finish_epochs(epoch, last)
+    run.finish_epochs()
     return total
 
 
@@ -491,7 +505,7 @@ def _svrg_epochs(run, n_samples, problem, total):
         step, previous = halve_if_rose(step, previous, objective), objective
         if epoch < last:
             run.proceed(epoch, total + n_samples, svrg=dict(run.config["svrg"], eta=step))
-    run.finish_epochs(epoch, last)
+    run.finish_epochs()
     return total
 
 

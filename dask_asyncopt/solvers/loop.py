@@ -525,7 +525,7 @@ def run_snapshot(shard, actors, config, worker, first):
     """Take the variance-reduced solver's snapshot over this loop's shard.
 
     Every chunk reads the current coefficients (no loop is sweeping: the
-    driver runs this between epochs), keeps its rows' loss derivatives there
+    driver runs this before a rule fit's first epoch), keeps its rows' loss derivatives there
     for the next epoch's steps, and adds its gradient sum (and, on the
     ``first`` snapshot of a fit, its column statistics, see
     :func:`_column_stats`) to the blocks.
