@@ -18,9 +18,9 @@ which the penalty weights need, and, with variance reduction, stores each
 row's loss derivative and sums the full gradient), then per epoch one pass of
 every loop over its shard and a snapshot pass that also yields the exact
 objective (after the last epoch only the loss: no step uses that snapshot),
-all epochs in one task per loop (:func:`~.loop.run_epochs`).  With variance reduction (smooth losses, the default) the step is
-constant and halved when an epoch raises the objective; without, it decays as
-``lr / sqrt(epoch)``.
+all epochs in one task per loop (:func:`~.loop.run_epochs`).  With variance
+reduction (smooth losses, the default) the step is constant and halved when an
+epoch raises the objective; without, it decays as ``lr / sqrt(epoch)``.
 """
 
 import logging

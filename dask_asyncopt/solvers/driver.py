@@ -2,9 +2,11 @@
 
 An epoch is one pass of every worker loop over its own shard (each sample
 once, so the stochastic gradients stay unbiased); within it the loops never
-wait for each other under ``"asyb"``.  Between epochs the driver reads
-the blocks' statistics, evaluates the objective, applies early stopping, and
-records a history row.
+wait for each other under ``"asyb"``.  One task per loop runs all the
+epochs of a fit; between two epochs the loops wait at block 0 while the
+driver reads the blocks' statistics, evaluates the objective, applies early
+stopping, records a history row and hands them its decision (stop, or the
+next step size; see :mod:`~dask_asyncopt.handoff`).
 
 Two gradient estimators share that structure:
 
