@@ -19,8 +19,9 @@ Two modes share the class:
   does not depend on arrival order), and the version advances once.
 
 Methods are safe to call concurrently: Dask runs them on the actor thread or
-the event loop, and a worker loop on the same worker calls the object
-directly (no round trip through TCP to itself); a lock serialises them.
+the event loop, and a worker loop on the same worker (or the driver, when the
+workers are threads of its process) calls the object directly (no round trip
+through TCP to itself); a lock serialises them.
 """
 
 import asyncio
