@@ -485,8 +485,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         the row's non-zeros, with the penalty's prox reweighted the same way.
         Its noise vanishes at the optimum, so it converges to the exact
         optimum.  Steps are preconditioned per coordinate by ``1 / sqrt`` of
-        its column's sum of squares and normalised per row to ``1 / L``, ``L``
-        the loss's curvature bound (halved whenever an epoch raises the
+        its column's sum of squares and normalised per row to ``1 / (2L)``,
+        ``L`` the loss's curvature bound (halved whenever an epoch raises the
         objective); ``learning_rate="constant"`` takes ``eta0`` for every
         coordinate instead.  ``history_`` reports the exact objective after
         each epoch.  Needs a smooth loss.  "auto": "svrg" for smooth losses (log_loss,
