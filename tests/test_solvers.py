@@ -211,3 +211,22 @@ def test_step_halved_only_when_the_objective_really_rose():
     assert halve_if_rose(4.0, 0.5, 0.49) == 4.0
     assert halve_if_rose(4.0, 0.5, 0.5 * (1 + 1e-15)) == 4.0  # rounding of a sum
     assert halve_if_rose(4.0, 0.5, 0.5001) == 2.0
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync"])
+def test_adaptive_eta0_reaches_the_running_loops(client, solver):
+    """``learning_rate="adaptive"`` divides ``eta0`` by 5 on every stall; the loops
+    (one task for the whole fit) take it from the driver's decision: once it is
+    tiny, the coefficients and so the epochs' losses stand still."""
+    X, y = make_sparse_classification(4000, 500, random_state=3)
+    est = AsyncSGDClassifier(loss="log_loss", penalty="l2", alpha=1e-4, solver=solver,
+                             variance_reduction=None, learning_rate="adaptive", eta0=0.5,
+                             max_iter=40, tol=10.0, n_iter_no_change=2,
+                             random_state=0).fit(X, y)
+    eta = est.history_.eta0.to_numpy()  # the step each epoch took
+    loss = est.history_.loss.to_numpy()
+    assert eta[0] == 0.5 and eta[-1] <= 1e-6 and set(np.round(eta[:-1] / eta[1:], 6)) == {
+        1.0, 5.0}
+    moves = np.abs(np.diff(loss))  # epoch k + 1's loss against epoch k's
+    tiny = eta[1:] <= 1e-5
+    assert tiny.sum() >= 2 and moves[tiny].max() < 1e-3 * moves[:2].max(), (eta, loss)

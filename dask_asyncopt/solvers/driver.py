@@ -434,12 +434,14 @@ def _sgd_epochs(run, n_samples, problem, total):
         loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
         objective = loss + sum(s["penalty"] for s in stats)
         watched = run.record(epoch, reports, stats, loss, objective, float(params[P_ETA0]))
+        changes = {}
         if stopping.stalled(watched):
             params = adapt_after_stall(run, problem, params, stopping)
             if params is None:
                 break
+            changes["problem"] = run.config["problem"]  # with the smaller eta0
         if epoch < last:
-            run.proceed(epoch, total + n_samples, problem=run.config["problem"])
+            run.proceed(epoch, total + n_samples, **changes)
     run.finish_epochs()
     return total
 
