@@ -480,8 +480,8 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
 
     Step of coordinate ``j`` on row ``r``: ``c_j eta / sum_i(c_i x_ri^2)`` with
     ``normalise`` (the intercept counting ``x = 1``): each row's step is
-    ``eta`` in the metric ``diag(c)``, so ``eta = 1 / L`` keeps every row
-    stable, however unequal the rows' norms, and ``c`` (see
+    ``eta`` in the metric ``diag(c)``, so ``eta <= 1 / L`` keeps every row
+    stable, however unequal the rows' norms (the solvers take ``1 / (2L)``), and ``c`` (see
     ``BlockServer.finish_snapshot``) lets rare coordinates move further than
     the most frequent ones.  The optimum stays a fixed point for any positive
     steps (the variance-reduced gradient equals the full one there).  Without

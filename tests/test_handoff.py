@@ -175,7 +175,6 @@ def test_driver_collects_epochs_and_sees_failed_loops(request, where):
     is no failure while a slower one has yet to post; a failed loop's error is
     raised.  Direct calls on a thread cluster, actor calls on a process cluster."""
     from dask_asyncopt.solvers.driver import Settings, _Run
-    from dask_asyncopt.solvers.loop import local_servers
 
     client = request.getfixturevalue(where)
     fut = client.submit(BlockServer, 0, 1, 3, 1, 0.0, 0.0, -1, "async", 2, None, actor=True,
@@ -189,8 +188,7 @@ def test_driver_collects_epochs_and_sees_failed_loops(request, where):
                                        workers=[workers[i]], pure=False)
                          for i, delay in enumerate((0.0, 0.4))]
             run.epochs = (0, 1)
-            run.handoff = local_servers().get(run.actors[0].key)
-            assert (run.handoff is None) == (where == "process_client")
+            assert (run.local_blocks()[0] is None) == (where == "process_client")
             if fail:
                 with pytest.raises(ValueError, match="a loop failed"):
                     run.epoch_reports(1, poll=0.05)

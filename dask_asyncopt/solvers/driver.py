@@ -253,8 +253,7 @@ class _Run:
         self.checkpoint = None
         self.n_blocks = 1
         self.initial_penalty = 0.0  # penalty of the starting coefficients
-        self.handoff = None  # block 0's server when in this process (see start_epochs)
-        self.direct = None  # per block: its server when in this process (see call_blocks)
+        self._direct = None  # per block: its server when in this process (see local_blocks)
         self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
         self.started = time.perf_counter()
 
@@ -296,8 +295,6 @@ class _Run:
             return
         self.start_loops(run_epochs, f"{self.settings.solver}-loop", first, body, first, last,
                          target, *args)
-        # block 0 relays the hand-off; called directly when it lives in this process
-        self.handoff = local_servers().get(self.actors[0].key)
 
     def epoch_reports(self, epoch, poll=0.5):
         """The loops' reports of ``epoch``, once all posted them.  Every ``poll``
@@ -319,14 +316,16 @@ class _Run:
                 return reports
 
     def _collect(self, epoch, wait):
-        if self.handoff is not None:
-            return self.handoff.collect_epoch(epoch, len(self.loops), wait)
+        handoff = self.local_blocks()[0]  # block 0 relays the hand-off
+        if handoff is not None:
+            return handoff.collect_epoch(epoch, len(self.loops), wait)
         return self.actors[0].collect_epoch_at(epoch, len(self.loops), wait).result(
             self.settings.timeout)
 
     def _decide(self, epoch, decision):
-        if self.handoff is not None:
-            self.handoff.decide(epoch, decision)
+        handoff = self.local_blocks()[0]
+        if handoff is not None:
+            handoff.decide(epoch, decision)
         else:
             self.actors[0].decide(epoch, decision, separate_thread=False).result(
                 self.settings.timeout)
@@ -351,14 +350,20 @@ class _Run:
         Blocks in this process (thread workers) are called directly: through
         their actors, the statistics and checkpoint reads between two epochs
         took ~3 ms of a thread cluster's event loop (measured, 2 blocks)."""
-        if self.direct is None:
-            here = local_servers()
-            self.direct = [here.get(a.key) for a in self.actors]
-        calls = [getattr(a, method)(*args) for a, obj in zip(self.actors, self.direct,
-                                                              strict=True) if obj is None]
+        direct = self.local_blocks()
+        calls = [getattr(a, method)(*args) for a, obj in zip(self.actors, direct, strict=True)
+                 if obj is None]
         replies = iter([c.result(self.settings.timeout) for c in calls])
         return [next(replies) if obj is None else getattr(obj, method)(*args)
-                for obj in self.direct]
+                for obj in direct]
+
+    def local_blocks(self):
+        """Per block, its server object when it lives in this process (thread
+        workers: called directly), else ``None`` (called through its actor)."""
+        if self._direct is None:
+            here = local_servers()
+            self._direct = [here.get(a.key) for a in self.actors]
+        return self._direct
 
     def record(self, epoch, reports, stats, loss, objective, step, extra=None):
         """Append the epoch's history row (plus ``extra`` columns), log it, pass it
