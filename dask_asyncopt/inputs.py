@@ -31,15 +31,113 @@ def is_pydata_sparse(obj):
     return type(obj).__module__.split(".")[0] == "sparse"
 
 
-def to_scipy(X):
-    """pydata ``sparse`` (COO, GCXS, DOK) -> scipy CSR; anything else unchanged."""
-    if is_pydata_sparse(X):
+def to_scipy(X, name="X"):
+    """pydata ``sparse`` (COO, GCXS, DOK) -> scipy CSR; anything else unchanged.
+
+    Sparse inputs have their structure checked first (:func:`check_sparse_structure`):
+    scipy does not check index values when a matrix is built from arrays, and
+    its conversions, like our kernels, index memory with them unchecked.
+    """
+    pydata = is_pydata_sparse(X)
+    if pydata:
         if X.ndim != 2:
-            raise ValueError(f"X must be 2-dimensional, got a {X.ndim}-d sparse array")
-        if hasattr(X, "to_scipy_sparse"):
-            return sp.csr_matrix(X.to_scipy_sparse())
-        return sp.csr_matrix(X.tocsr())
-    return X
+            raise ValueError(f"{name} must be 2-dimensional, got a {X.ndim}-d sparse array")
+        if hasattr(X, "coords"):  # COO: check the coordinates before converting
+            _check_coords(X.coords, X.shape, X.data, name)
+        if hasattr(X, "compressed_axes"):  # GCXS, likewise
+            rows = tuple(X.compressed_axes) == (0,)
+            _check_compressed(X.indptr, X.indices, X.data, X.shape[0 if rows else 1],
+                              X.shape[1 if rows else 0], name, "column" if rows else "row")
+        if not hasattr(X, "to_scipy_sparse"):
+            return sp.csr_matrix(X.tocsr())
+        X = X.to_scipy_sparse()  # GCXS: a view of its arrays
+    if sp.issparse(X):
+        check_sparse_structure(X, name)
+    return sp.csr_matrix(X) if pydata else X
+
+
+def _malformed(name, problem):
+    return ValueError(
+        f"{name} is a malformed sparse matrix: {problem}. scipy does not check index "
+        "values when a matrix is built from (data, indices, indptr) arrays; build it "
+        "from valid arrays, e.g. scipy.sparse.csr_matrix((data, (rows, cols)), shape=...) "
+        "with 0 <= rows < n_rows and 0 <= cols < n_cols")
+
+
+def _check_index_array(a, name, what):
+    if a.ndim != 1:
+        raise _malformed(name, f"its {what} array is {a.ndim}-dimensional, not 1-d")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} is a malformed sparse matrix: its {what} array has dtype "
+                        f"{a.dtype}, not an integer type; build it with integer indices")
+
+
+def _check_coords(coords, shape, data, name):
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[0] != len(shape):
+        raise _malformed(name, f"its coordinates have shape {coords.shape}, expected "
+                               f"({len(shape)}, nnz)")
+    _check_index_array(coords[0], name, "coordinate")
+    if coords.shape[1] != np.shape(data)[0]:
+        raise _malformed(name, f"{coords.shape[1]} coordinates for {np.shape(data)[0]} "
+                               "stored values")
+    for axis, (c, n) in enumerate(zip(coords, shape, strict=True)):
+        _check_range(c, n, name, f"{('row', 'column')[axis] if axis < 2 else 'axis'} index")
+
+
+def _check_range(ids, n, name, what):
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids.min() if ids.min() < 0 else ids.max()
+        raise _malformed(name, f"a {what} is {bad}, outside 0..{n - 1}")
+
+
+def check_sparse_structure(X, name="X"):
+    """Raise a ``ValueError`` (``TypeError`` for index dtypes) naming the problem
+    unless the index arrays of scipy sparse ``X`` are consistent with its shape.
+
+    Checks, without modifying ``X`` (scipy's ``check_format`` prunes and
+    recasts in place): CSR/CSC/BSR ``indptr`` length, start, monotonicity and
+    end, ``indices``/``data`` lengths and every index in range; COO rows and
+    columns in range.  Other formats (DOK, LIL, DIA) cannot hold an index
+    outside their shape.  O(nnz), vectorised.
+    """
+    fmt = X.format
+    if fmt in ("csr", "csc", "bsr"):
+        n_major, n_minor = X.shape if fmt != "csc" else X.shape[::-1]
+        if fmt == "bsr":
+            r, c = X.blocksize
+            n_major, n_minor = n_major // r, n_minor // c
+        _check_compressed(X.indptr, X.indices, X.data, n_major, n_minor, name,
+                          "column" if fmt != "csc" else "row")
+    elif fmt == "coo":
+        rows, cols = np.asarray(X.row), np.asarray(X.col)
+        if rows.shape != cols.shape:
+            raise _malformed(name, f"{rows.shape[0]} row and {cols.shape[0]} column indices")
+        _check_coords(np.vstack([rows, cols]), X.shape, X.data, name)
+
+
+def _check_compressed(indptr, indices, data, n_major, n_minor, name, minor):
+    """The structure of compressed (CSR-like) arrays: ``n_major`` runs of indices
+    into ``n_minor`` ``minor`` positions (rows or columns)."""
+    indptr, indices = np.asarray(indptr), np.asarray(indices)
+    _check_index_array(indptr, name, "indptr")
+    _check_index_array(indices, name, "indices")
+    major = "rows" if minor == "column" else "columns"
+    if indptr.shape[0] != n_major + 1:
+        raise _malformed(name, f"indptr has {indptr.shape[0]} entries, expected "
+                               f"{n_major + 1} (one more than its {n_major} {major})")
+    if indptr[0] != 0:
+        raise _malformed(name, f"indptr starts at {indptr[0]}, not 0")
+    steps = np.diff(indptr)
+    if (steps < 0).any():
+        at = int(np.flatnonzero(steps < 0)[0])
+        raise _malformed(name, f"indptr decreases at position {at + 1} (indptr must be "
+                               "non-decreasing)")
+    nnz = int(indptr[-1])
+    if nnz > indices.shape[0] or np.shape(data)[0] != indices.shape[0]:
+        raise _malformed(name, f"indptr ends at {nnz}, but indices has {indices.shape[0]} "
+                               f"entries and data {np.shape(data)[0]}")
+    _check_range(indices[:nnz], n_minor, name, f"{minor} index")
 
 
 def dask_to_array(obj, name):
