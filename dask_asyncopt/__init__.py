@@ -1,7 +1,7 @@
 """Asynchronous parallel stochastic optimisation over Dask, with a scikit-learn face."""
 
-from .linear_model import AsyncSGDClassifier, AsyncSGDRegressor
-from .recommender import MatrixFactorization
+from .estimators.linear_model import AsyncSGDClassifier, AsyncSGDRegressor
+from .estimators.recommender import MatrixFactorization
 
 __all__ = ["AsyncSGDClassifier", "AsyncSGDRegressor", "MatrixFactorization"]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import train_test_split
 
 from .datasets import make_sparse_classification
-from .linear_model import AsyncSGDClassifier
+from .estimators.linear_model import AsyncSGDClassifier
 
 
 def logistic_objective(X, y, coef, intercept, alpha):

@@ -1,15 +1,47 @@
-"""Solvers: strategies that drive worker loops against the parameter store.
+"""Solvers: run a fit on a Dask cluster.  This module is their public face.
 
-* ``"asyb"`` — AsyB-ProxSGD: blocks in actors, every worker loop pulls the
-  coordinates its chunk touches, sweeps, pushes; each block applies its
-  proximal step on arrival (:mod:`.loop`, store mode ``"async"``).
-* ``"sync"`` — the all-reduce baseline: the same exchanges with a barrier per
+The estimators build a problem and settings (:mod:`.config`) and call
+:func:`fit_linear` or :func:`fit_factors` inside :func:`session`; nothing
+else of this package is theirs to import.
+
+* ``"asyb"`` -- AsyB-ProxSGD: coefficient blocks in actors, every worker loop
+  pulls the coordinates its chunk touches, sweeps, pushes; each block applies
+  its proximal step on arrival (:mod:`.blocks`, :mod:`.loop`).
+* ``"sync"`` -- the all-reduce baseline: the same exchanges with a barrier per
   round; a round's pushes are applied together in worker order.
-* ``"adpsgd"`` — AD-PSGD: one full model replica per worker loop, pairwise
-  averaging between active and passive loops, no server
-  (:mod:`.adpsgd`, :mod:`dask_asyncopt.replica`).
+* ``"adpsgd"`` -- AD-PSGD: one full model replica per worker loop, pairwise
+  averaging between active and passive loops, no server (:mod:`.adpsgd`).
+
+Matrix factorisation runs the same three over factor blocks (:mod:`.factors`).
 """
 
-from .driver import SOLVERS, fit_blocks
+from contextlib import contextmanager
 
-__all__ = ["SOLVERS", "fit_blocks"]
+from ..cluster import get_client
+from .config import (
+    SVRG,
+    FactorProblem,
+    FitResult,
+    LinearProblem,
+    Schedule,
+    Settings,
+    Validation,
+)
+from .factors import FACTOR_RULES, fit_factors
+from .linear import fit_linear
+from .registry import ITEM_SIDES, SOLVERS
+
+
+@contextmanager
+def session():
+    """The client a fit runs on (the active one, else the embedded cluster's),
+    made current for the block: dask collections the estimator computes
+    before the fit (its classes, say) are computed there too."""
+    client = get_client()
+    with client.as_current():
+        yield client
+
+
+__all__ = ["FACTOR_RULES", "ITEM_SIDES", "SOLVERS", "SVRG", "FactorProblem", "FitResult",
+           "LinearProblem", "Schedule", "Settings", "Validation", "fit_factors", "fit_linear",
+           "session"]

@@ -1,6 +1,6 @@
 """AD-PSGD: asynchronous decentralised training over model replicas.
 
-Every worker loop owns a :class:`~dask_asyncopt.replica.Replica` on its own
+Every worker loop owns a :class:`~dask_asyncopt.store.replicas.Replica` on its own
 worker.  Within an epoch a loop repeats: read the coordinates its chunk
 touches from its replica, sweep the chunk (Numba, on a compact copy), apply
 the difference to its replica, and - on *active* loops - average the whole
@@ -53,7 +53,7 @@ replica holds its own rule state (AMSGrad's ``m, v, vhat``); a loop computes
 its chunk's minibatch gradients at the values it read (the kernels and
 options of :mod:`dask_asyncopt.solvers.adaptive`, with the SVRG correction
 at the epoch-end consensus when variance reduction applies) and its replica
-applies them (:meth:`~dask_asyncopt.replica.Replica.apply_grads`).  Gossip
+applies them (:meth:`~dask_asyncopt.store.replicas.Replica.apply_grads`).  Gossip
 and the consensus average the values only; each replica keeps its moments.
 Measured on the 5000 x 2000 test problem (2 loops, default settings, 4 fits
 each): averaging the moments too, at the consensus or at every exchange,
@@ -65,39 +65,23 @@ scaled by the number of loops (unlike SVRG's): 0.06 instead of 0.03 took
 """
 
 import copy
-import logging
 import time
 import uuid
-from asyncio import CancelledError
+from dataclasses import replace
 
 import numpy as np
 from distributed import secede
 
-from ..kernels import P_ETA0
-from ..penalties import penalty_value
-from ..replica import Replica
-from .adaptive import RuleSteps, _grads
-from .driver import (
-    FitResult,
-    WorkerLost,
-    _EarlyStopping,
-    _release,
-    _Run,
-    adapt_after_stall,
-    halve_if_rose,
-    lost_workers,
-    svrg_step,
-)
-from .loop import (
-    _check_finite,
-    _row_counts,
-    _sweep_sgd,
-    _sweep_svrg,
-    bind_servers,
-    snapshot_chunk,
-)
-
-logger = logging.getLogger("dask_asyncopt")
+from ..objective.penalties import sparse_penalty_scale
+from ..objective.schedules import ADAPTIVE
+from ..objective.schedules import svrg_step as base_svrg_step
+from ..store.replicas import Replica
+from .config import GradOptions, LoopConfig, PassReport, SVRGStep, kernel_args
+from .gradients import minibatch_gradients
+from .handles import bind
+from .loop import check_finite, row_counts, snapshot_chunk, sweep_packed, sweep_sgd
+from .run import EpochResult, Run, drive, epochs_result, on_cluster, stopping, store_columns
+from .steps import HalvingSteps, RuleSteps, ScheduleSteps
 
 #: Seconds a loop of a barrier-free fit sleeps while it is an epoch ahead of the
 #: driver's history (small data only: there a loop outruns the driver's reads).
@@ -115,6 +99,10 @@ MAX_LEAD = 4.0
 #: others' progress already completes the epoch (on short epochs the loop that
 #: starts first would otherwise take all of it).
 MIN_SHARE = 0.25
+
+#: Seconds between the driver's reads of the replicas' progress in a fit
+#: without barriers (a read costs each worker one small call).
+POLL_INTERVAL = 0.01
 
 
 def passive_ranks(n_loops):
@@ -150,8 +138,8 @@ class Gossip:
     ----------
     me : Replica
         This loop's replica (in this process).
-    handles : list
-        Call handles of every replica (``bind_servers``).
+    handles : list of Handle
+        Every replica, by rank.
     rank, n_loops : int
     timeout : float
         Longest an exchange may stay unanswered.
@@ -198,42 +186,15 @@ class Gossip:
 
     def _absorb(self, reply):
         self.pending = None
-        d, known = reply
-        self.me.absorb(d, known)
+        self.me.absorb(reply.delta, reply.known)
 
 
-def _own(handles, rank):
-    replica = getattr(handles[rank], "server", None)
+def own_replica(handles, rank):
+    """This loop's replica: it lives on the loop's own worker."""
+    replica = handles[rank].obj
     if replica is None:
         raise RuntimeError(f"replica {rank} is not in this worker's process")
     return replica
-
-
-def _handles(actors):
-    handles = bind_servers(actors, False)
-    for h in handles:  # direct calls complete at once; give them done()
-        if hasattr(h, "server"):
-            h.call = _direct_call(h.server)
-    return handles
-
-
-def _direct_call(server):
-    def call(method, *args, **kwargs):
-        return _DoneFuture(getattr(server, method)(*args, **kwargs))
-    return call
-
-
-class _DoneFuture:
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def done(self):
-        return True
-
-    def result(self, timeout=None):
-        return self.value
 
 
 def global_ids(chunk, n_blocks):
@@ -245,7 +206,7 @@ def global_ids(chunk, n_blocks):
     Examples
     --------
     >>> import numpy as np
-    >>> from dask_asyncopt.shards import Chunk
+    >>> from dask_asyncopt.data.shards import Chunk
     >>> chunk = Chunk(None, np.zeros((1, 1)), [np.array([0, 2]), None],
     ...               np.array([0, 2, 4]), -1)
     >>> global_ids(chunk, 2)
@@ -263,6 +224,25 @@ def global_ids(chunk, n_blocks):
     return gids
 
 
+def _sweep_svrg(chunk, rows, w, read, config, packed):
+    """Variance-reduced steps on ``w`` (in place) from a replica's read carrying the
+    drift and row counts; the replica's step ``eta`` is not preconditioned
+    (``c_j = 1``).  ``packed`` is the work array of the packed rows."""
+    n_outputs = w.shape[1]
+    pen_scale = getattr(chunk, "pen_scale", None)
+    if pen_scale is None:  # row counts never change within a fit: once per chunk
+        pen_scale = sparse_penalty_scale(config.svrg.n_samples, read.counts, chunk.intercept)
+        chunk.pen_scale = pen_scale
+    # weights | drift | penalty scale | precond, side by side (see sweep_csr_svrg)
+    packed[:, :n_outputs] = w
+    packed[:, n_outputs:2 * n_outputs] = read.drift
+    packed[:, 2 * n_outputs] = pen_scale
+    packed[:, 2 * n_outputs + 1] = 1.0
+    loss = sweep_packed(chunk, rows, packed, config, False)
+    w[:] = packed[:, :n_outputs]
+    return loss, 1.0, 0.0  # identity prox at the replica: already applied
+
+
 def run_gossip_epoch(shard, actors, config, rank, target):
     """One loop's epoch of AD-PSGD: sweep own chunks, step own replica, gossip.
 
@@ -271,9 +251,8 @@ def run_gossip_epoch(shard, actors, config, rank, target):
     shard : WorkerShard
     actors : list of Actor
         Every loop's replica, by rank.
-    config : dict
-        ``problem``, ``n_loops``, ``n_blocks``, ``timeout`` and ``svrg``
-        (``None`` for plain proximal SGD).
+    config : LoopConfig
+        ``svrg`` (``None`` for plain proximal SGD) and ``grad`` (an update rule).
     rank : int
     target : int
         Stop once all loops are known to have processed this many samples
@@ -282,29 +261,27 @@ def run_gossip_epoch(shard, actors, config, rank, target):
 
     Returns
     -------
-    dict with the loss sum and count of this loop's samples, steps,
-    exchanges started, time in kernels, waiting for replies and in total.
+    PassReport
     """
     secede()
-    handles = _handles(actors)
-    me = _own(handles, rank)
-    n_loops = config["n_loops"]
-    gossip = Gossip(me, handles, rank, n_loops, config["timeout"])
-    grad = config.get("grad")  # an update rule: minibatch gradients (module docstring)
-    svrg = config.get("svrg") is not None or grad is not None  # counts, drift
-    sweep = _sweep_svrg if svrg else _sweep_sgd
+    handles = bind(actors)
+    me = own_replica(handles, rank)
+    n_loops = config.n_loops
+    gossip = Gossip(me, handles, rank, n_loops, config.timeout)
+    rule = config.grad is not None  # an update rule: minibatch gradients (module docstring)
+    snapshot = config.svrg is not None or rule  # counts, drift
     # A replica's step schedule runs on its own sample count (stride 1): the
     # average of n replicas moves by the mean of their steps, so each takes the
     # steps a single SGD would (n x the shared-model step of asyb's loops).
-    sweep_config = dict(config, n_loops=1)
-    t_start = config.get("t_start", 0) // n_loops
+    sweep_config = replace(config, n_loops=1)
+    t_start = config.t_start // n_loops
     loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
     min_rows = MIN_SHARE * shard.n_rows
     started = time.perf_counter()
-    gate = config.get("gate")  # barrier-free fits: samples per epoch, see _sgd_epochs
+    gate = config.gate  # barrier-free fits: samples per epoch, see Replicas.epoch
     # values read and swept, and SVRG's packed rows, reused across chunks (see
-    # kernels.step_replica)
-    scratch = np.empty((2, 0, me.w.shape[1]))
+    # kernels.lazy.step_replica)
+    work = np.empty((2, 0, me.w.shape[1]))
     packed = np.empty((0, 2 * me.w.shape[1] + 2))
     while True:
         known = me.total_known()
@@ -314,41 +291,45 @@ def run_gossip_epoch(shard, actors, config, rank, target):
             gossip.tick()  # an active loop learns the others' progress from replies
             time.sleep(GATE_WAIT)
             continue
-        if me.params is not None and me.params is not sweep_config["problem"]["params"]:
-            sweep_config["problem"] = dict(sweep_config["problem"], params=me.params)
+        if me.params is not None and me.params is not sweep_config.kernel.params:
+            sweep_config = replace(sweep_config, kernel=sweep_config.kernel._replace(
+                params=me.params))
         chunk, rows = shard.next_chunk()
-        gids = global_ids(chunk, config["n_blocks"])
+        gids = global_ids(chunk, config.n_blocks)
         n_local = gids.shape[0]
-        if scratch.shape[1] < n_local:
-            scratch = np.empty((2, n_local, me.w.shape[1]))
+        if work.shape[1] < n_local:
+            work = np.empty((2, n_local, me.w.shape[1]))
             packed = np.empty((n_local, packed.shape[1]))
-        w0, w = scratch[0, :n_local], scratch[1, :n_local]
-        read = me.read(gids, svrg, out=w0)
-        # _sweep_* take one reply per block: (values, version, samples, drift, counts)
-        reply = (w0, read[1], known) + tuple(read[2:])
+        w0, w = work[0, :n_local], work[1, :n_local]
+        read = me.read(gids, snapshot, out=w0)._replace(values=w0, samples=known)
         tick = time.perf_counter()
-        if grad is not None:
-            chunk_loss, ptr, idx, g, pen, out_rows = _grads(chunk, rows, w0, [reply], config)
+        if rule:
+            chunk_loss, ptr, idx, g, pen, out_rows = minibatch_gradients(chunk, rows, w0, [read],
+                                                                         config)
             kernel_time += time.perf_counter() - tick
-            _check_finite(chunk_loss, g)
-            me.apply_grads(gids[idx], ptr, g, pen, out_rows, read[1])
+            check_finite(chunk_loss, g)
+            me.apply_grads(gids[idx], ptr, g, pen, out_rows, read.version)
         else:
             w[:] = w0
-            chunk_loss, prox_d, prox_s = sweep(chunk, rows, w, [reply], t_start + me.own(),
-                                               dict(sweep_config, packed=packed[:n_local]))
+            if snapshot:
+                chunk_loss, prox_d, prox_s = _sweep_svrg(chunk, rows, w, read, sweep_config,
+                                                         packed[:n_local])
+            else:
+                chunk_loss, prox_d, prox_s = sweep_sgd(chunk, rows, w, t_start + me.own(),
+                                                       sweep_config)
             delta = np.subtract(w, w0, out=w)
             seconds = time.perf_counter() - tick
             kernel_time += seconds
-            _check_finite(chunk_loss, delta)
-            me.step(gids, delta, prox_d, prox_s, chunk.n_rows, read[1], chunk_loss, seconds)
+            check_finite(chunk_loss, delta)
+            me.step(gids, delta, prox_d, prox_s, chunk.n_rows, read.version, chunk_loss,
+                    seconds)
         gossip.tick()
         loss_sum += chunk_loss
         n_samples += chunk.n_rows
         steps += 1
     gossip.finish()
-    return {"worker": rank, "loss_sum": loss_sum, "samples": n_samples, "steps": steps,
-            "exchanges": gossip.n_sent, "wait_time": gossip.wait_time,
-            "kernel_time": kernel_time, "wall_time": time.perf_counter() - started}
+    return PassReport(rank, loss_sum, n_samples, kernel_time, time.perf_counter() - started,
+                      steps=steps, exchanges=gossip.n_sent, wait_time=gossip.wait_time)
 
 
 def run_gossip_snapshot(shard, actors, config, rank, first):
@@ -356,49 +337,35 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
 
     Keeps each chunk's row derivatives for the next epoch and adds the
     shard's gradient sum (and, when ``first``, its row counts) to every
-    replica.
-
-    Parameters
-    ----------
-    shard : WorkerShard
-    actors : list of Actor
-    config : dict
-    rank : int
-    first : bool
-
-    Returns
-    -------
-    dict with the loss sum at the snapshot, rows, largest squared row norm,
-    kernel and wall time.
+    replica.  Returns a :class:`~.config.PassReport` whose loss sum is the
+    loss at the snapshot.
     """
     secede()
-    handles = _handles(actors)
-    me = _own(handles, rank)
-    prob = config["problem"]
-    full = me.read(None)[0]
+    handles = bind(actors)
+    me = own_replica(handles, rank)
+    full = me.read(None).values
     grad = np.zeros_like(full)
     counts = np.zeros(full.shape[0], dtype=np.int64) if first else None
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
     for chunk in shard.chunks:
-        gids = global_ids(chunk, config["n_blocks"])
+        gids = global_ids(chunk, config.n_blocks)
         tick = time.perf_counter()
         wg = np.empty((gids.shape[0], 2 * full.shape[1]))
         wg[:, :full.shape[1]] = full[gids]
-        g, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, prob)
+        g, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, config)
         kernel_time += time.perf_counter() - tick
         grad[gids] += g
         if first:
-            counts[gids] += _row_counts(chunk)
+            counts[gids] += row_counts(chunk)
         loss_sum += chunk_loss
         n_rows += chunk.n_rows
         max_sq_norm = max(max_sq_norm, sq_norm)
     calls = [h.call("add_snapshot", grad, counts) for h in handles]
     for c in calls:
-        c.result(config["timeout"])
-    return {"worker": rank, "loss_sum": loss_sum, "samples": n_rows,
-            "max_sq_norm": max_sq_norm, "kernel_time": kernel_time,
-            "wall_time": time.perf_counter() - started}
+        c.result(config.timeout)
+    return PassReport(rank, loss_sum, n_rows, kernel_time, time.perf_counter() - started,
+                      max_sq_norm=max_sq_norm)
 
 
 def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
@@ -409,20 +376,13 @@ def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
     loop, waits for the exchange in flight first (every round averages once);
     the loop ends with :meth:`Gossip.finish`.
 
-    Parameters
-    ----------
-    actors : list of Actor
-    rank, n_rounds, seed : int
-    scale : float
-    timeout : float
-
     Returns
     -------
     dict with the sum of the deltas applied, exchanges started and the time.
     """
     secede()
-    handles = _handles(actors)
-    me = _own(handles, rank)
+    handles = bind(actors)
+    me = own_replica(handles, rank)
     gossip = Gossip(me, handles, rank, len(actors), timeout)
     rng = np.random.default_rng(seed)
     n_coords, n_outputs = me.w.shape
@@ -431,7 +391,7 @@ def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
     for _ in range(n_rounds):
         ids = np.unique(rng.integers(0, n_coords, size=max(1, n_coords // 10)))
         delta = scale * rng.normal(size=(ids.shape[0], n_outputs))
-        version = me.read(ids)[1]
+        version = me.read(ids).version
         me.step(ids, delta, 1.0, 0.0, 1, version)
         applied[ids] += delta
         gossip.finish()
@@ -441,186 +401,10 @@ def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
             "time": time.perf_counter() - started}
 
 
-def _consensus(values):
+def consensus(values):
     """The replicas' mean and ``sqrt(mean_i |x_i - mean|^2)``."""
     mean = np.mean(values, axis=0)
     return mean, float(np.sqrt(np.mean([np.sum((v - mean) ** 2) for v in values])))
-
-
-class _ReplicaRun(_Run):
-    """A fit's handles when the actors are replicas."""
-
-    mean = None  # the last consensus: what checkpoints keep
-
-    def call_blocks(self, method, *args):
-        if method == "coefficients":  # the driver's checkpoints: the consensus model
-            return [self.mean]
-        return super().call_blocks(method, *args)
-
-    def call_all(self, method, *args):
-        calls = [getattr(a, method)(*args) for a in self.actors]
-        return [c.result(self.settings.timeout) for c in calls]
-
-    def average(self):
-        """Average all replicas and write the mean back (with every loop's exact
-        progress); return the mean, the consensus distance before, the
-        replicas' statistics and the samples processed this fit."""
-        values = self.call_all("values")
-        mean, distance = _consensus(values)
-        stats = self.call_all("stats")
-        known = np.array([s["samples"] for s in stats], dtype=np.int64)
-        self.call_all("assign", mean, known)
-        self.mean = mean
-        total = int(known.sum())
-        for s in stats:  # the history's "samples" column: all loops, all fits
-            s["samples"] = self.config["t_start"] + total
-        return mean, distance, stats, total
-
-
-def fit_replicas(client, shards, loop_workers, n_samples, problem, settings, init=None,
-                 t_start=0):
-    """Minimise ``problem`` with AD-PSGD (same arguments as ``fit_blocks``).
-
-    Under variance reduction the loops' sampling is not uniform when their
-    speeds differ (a fast loop re-visits its shard), but the variance-reduced
-    direction ``grad f_r(x) - grad f_r(x~) + grad F(x~)`` equals ``grad F(x*)``
-    at ``x = x~ = x*`` whatever the row distribution, so the fixed point is
-    still the exact optimum; only the rate changes.  Plain SGD has no such
-    anchor: there the skew shifts its iterates within an epoch.
-
-    Returns
-    -------
-    FitResult
-    """
-    n_loops = len(shards)
-    n_coords = problem.n_features + int(problem.fit_intercept)
-    token = uuid.uuid4().hex[:8]
-    intercept = problem.n_features if problem.fit_intercept else -1
-    workers = sorted(client.nthreads())
-    replicas = []
-    run = _ReplicaRun(client, shards, loop_workers, settings, token)
-    try:
-        for i, addr in enumerate(loop_workers):
-            replicas.append(client.submit(
-                Replica, i, n_loops, n_coords, problem.n_outputs, intercept, init,
-                copy.deepcopy(problem.rule), problem.alpha, problem.l1_ratio,
-                actor=True, workers=[addr], key=f"asyncopt-replica-{i}-{token}"))
-        run.actors = client.gather(replicas)
-        run.config = {"problem": problem.kernel_args(), "n_loops": n_loops,
-                      "n_blocks": settings.n_blocks, "timeout": settings.timeout,
-                      "svrg": None, "t_start": t_start}
-        epochs = _svrg_epochs if problem.svrg is not None else _sgd_epochs
-        if problem.rule is not None:
-            epochs = _rule_epochs
-        total, mean = epochs(run, n_samples, problem)
-        if not np.isfinite(mean).all():
-            raise FloatingPointError("the coefficients became non-finite: lower eta0")
-        coef = mean[:problem.n_features]
-        icpt = mean[problem.n_features] if problem.fit_intercept else np.zeros(
-            problem.n_outputs)
-        return FitResult(coef, icpt, run.history, len(run.history), t_start + total)
-    except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
-        lost = lost_workers(client, workers)
-        if lost:
-            raise WorkerLost(lost, run.checkpoint, run.history) from exc
-        raise
-    finally:
-        _release(client, replicas, run.loops)
-
-
-def _extra(distance, reports):
-    loops = [r for r in reports if "exchanges" in r]  # not the snapshot reports
-    taken = sum(r["samples"] for r in loops)
-    return {"consensus_distance": distance,
-            "exchanges": sum(r["exchanges"] for r in loops),
-            "loop_shares": tuple(r["samples"] / max(taken, 1) for r in loops)}
-
-
-def _sgd_epochs(run, n_samples, problem):
-    """Plain proximal SGD: one task per loop for the whole fit, no barrier.
-
-    Without a snapshot pass nothing needs the replicas at one point between
-    epochs, so the loops run all epochs in one go (a straggler then costs only
-    its share of samples, never a wait at every epoch's end).  The driver
-    polls the replicas' exact sample counts and, each time their total
-    crosses another epoch's worth, records that epoch's row from the replicas
-    as they are: their mean (what a checkpoint keeps), the consensus
-    distance, the progressive loss of the samples since the previous row.
-    Then it moves every replica to that mean by a shift (:meth:`Replica.shift`,
-    sum-preserving, the loops' steps since the read are kept): with a
-    straggling active loop few exchanges happen, and without this global
-    average the replicas drift apart (measured, 200k x 50k L1, one of 2
-    workers 4x slower, 8 epochs: +2.8% objective vs sync without it, +0.5%
-    with it).  Weighting each loop's steps by its share of the rows over its
-    share of the samples did worse (+2.7% to +3.8%): a straggler's few
-    steps, scaled up ~3x, land on a stale replica.
-
-    Early stopping halts the loops; ``learning_rate="adaptive"`` sends the
-    divided step to every replica.  The last row waits for the loops to end,
-    so it describes the returned model.
-    """
-    settings = run.settings
-    first = settings.first_epoch
-    # A loop that knows the samples of an epoch beyond the last recorded one are
-    # done waits for the driver (only with small data does the driver fall behind):
-    # every row's window then holds about an epoch of samples.
-    run.config = dict(run.config, gate=n_samples)
-    loops = run.start_loops(run_gossip_epoch, "adpsgd-loop", first,
-                            (settings.max_iter - first + 1) * n_samples)
-    progress = _Progress(run.actors)
-    try:
-        return _record_while_running(run, n_samples, problem, loops, progress)
-    finally:
-        progress.close(min(settings.timeout, 10.0))
-
-
-def _record_while_running(run, n_samples, problem, loops, progress):
-    """The driver's side of :func:`_sgd_epochs`: rows, shifts, early stopping."""
-    settings = run.settings
-    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
-    params = problem.params
-    first = settings.first_epoch
-    before = np.zeros(len(loops), dtype=np.int64)  # each loop's samples at the last row
-    last_row = time.perf_counter()
-    for epoch in range(first, settings.max_iter + 1):
-        _wait_for_samples(run, loops, progress, (epoch - first + 1) * n_samples)
-        if epoch == settings.max_iter:
-            run.call_all("halt")
-            run.gather_loops()
-        stats, values = zip(*run.call_all("report"), strict=True)
-        mean, distance = _consensus(values)
-        if run.loops:  # to the mean, and let loops waiting for this row go on
-            calls = [a.shift(mean - v, epoch - first + 1)
-                     for a, v in zip(run.actors, values, strict=True)]
-            for c in calls:
-                c.result(settings.timeout)
-        run.mean = mean
-        now = time.perf_counter()
-        done = np.array([s["samples"] for s in stats], dtype=np.int64)
-        reports = [{"wall_time": now - last_row, "kernel_time": s["kernel_time"],
-                    "exchanges": s["sent"], "samples": int(d), "loss_sum": s["loss_sum"]}
-                   for s, d in zip(stats, done - before, strict=True)]
-        before, last_row = done, now
-        for s in stats:  # the history's "samples" column: all loops, all fits
-            s["samples"] = run.config["t_start"] + int(done.sum())
-        loss = sum(r["loss_sum"] for r in reports) / max(sum(r["samples"] for r in reports), 1)
-        watched = run.record(epoch, reports, stats, loss, loss + _penalty(mean, problem),
-                             float(params[P_ETA0]), extra=_extra(distance, reports))
-        if stopping.stalled(watched):
-            params = adapt_after_stall(run, problem, params, stopping)
-            if params is None:
-                break
-            run.call_all("set_params", params)
-    if run.loops:  # stopped early: let the loops finish their chunk
-        run.call_all("halt")
-        run.gather_loops()
-    stats, values = zip(*run.call_all("report"), strict=True)
-    return int(sum(s["samples"] for s in stats)), _consensus(values)[0]
-
-
-#: Seconds between the driver's reads of the replicas' progress in a fit
-#: without barriers (a read costs each worker one small actor call).
-POLL_INTERVAL = 0.01
 
 
 def _ahead(me, n_loops, n_samples):
@@ -631,21 +415,254 @@ def _ahead(me, n_loops, n_samples):
     return passes[me.rank] > MAX_LEAD * passes.min() + 1.0
 
 
+def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0):
+    """Minimise ``problem`` with AD-PSGD (same arguments as :func:`.blocks.fit`).
+
+    Under variance reduction the loops' sampling is not uniform when their
+    speeds differ (a fast loop re-visits its shard), but the variance-reduced
+    direction ``grad f_r(x) - grad f_r(x~) + grad F(x~)`` equals ``grad F(x*)``
+    at ``x = x~ = x*`` whatever the row distribution, so the fixed point is
+    still the exact optimum; only the rate changes.  Plain SGD has no such
+    anchor: there the skew shifts its iterates within an epoch.
+    """
+    n_loops = len(shards)
+    token = uuid.uuid4().hex[:8]
+    intercept = problem.n_features if problem.fit_intercept else -1
+    run = Run(client, shards, loop_workers, settings, token)
+    futures = []
+
+    def body():
+        for i, addr in enumerate(loop_workers):
+            futures.append(client.submit(
+                Replica, i, n_loops, problem.n_coords, problem.n_outputs, intercept, init,
+                copy.deepcopy(problem.rule), problem.penalty,
+                actor=True, workers=[addr], key=f"asyncopt-replica-{i}-{token}"))
+        run.actors = client.gather(futures)
+        run.config = LoopConfig(mode="gossip", kernel=kernel_args(problem),
+                                penalty=problem.penalty, n_loops=n_loops,
+                                timeout=settings.timeout, n_blocks=settings.n_blocks,
+                                t_start=t_start)
+        topology = Replicas(run, problem, n_samples, t_start)
+        drive(run, topology)
+        return epochs_result(run, topology.mean, t_start + topology.total)
+
+    return on_cluster(client, run, futures, body)
+
+
+class Replicas:
+    """The driver's side of an AD-PSGD fit (see :func:`~.run.drive`).
+
+    Plain proximal SGD runs one task per loop for the whole fit, without
+    barriers: nothing needs the replicas at one point between epochs, so a
+    straggler costs only its share of samples, never a wait at every epoch's
+    end.  The driver polls the replicas' exact sample counts and, each time
+    their total crosses another epoch's worth, records that epoch's row from
+    the replicas as they are: their mean (what a checkpoint keeps), the
+    consensus distance, the progressive loss of the samples since the previous
+    row.  Then it moves every replica to that mean by a shift
+    (:meth:`Replica.shift`, sum-preserving, the loops' steps since the read
+    are kept): with a straggling active loop few exchanges happen, and without
+    this global average the replicas drift apart (measured, 200k x 50k L1, one
+    of 2 workers 4x slower, 8 epochs: +2.8% objective vs sync without it,
+    +0.5% with it).  Weighting each loop's steps by its share of the rows over
+    its share of the samples did worse (+2.7% to +3.8%): a straggler's few
+    steps, scaled up ~3x, land on a stale replica.
+
+    Variance-reduced and rule fits need every replica at one point for the
+    snapshot pass: there each epoch is a task per loop, then the driver
+    averages all replicas, writes the mean back and runs a snapshot pass at it
+    (the exact objective).
+    """
+
+    def __init__(self, run, problem, n_samples, t_start):
+        self.run = run
+        self.problem = problem
+        self.n_samples = n_samples
+        self.total = 0  # samples of this fit, all loops
+        self.mean = None
+        self.kind = ("rule" if problem.rule is not None else
+                     "svrg" if problem.svrg is not None else "sgd")
+        self.step = None
+        self.before = None
+
+    def policy(self):
+        stop = stopping(self.run.settings)
+        if self.kind == "sgd":
+            return ScheduleSteps(self.problem.schedule.eta0,
+                                 self.problem.schedule.kind == ADAPTIVE, stop)
+        if self.kind == "svrg":
+            return HalvingSteps(stop, self.step, self.before)
+        return RuleSteps(self.problem.rule.lr, self.problem.svrg is not None, stop, self.before)
+
+    # ------------------------------------------------------------------ start
+    def start(self, first, last):
+        run, n = self.run, self.n_samples
+        if self.kind == "sgd":
+            self.step = self.problem.schedule.eta0
+            # A loop that knows the samples of an epoch beyond the last recorded one
+            # are done waits for the driver (only with small data does the driver
+            # fall behind): every row's window then holds about an epoch of samples.
+            run.config = replace(run.config, gate=n)
+            run.start_loops(run_gossip_epoch, "adpsgd-loop", first, (last - first + 1) * n)
+            self._progress = _Progress(run.handles())
+            self._counted = np.zeros(len(run.shards), dtype=np.int64)
+            self._last_row = time.perf_counter()
+            return
+        reports = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", 0, True)
+        self.mean = run.call_blocks("values")[0]
+        self.before = self._objective(reports, self.mean)[1]
+        if self.kind == "svrg":
+            step = base_svrg_step(self.problem.svrg.smoothness, self.problem.svrg.step,
+                                  max(r.max_sq_norm for r in reports)
+                                  + int(self.problem.fit_intercept))
+            # The average of n replicas moves by the mean of their steps: each replica
+            # steps n times as far as a loop of the shared-model solvers (measured, 3
+            # loops, L1: gap 1.3e-3 after 13 epochs with the shared-model step, 5e-5
+            # after 10).
+            self.step = step * len(run.shards)
+        else:
+            self.step = self.problem.rule.lr
+            run.config = replace(run.config, grad=GradOptions(
+                self.problem.svrg is not None, run.settings.gradient_rows, n))
+
+    # ------------------------------------------------------------------ epochs
+    def epoch(self, epoch):
+        if self.kind == "sgd":
+            return self._epoch_without_barrier(epoch)
+        run, n = self.run, self.n_samples
+        if self.kind == "svrg":
+            run.config = replace(run.config, svrg=SVRGStep(
+                n, self.problem.svrg.smoothness, None, False, self.problem.fit_intercept,
+                eta=self.step))
+        reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
+                                (epoch - run.settings.first_epoch + 1) * n)
+        mean, distance, stats = self._average()
+        run.call_blocks("reset_snapshot")
+        snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
+        loss, objective = self._objective(snapshot, mean)
+        return self._result(epoch, reports, reports + snapshot, stats, loss, objective,
+                            distance)
+
+    def _epoch_without_barrier(self, epoch):
+        run = self.run
+        settings = run.settings
+        self._wait_for_samples((epoch - settings.first_epoch + 1) * self.n_samples)
+        if epoch == settings.max_iter:
+            run.call_blocks("halt")
+            run.gather_loops()
+        stats, values = zip(*run.call_blocks("report"), strict=True)
+        mean, distance = consensus(values)
+        if run.loops:  # to the mean, and let loops waiting for this row go on
+            calls = [h.call("shift", mean - v, epoch - settings.first_epoch + 1)
+                     for h, v in zip(run.handles(), values, strict=True)]
+            for c in calls:
+                c.result(settings.timeout)
+        self.mean = mean
+        now = time.perf_counter()
+        done = np.array([s.samples for s in stats], dtype=np.int64)
+        reports = [PassReport(s.block, s.loss_sum, int(d), s.kernel_time, now - self._last_row,
+                              exchanges=s.sent)
+                   for s, d in zip(stats, done - self._counted, strict=True)]
+        self._counted, self._last_row = done, now
+        self.total = int(done.sum())
+        stats = [replace(s, samples=run.config.t_start + self.total) for s in stats]
+        loss = sum(r.loss_sum for r in reports) / max(sum(r.samples for r in reports), 1)
+        return self._result(epoch, reports, reports, stats, loss,
+                            loss + self.problem.penalty.value(mean[:self.problem.n_features]),
+                            distance)
+
+    def _result(self, epoch, loops, passes, stats, loss, objective, distance):
+        taken = sum(r.samples for r in loops)
+        columns = store_columns(stats, passes)
+        row = {"samples": max(s.samples for s in stats), "updates": columns.pop("updates"),
+               "loss": loss, "objective": objective, "eta0": self.step, **columns,
+               "consensus_distance": distance, "exchanges": sum(r.exchanges for r in loops),
+               "loop_shares": tuple(r.samples / max(taken, 1) for r in loops)}
+        return EpochResult(
+            row, objective, row["samples"], self.step, None,
+            log=(f"objective {objective:.6g}, {time.perf_counter() - self.run.started:.3g} s, "
+                 f"consensus distance {distance:.3g}, "
+                 f"compute {100 * row['compute_fraction']:.0f}%"),
+            diverged=(f"the objective became {objective} at epoch {epoch}: the step size is "
+                      "too large; lower eta0 (or raise alpha with learning_rate='optimal')"))
+
+    def _wait_for_samples(self, target):
+        """Block until the loops have processed ``target`` samples in all, or ended
+        (a loop's error is raised here)."""
+        run = self.run
+        while True:
+            loops = run.loops
+            if any(f.status == "error" for f in loops) or all(f.done() for f in loops):
+                run.gather_loops()  # raises a loop's error
+                return
+            if self._progress.total() >= target:
+                return
+            time.sleep(POLL_INTERVAL)
+
+    def _average(self):
+        """Average all replicas and write the mean back (with every loop's exact
+        progress); return the mean, the consensus distance before, and the
+        replicas' statistics (``samples``: all loops, all fits)."""
+        run = self.run
+        values = run.call_blocks("values")
+        mean, distance = consensus(values)
+        stats = run.call_blocks("stats")
+        known = np.array([s.samples for s in stats], dtype=np.int64)
+        run.call_blocks("assign", mean, known)
+        self.mean = mean
+        self.total = int(known.sum())
+        stats = [replace(s, samples=run.config.t_start + self.total) for s in stats]
+        return mean, distance, stats
+
+    def _objective(self, reports, mean):
+        loss = sum(r.loss_sum for r in reports) / self.n_samples
+        return loss, loss + self.problem.penalty.value(mean[:self.problem.n_features])
+
+    # ------------------------------------------------------------ between
+    def next(self, epoch, step):
+        changed = step != self.step
+        self.step = step
+        if not changed:
+            return
+        if self.kind == "sgd":
+            self.run.call_blocks("set_params", kernel_args(self.problem, eta0=step).params)
+        elif self.kind == "rule":
+            self.run.call_blocks("set_lr", step)
+
+    def finish(self):
+        run = self.run
+        if self.kind != "sgd":
+            return
+        try:
+            if run.loops:  # stopped early: let the loops finish their chunk
+                run.call_blocks("halt")
+                run.gather_loops()
+            stats, values = zip(*run.call_blocks("report"), strict=True)
+            self.total = int(sum(s.samples for s in stats))
+            self.mean = consensus(values)[0]
+        finally:
+            self._progress.close(min(run.settings.timeout, 10.0))
+
+    def model(self):
+        """The consensus: what a checkpoint keeps and the fit returns."""
+        return self.mean
+
+
 class _Progress:
     """The replicas' sample counts, read without waiting: a replica that has not
     answered yet (say its process is stopped) counts with its last answer, so
     a straggler delays neither the driver nor, through it, the others."""
 
-    def __init__(self, actors):
-        self.actors = actors
-        self.counts = [0] * len(actors)
-        self.pending = [a.progress() for a in actors]
+    def __init__(self, handles):
+        self.handles = handles
+        self.counts = [0] * len(handles)
+        self.pending = [h.call("progress") for h in handles]
 
     def total(self):
         for i, call in enumerate(self.pending):
             if call.done():
                 self.counts[i] = call.result()
-                self.pending[i] = self.actors[i].progress()
+                self.pending[i] = self.handles[i].call("progress")
         return sum(self.counts)
 
     def close(self, timeout):
@@ -657,94 +674,3 @@ class _Progress:
             except Exception:  # noqa: BLE001 - a lost replica: the fit already failed
                 pass
         self.pending = []
-
-
-def _wait_for_samples(run, loops, progress, target):
-    """Block until the loops have processed ``target`` samples in all, or ended
-    (a loop's error is raised here)."""
-    while True:
-        if any(f.status == "error" for f in loops) or all(f.done() for f in loops):
-            run.gather_loops()  # raises a loop's error
-            return
-        if progress.total() >= target:
-            return
-        time.sleep(POLL_INTERVAL)
-
-
-def _svrg_epochs(run, n_samples, problem):
-    settings = run.settings
-    stopping = _EarlyStopping(settings.tol, settings.n_iter_no_change)
-    reports = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", 0, True)
-    mean = run.call_all("values")[0]
-    previous = _objective(reports, n_samples, mean, problem)[1]
-    step = svrg_step(problem, reports)
-    # The average of n replicas moves by the mean of their steps: each replica
-    # steps n times as far as a loop of the shared-model solvers (measured, 3 loops,
-    # L1: gap 1.3e-3 after 13 epochs with the shared-model step, 5e-5 after 10).
-    step *= run.config["n_loops"]
-    total = 0
-    for epoch in range(settings.first_epoch, settings.max_iter + 1):
-        run.config["svrg"] = {"eta": step, "alpha": problem.alpha,
-                              "l1_ratio": problem.l1_ratio, "n_samples": n_samples,
-                              "normalise": False}
-        mean, total, objective, watched = _gossip_epoch_then_snapshot(
-            run, epoch, n_samples, problem, step)
-        if stopping.stalled(watched):
-            break
-        step, previous = halve_if_rose(step, previous, objective), objective
-    return total, mean
-
-
-def _gossip_epoch_then_snapshot(run, epoch, n_samples, problem, step):
-    """One epoch with a snapshot: the gossip loops, the consensus average, a
-    snapshot pass at it (exact objective) and the history row.  Returns the
-    mean, the samples so far, the objective and what early stopping watches."""
-    reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
-                            (epoch - run.settings.first_epoch + 1) * n_samples)
-    mean, distance, stats, total = run.average()
-    run.call_all("reset_snapshot")
-    snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
-    loss, objective = _objective(snapshot, n_samples, mean, problem)
-    watched = run.record(epoch, reports + snapshot, stats, loss, objective, step,
-                         extra=_extra(distance, reports))
-    return mean, total, objective, watched
-
-
-def _rule_epochs(run, n_samples, problem):
-    """Epochs of an update rule on every replica (``optimizer="amsgrad"``).
-
-    As :func:`~dask_asyncopt.solvers.adaptive.rule_epochs`: a snapshot pass
-    first (row counts for the penalty weights; with variance reduction the
-    SVRG snapshot), then per epoch the gossip loops sending minibatch
-    gradients to their own replica, the consensus average and a snapshot pass
-    at it, which also gives the exact objective; the step follows
-    :class:`~dask_asyncopt.solvers.adaptive.RuleSteps`.
-    """
-    settings = run.settings
-    vr = problem.svrg is not None
-    reports = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", 0, True)
-    mean = run.call_all("values")[0]
-    steps = RuleSteps(problem.rule.lr, vr, _EarlyStopping(settings.tol, settings.n_iter_no_change),
-                      _objective(reports, n_samples, mean, problem)[1])
-    run.config["grad"] = {"vr": vr, "batch": problem.rule_options["batch"],
-                          "n_samples": n_samples}
-    total = 0
-    for epoch in range(settings.first_epoch, settings.max_iter + 1):
-        lr = steps.lr
-        mean, total, objective, watched = _gossip_epoch_then_snapshot(
-            run, epoch, n_samples, problem, lr)
-        new_lr = steps.next(epoch, objective, watched)
-        if new_lr is None:
-            break
-        if new_lr != lr:
-            run.call_all("set_lr", new_lr)
-    return total, mean
-
-
-def _penalty(mean, problem):
-    return penalty_value(mean[:problem.n_features], problem.alpha, problem.l1_ratio)
-
-
-def _objective(reports, n_samples, mean, problem):
-    loss = sum(r["loss_sum"] for r in reports) / n_samples
-    return loss, loss + _penalty(mean, problem)

@@ -3,7 +3,7 @@
 A :class:`FactorBlock` owns a block of rows of one side of the model (a
 user block or an item block): packed rows ``[factors (k), bias, G]``, with
 ``optimizer="amsgrad"`` followed by AMSGrad's ``m, v, vhat`` of every factor
-and the bias (see :mod:`dask_asyncopt.mf_kernels`).  The step state is part
+and the bias (see :mod:`dask_asyncopt.kernels.factors`).  The step state is part
 of the rows, so it travels with a checked-out block and is in every copy the
 driver gathers (checkpoints included).  Training is *stratified* (DSGD / NOMAD):
 a worker loop checks a whole item block out, runs SGD on the ratings of its
@@ -32,7 +32,8 @@ import threading
 
 import numpy as np
 
-from .store import FitStopped
+from .blocks import FitStopped
+from .replies import CheckedIn, CheckedOut, StoreStats
 
 
 def initial_rows(n_rows, n_factors, init_scale, seed, width=None):
@@ -61,7 +62,7 @@ class FactorBlock:
     init : ndarray of shape (n_rows, width), optional
         Starting rows (warm start or a checkpoint), used instead of the random start.
     width : int, optional
-        Columns of a row (:func:`~dask_asyncopt.mf_kernels.row_width`); default
+        Columns of a row (:func:`~dask_asyncopt.kernels.factors.row_width`); default
         ``n_factors + 2``.  Columns after ``G`` (AMSGrad's moments) start at 0.
     """
 
@@ -81,7 +82,7 @@ class FactorBlock:
 
     # -------------------------------------------------------------- exchange
     def acquire(self, worker, ticket=None, wait=None):
-        """Check the block out to ``worker``: returns ``(rows copy, version)``.
+        """Check the block out to ``worker``: a :class:`~.replies.CheckedOut`.
 
         Waits up to ``wait`` seconds (``None``: forever) for the block to be
         free (and, with ``ticket``, at version ``ticket``); returns ``None``
@@ -95,16 +96,16 @@ class FactorBlock:
             self._check_running()
             self.holder = worker
             self.held_at = self.version
-            return self.W.copy(), self.version
+            return CheckedOut(self.W.copy(), self.version)
 
-    async def acquire_at(self, worker, ticket=None, wait=None):
+    async def acquire_async(self, worker, ticket=None, wait=None):
         """:meth:`acquire` for remote callers: waits on an executor thread so
         the worker's event loop stays free to receive the check-in it waits for."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.acquire, worker, ticket, wait)
 
     def release(self, worker, rows, n_ratings):
-        """Check the block in with its new rows; returns ``(version, staleness)``."""
+        """Check the block in with its new rows (a :class:`~.replies.CheckedIn`)."""
         with self.changed:
             self._check_running()
             if self.holder != worker:
@@ -120,7 +121,7 @@ class FactorBlock:
             self.stale_sum += staleness
             self.stale_max = max(self.stale_max, staleness)
             self.changed.notify_all()
-            return self.version, staleness
+            return CheckedIn(self.version, staleness)
 
     def give_back(self, worker):
         """Release a checked-out block unchanged (a loop failed mid-stratum)."""
@@ -154,9 +155,8 @@ class FactorBlock:
     def stats(self, reset=True):
         """Check-ins, ratings, staleness sum and max since the last reset."""
         with self.changed:
-            out = {"block": self.block_id, "version": self.version,
-                   "pushes": self.n_pushes, "ratings": self.ratings,
-                   "staleness_sum": self.stale_sum, "staleness_max": self.stale_max}
+            out = StoreStats(self.block_id, self.version, self.ratings, self.n_pushes,
+                             self.stale_sum, self.stale_max)
             if reset:
                 self.reset_stats()
             return out

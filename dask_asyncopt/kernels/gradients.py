@@ -1,6 +1,6 @@
 """Numba kernels of the gradient exchanges: minibatch gradients at pulled weights.
 
-A worker loop of an update rule (:mod:`dask_asyncopt.rules`) pulls the
+A worker loop of an update rule (:mod:`dask_asyncopt.objective.rules`) pulls the
 coordinates a chunk of rows touches, cuts the chunk into minibatches and
 computes every minibatch's gradient at those (stale) weights; the owners of
 the parameters apply them in order.  The output is packed as the rules take
@@ -9,15 +9,15 @@ sorted), ``g`` (gradient sums over the minibatch's rows) and ``pen`` (penalty
 weight sums: rows touching the coordinate times ``pen_scale``).
 
 With ``vr`` the gradients are the variance-reduced ones of sparse proximal
-SVRG (see :mod:`dask_asyncopt.kernels`): each row contributes
+SVRG (see :mod:`dask_asyncopt.kernels.sweeps`): each row contributes
 ``(d_r - d~_r) x_rj + drift_j`` on its non-zeros.
 """
 
 import numpy as np
 from numba import njit
 
-from .kernels import _clip, _dot_csr, _dot_dense
-from .losses import loss_derivative, loss_value
+from .sweeps import clip, dot_csr, dot_dense
+from ..objective.losses import loss_derivative, loss_value
 
 
 @njit(nogil=True, cache=True)
@@ -65,9 +65,9 @@ def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsi
         for q in range(lo, hi):
             r = rows[q]
             for k in range(n_outputs):
-                p = _dot_csr(indices, data, indptr[r], indptr[r + 1], w, k, intercept)
+                p = dot_csr(indices, data, indptr[r], indptr[r + 1], w, k, intercept)
                 loss_sum += loss_value(loss, p, Y[r, k], epsilon)
-                d = _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+                d = clip(loss_derivative(loss, p, Y[r, k], epsilon))
                 g[k] = d - dsnap[r, k] if vr else d
             for jj in range(indptr[r], indptr[r + 1]):
                 j = indices[jj]
@@ -122,9 +122,9 @@ def minibatch_grads_dense(X, Y, rows, w, loss, epsilon, batch, vr, dsnap, drift,
         for q in range(lo, hi):
             r = rows[q]
             for k in range(n_outputs):
-                p = _dot_dense(X, r, w, k, 0.0)
+                p = dot_dense(X, r, w, k, 0.0)
                 loss_sum += loss_value(loss, p, Y[r, k], epsilon)
-                d = _clip(loss_derivative(loss, p, Y[r, k], epsilon))
+                d = clip(loss_derivative(loss, p, Y[r, k], epsilon))
                 g[k] = d - dsnap[r, k] if vr else d
             for j in range(n_local):
                 x = X[r, j]

@@ -15,9 +15,7 @@ search.  An id ``fit`` never saw is *unknown*: its prediction falls back to
 the global mean plus the bias of the other side if that one is known.
 """
 
-import logging
 import math
-from dataclasses import replace
 from numbers import Integral, Real
 
 import dask
@@ -28,18 +26,11 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import inputs
-from .cluster import get_client
-from .mf_kernels import RULE_ADAGRAD, RULE_AMSGRAD, RULE_SGD, predict_pairs
-from .progress import FitProgress
-from .solvers.driver import WorkerLost
-from .solvers.mf import MF_SOLVERS, MFSettings, fit_mf, make_rating_shard, stratify
+from ..data import inputs
+from ..progress import FitProgress
+from ..solvers import ITEM_SIDES, FactorProblem, Settings, fit_factors, session
 
-logger = logging.getLogger("dask_asyncopt")
-
-_RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD}
 #: step of ``eta0=None``: LIBMF's AdaGrad step, and AMSGrad's measured default
-#: (sweep in docs/status.md)
 _DEFAULT_ETA0 = {"sgd": 0.1, "amsgrad": 0.003}
 
 
@@ -247,7 +238,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         "n_factors": [Interval(Integral, 1, None, closed="left")],
         "reg_factors": [Interval(Real, 0, None, closed="left")],
         "reg_biases": [Interval(Real, 0, None, closed="left")],
-        "learning_rate": [StrOptions(set(_RULES))],
+        "learning_rate": [StrOptions({"adagrad", "constant"})],
         "eta0": [Interval(Real, 0, None, closed="neither"), None],
         "init_scale": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -255,7 +246,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "solver": [StrOptions(set(MF_SOLVERS))],
+        "solver": [StrOptions(set(ITEM_SIDES))],
         "optimizer": [StrOptions({"sgd", "amsgrad"})],
         "beta1": [Interval(Real, 0, 1, closed="left")],
         "beta2": [Interval(Real, 0, 1, closed="left")],
@@ -333,10 +324,9 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             ratings = _as_ratings(y, pairs.shape[0])
         if pairs.shape[0] == 0:
             raise ValueError("X has 0 ratings; at least 1 is required")
-        client = get_client()
         progress = FitProgress(self.verbose, total=self.max_iter,
                                desc=f"{type(self).__name__}({self.solver})")
-        with client.as_current(), progress:
+        with session() as client, progress:
             return self._fit(client, pairs, ratings, progress)
 
     def _fit(self, client, pairs, ratings, callback=None):
@@ -348,7 +338,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         item_ids, items = np.unique(pairs[:, 1], return_inverse=True)
         users = users.ravel()
         items = items.ravel()
-        validation = None
+        held_out = None
         train = np.arange(ratings.shape[0])
         if self.early_stopping:
             n_valid = int(math.ceil(self.validation_fraction * ratings.shape[0]))
@@ -359,43 +349,25 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
             perm = rng.permutation(ratings.shape[0])
             train = np.sort(perm[n_valid:])
             held = perm[:n_valid]
+            held_out = (users[held], items[held], ratings[held])
         mu = float(ratings[train].mean())
-        if self.early_stopping:
-            # rows in id order, as the driver gathers the model
-            validation = (users[held], items[held], ratings[held])
-        settings = MFSettings(
+        problem = FactorProblem(
             n_factors=self.n_factors, reg_factors=float(self.reg_factors),
             reg_biases=float(self.reg_biases),
             eta0=float(_DEFAULT_ETA0[self.optimizer] if self.eta0 is None else self.eta0),
-            rule=RULE_AMSGRAD if self.optimizer == "amsgrad" else _RULES[self.learning_rate],
-            adam=(float(self.beta1), float(self.beta2), float(self.adam_epsilon)),
+            rule="amsgrad" if self.optimizer == "amsgrad" else self.learning_rate,
             init_scale=float(self.init_scale),
-            solver=self.solver, max_iter=self.max_iter,
-            tol=self.tol, n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
-            seed=int(rng.integers(2**31)), callback=callback,
+            adam=(float(self.beta1), float(self.beta2), float(self.adam_epsilon)))
+        settings = Settings(
+            solver=self.solver, n_blocks=self.n_blocks, n_workers=self.n_workers,
+            max_iter=self.max_iter, tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            timeout=self.timeout, callback=callback,
             checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1))
-        train_ratings = (users[train], items[train], ratings[train])
-        n_ids = (user_ids.shape[0], item_ids.shape[0])
-        history, init = [], None
-        while True:
-            try:
-                result = self._fit_on_workers(client, train_ratings, n_ids, mu, settings,
-                                              validation, init, rng)
-                break
-            except WorkerLost as lost:
-                # Resume on the surviving workers from the last checkpoint.
-                resume = lost.checkpoint
-                if resume is not None:
-                    history += [r for r in lost.history if r["epoch"] <= resume.epoch]
-                    init = resume.model
-                    settings = replace(settings, first_epoch=resume.epoch, resume=resume)
-                event = (f"lost {', '.join(sorted(lost.lost))}; restarted from epoch "
-                         f"{settings.first_epoch}")
-                logger.warning("%s (%d workers left)", event, len(client.nthreads()))
-                history.append({"epoch": settings.first_epoch, "event": event})
-        result.history = history + result.history
+        result = fit_factors(client, (users[train], items[train], ratings[train]),
+                             (user_ids.shape[0], item_ids.shape[0]), mu, problem, settings,
+                             rng, held_out)
         k = self.n_factors
-        U, V = result.U, result.V
+        U, V = result.model
         self.user_ids_ = user_ids
         self.item_ids_ = item_ids
         self.user_factors_ = np.ascontiguousarray(U[:, :k])
@@ -413,42 +385,7 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         self.n_features_in_ = 2
         return self
 
-    def _fit_on_workers(self, client, train_ratings, n_ids, mu, settings, validation, init,
-                        rng):
-        """Stratify the ratings over the current workers and train there once."""
-        workers = sorted(client.nthreads())
-        if not workers:
-            raise RuntimeError("the Dask cluster has no workers" + (
-                " left" if settings.first_epoch else ""))
-        n_loops = max(1, min(self.n_workers or len(workers), n_ids[0]))
-        n_blocks = max(1, min(self.n_blocks or 2 * n_loops, n_ids[1]))
-        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
-        layout, parts = stratify(*train_ratings, *n_ids, n_loops, n_blocks, rng)
-        shards = []
-        try:
-            for w, addr in enumerate(loop_workers):
-                # hash=False: identical data in two fits must not share (and cancel) keys
-                part = client.scatter(parts[w], workers=[addr], direct=True, hash=False)
-                shards.append(client.submit(
-                    make_rating_shard, part, int(rng.integers(2**31)), workers=[addr],
-                    allow_other_workers=False, pure=False))
-            del parts
-            return fit_mf(client, shards, loop_workers, layout, mu, settings,
-                          validation=validation, init=init)
-        finally:
-            client.cancel(shards)
-
     # ----------------------------------------------------------------- serving
-    def _packed(self):
-        k = self.n_factors
-        U = np.zeros((self.user_ids_.shape[0], k + 2))
-        U[:, :k] = self.user_factors_
-        U[:, k] = self.user_bias_
-        V = np.zeros((self.item_ids_.shape[0], k + 2))
-        V[:, :k] = self.item_factors_
-        V[:, k] = self.item_bias_
-        return U, V
-
     def predict(self, X):
         """Predicted rating of each (user id, item id) pair.
 
@@ -474,12 +411,19 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         return self._predict_block(X)
 
     def _predict_block(self, X):
+        """``mu + b_u + c_i + <p_u, q_i>``; an unknown id contributes nothing (a cold
+        start falls back on the best part of the model known)."""
         pairs = _as_id_pairs(X)
         users = _lookup(pairs[:, 0], self.user_ids_)
         items = _lookup(pairs[:, 1], self.item_ids_)
-        U, V = self._packed()
-        out = np.empty(pairs.shape[0])
-        return predict_pairs(users, items, U, V, self.global_mean_, out)
+        out = np.full(pairs.shape[0], self.global_mean_)
+        known_u, known_i = users >= 0, items >= 0
+        out[known_u] += self.user_bias_[users[known_u]]
+        out[known_i] += self.item_bias_[items[known_i]]
+        both = known_u & known_i
+        out[both] += np.einsum("ij,ij->i", self.user_factors_[users[both]],
+                               self.item_factors_[items[both]])
+        return out
 
     def recommend(self, user_ids, n=10, exclude_seen=True):
         """Top-``n`` items for each user by predicted rating.

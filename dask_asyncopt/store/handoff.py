@@ -67,7 +67,7 @@ class EpochHandOff(Waits):
             self.changed.wait_for(lambda: self._collected(epoch, n_loops), wait)
             return self._take(epoch, n_loops)
 
-    async def collect_epoch_at(self, epoch, n_loops, wait):
+    async def collect_epoch_async(self, epoch, n_loops, wait):
         """:meth:`collect_epoch` for a driver in another process."""
         await self.wait_async(lambda: self._collected(epoch, n_loops), wait)
         with self.changed:
@@ -109,7 +109,7 @@ class EpochHandOff(Waits):
                 self.changed.wait(left)
             return self._decision(epoch, posted, timeout)
 
-    async def await_decision_at(self, epoch, timeout):
+    async def await_decision_async(self, epoch, timeout):
         """:meth:`await_decision` for a loop on another worker (holds no thread)."""
         posted = time.monotonic()
         while True:

@@ -28,12 +28,12 @@ replicas never call anyone, so no cycle of waits (deadlock) can form.
 
 **Proximal steps.**  A loop's step is a delta on the coordinates its chunk
 touches plus, for plain proximal SGD, the chunk's composed proximal map
-``(D, S)`` (see :mod:`dask_asyncopt.penalties`) applied eagerly to every
+``(D, S)`` (see :mod:`dask_asyncopt.objective.penalties`) applied eagerly to every
 penalised coordinate (the variance-reduced sweeps apply their prox inside
 the kernel and send the identity).
 
 **Update rules** (``optimizer="amsgrad"``).  A replica built with a
-``rule`` (:mod:`dask_asyncopt.rules`) keeps the rule's state next to its
+``rule`` (:mod:`dask_asyncopt.objective.rules`) keeps the rule's state next to its
 values (for AMSGrad its own moments ``m, v, vhat``); its loop sends minibatch
 gradients (:meth:`Replica.apply_grads`) instead of deltas.  Averaging mixes
 the *values* only: each replica keeps its own moments (measured against also
@@ -53,8 +53,9 @@ import threading
 
 import numpy as np
 
-from .kernels import step_replica
-from .store import FitStopped
+from ..kernels.lazy import step_replica
+from .blocks import FitStopped
+from .replies import Averaged, Pulled, StoreStats
 
 
 class Replica:
@@ -70,14 +71,14 @@ class Replica:
         Index of the unpenalised intercept coordinate, or ``-1``.
     init : ndarray of shape (n_coords, n_outputs), optional
         Starting values.
-    rule : SGDRule or AMSGradRule, optional
+    rule : AMSGradRule, optional
         Update rule of :meth:`apply_grads` (its state is allocated here).
-    alpha, l1_ratio : float
-        Elastic-net penalty the rule's proximal steps apply.
+    penalty : ElasticNet, optional
+        The penalty the rule's proximal steps apply.
     """
 
     def __init__(self, rank, n_replicas, n_coords, n_outputs, intercept=-1, init=None,
-                 rule=None, alpha=0.0, l1_ratio=0.0):
+                 rule=None, penalty=None):
         self.rank = rank
         self.intercept = intercept
         if init is None:
@@ -89,7 +90,7 @@ class Replica:
         self.row_counts = np.zeros(n_coords, dtype=np.int64)
         self.rule = rule
         self.state = None if rule is None else rule.init(n_coords, n_outputs)
-        self.alpha, self.l1_ratio = alpha, l1_ratio
+        self.penalty = penalty
         self.lock = threading.Lock()
         self.version = 0  # modifications: own steps, exchanges, absorbed replies
         self.stopped = False
@@ -102,12 +103,13 @@ class Replica:
 
     # ------------------------------------------------------------------ reads
     def read(self, ids, snapshot=False, out=None):
-        """Values at ``ids`` (``None``: all) and the version they were read at.
+        """Values at ``ids`` (``None``: all) and the version they were read at
+        (a :class:`~.replies.Pulled`).
 
         With ``snapshot`` also the variance-reduced solver's terms at ``ids``:
         the snapshot gradient sum over the row counts (``drift``) and the
         counts.  ``out``: an array of shape ``(len(ids), n_outputs)`` to read
-        the values into (a loop reuses one; see :func:`~.kernels.step_replica`
+        the values into (a loop reuses one; see :func:`~dask_asyncopt.kernels.lazy.step_replica`
         on allocations).
         """
         with self.lock:
@@ -120,10 +122,11 @@ class Replica:
             else:
                 values = self.w[ids]
             if not snapshot:
-                return values, self.version
+                return Pulled(values, self.version)
             grad = self.grad_sum if ids is None else self.grad_sum[ids]
             counts = self.row_counts if ids is None else self.row_counts[ids]
-            return values, self.version, grad / np.maximum(counts, 1)[:, None], counts
+            return Pulled(values, self.version, 0, grad / np.maximum(counts, 1)[:, None],
+                          counts)
 
     def total_known(self):
         """Samples processed by all loops, as far as this replica knows."""
@@ -136,13 +139,14 @@ class Replica:
             return int(self.known[self.rank])
 
     def outgoing(self, ids=None):
-        """Values (at ``ids``) and known progress to send in an exchange."""
+        """Values (at ``ids``) and known progress to send in an exchange (an
+        :class:`~.replies.Averaged` whose ``delta`` is the values)."""
         with self.lock:
             self._check_running()
             self._catch_up(ids)
             values = self.w.copy() if ids is None else self.w[ids]
             self.n_sent += 1
-            return values, self.known.copy()
+            return Averaged(values, self.known.copy())
 
     # ----------------------------------------------------------------- writes
     def step(self, ids, delta, prox_d, prox_s, n_samples, read_version, loss=0.0,
@@ -173,7 +177,7 @@ class Replica:
         return staleness
 
     def apply_grads(self, ids, ptr, g, pen, rows, read_version):
-        """Apply packed minibatch gradients with the rule (see :mod:`dask_asyncopt.rules`).
+        """Apply packed minibatch gradients with the rule (see :mod:`dask_asyncopt.objective.rules`).
 
         Parameters
         ----------
@@ -194,7 +198,7 @@ class Replica:
         with self.lock:
             self._check_running()
             self.rule.update(self.state, self.w, ptr, ids, g, pen, 1.0 / rows,
-                             alpha=self.alpha, l1_ratio=self.l1_ratio, skip=self.intercept)
+                             penalty=self.penalty, skip=self.intercept)
             return self._count_step(int(rows.sum()), read_version)
 
     def set_lr(self, lr):
@@ -209,8 +213,9 @@ class Replica:
     def exchange(self, values, known, ids=None):
         """Passive side of a pairwise average: ``x <- (values + x) / 2`` at ``ids``.
 
-        Returns ``(d, known)``: the change applied here (the active side
-        subtracts it, see :meth:`absorb`) and this replica's merged progress.
+        Returns an :class:`~.replies.Averaged`: the change applied here (the
+        active side subtracts it, see :meth:`absorb`) and this replica's merged
+        progress.
         """
         with self.lock:
             self._check_running()
@@ -224,7 +229,7 @@ class Replica:
             np.maximum(self.known, known, out=self.known)
             self.version += 1
             self.n_exchanges += 1
-            return d, self.known.copy()
+            return Averaged(d, self.known.copy())
 
     def absorb(self, d, known, ids=None):
         """Active side: subtract the passive side's change ``d`` and merge progress."""
@@ -277,7 +282,7 @@ class Replica:
     # ------------------------------------------------------------------ stats
     def values(self):
         """A copy of all values."""
-        return self.read(None)[0]
+        return self.read(None).values
 
     def stop(self):
         """Refuse further calls: worker loops stop at their next one."""
@@ -317,18 +322,10 @@ class Replica:
     def stats(self, reset=True):
         """Steps, exchanges, staleness and progress since the last reset."""
         with self.lock:
-            out = {
-                "replica": self.rank,
-                "version": self.version,
-                "pushes": self.n_steps,
-                "exchanges": self.n_exchanges,
-                "staleness_sum": self.stale_sum,
-                "staleness_max": self.stale_max,
-                "samples": int(self.known[self.rank]),
-                "sent": self.n_sent,
-                "loss_sum": self.loss_sum,
-                "kernel_time": self.kernel_time,
-            }
+            out = StoreStats(self.rank, self.version, int(self.known[self.rank]),
+                             self.n_steps, self.stale_sum, self.stale_max,
+                             exchanges=self.n_exchanges, sent=self.n_sent,
+                             loss_sum=self.loss_sum, kernel_time=self.kernel_time)
             if reset:
                 self.reset_stats()
             return out

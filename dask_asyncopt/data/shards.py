@@ -247,8 +247,24 @@ class CSRView:
         return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape).toarray()
 
 
-def make_shard(X, Y, *, n_features, n_blocks, fit_intercept, batch_size, seed):
+@dataclass(frozen=True)
+class ShardLayout:
+    """How a loop's rows are cut into chunks and numbered.
+
+    ``batch_size`` is rows per chunk (``None``: chosen from the data, see
+    :func:`~.placement.auto_batch_size`).
+    """
+
+    n_features: int
+    n_blocks: int
+    fit_intercept: bool
+    batch_size: int | None = None
+
+
+def make_shard(X, Y, layout, seed):
     """Cut ``X`` (CSR or dense, global columns) and targets ``Y`` into a shard."""
+    n_features, n_blocks = layout.n_features, layout.n_blocks
+    fit_intercept, batch_size = layout.fit_intercept, layout.batch_size
     if sp.issparse(X):
         X = sp.csr_matrix(X)
         # Walking the model's coordinates per chunk beats sorting the chunk's

@@ -4,7 +4,7 @@ The stratified solvers (:mod:`.mf`) hand each item block to one loop at a
 time.  Here nothing is checked out: every worker loop keeps its own users'
 rows (its user block, as in the stratified solvers: no other loop rates
 those users) and a full **replica of the item rows** in a
-:class:`~dask_asyncopt.replica.Replica` on its worker (``n_items x width``
+:class:`~dask_asyncopt.store.replicas.Replica` on its worker (``n_items x width``
 packed rows, the step state included).  A loop sweeps its strata in a random
 order, each on a copy of the replica's rows of that item block, adds the
 change to its replica, and - active loops - averages the whole replica with
@@ -34,13 +34,18 @@ AdaGrad 1.2139-1.2158 (2k x 1k, 100k ratings) and 1.2234-1.2237 (10k x 5k,
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 from distributed import secede
 
-from ..mf_kernels import sgd_ratings
-from .adpsgd import Gossip, _consensus, _handles, _own
-from .mf import _bind
+from ..kernels.factors import row_width, sgd_ratings
+from ..store.factors import initial_rows
+from ..store.replicas import Replica
+from .adpsgd import Gossip, consensus, own_replica
+from .config import PassReport
+from .handles import bind
+from .mf import diverged
 
 
 def block_offsets(sizes):
@@ -52,18 +57,18 @@ def run_mf_gossip_epoch(shard, user_actor, replicas, config, worker, epoch):
     """One pass of loop ``worker`` over its strata against its item replica."""
     secede()
     started = time.perf_counter()
-    timeout = config["timeout"]
-    n_loops = config["n_loops"]
-    offsets = config["offsets"]
-    n_values = config["n_values"]  # factor and bias columns: what the item step scales
-    user_block = _bind([user_actor])[0]
-    handles = _handles(replicas)
-    me = _own(handles, worker)
+    timeout = config.timeout
+    n_loops = config.n_loops
+    offsets = config.offsets
+    n_values = config.n_values  # factor and bias columns: what the item step scales
+    user_block = bind([user_actor])[0]
+    handles = bind(replicas)
+    me = own_replica(handles, worker)
     gossip = Gossip(me, handles, worker, n_loops, timeout)
-    got = user_block.acquire(worker, None, timeout, timeout)
+    got = user_block.wait("acquire", worker, None, timeout).result(timeout)
     if got is None:
         raise TimeoutError(f"user block {worker} not free within {timeout} s")
-    U = got[0]
+    U = got.rows
     sse, n_seen, kernel_time, visits = 0.0, 0, 0.0, 0
     try:
         for b in shard.rng.permutation(len(shard.strata)):
@@ -71,66 +76,76 @@ def run_mf_gossip_epoch(shard, user_actor, replicas, config, worker, epoch):
             if ratings.shape[0] == 0:
                 continue
             ids = np.arange(offsets[b], offsets[b + 1])
-            V0, version = me.read(ids)
-            V = V0.copy()
+            read = me.read(ids)
+            V = read.values.copy()
             tick = time.perf_counter()
             order = shard.rng.permutation(ratings.shape[0])
-            part = sgd_ratings(users, items, ratings, order, U, V, config["mu"],
-                               config["eta"], config["reg_factors"], config["reg_biases"],
-                               config["rule"], *config["adam"])
+            part = sgd_ratings(users, items, ratings, order, U, V, config.mu, config.eta,
+                               config.reg_factors, config.reg_biases, config.rule,
+                               *config.adam)
             seconds = time.perf_counter() - tick
             kernel_time += seconds
             if not (math.isfinite(part) and np.isfinite(V).all()):
-                raise FloatingPointError(
-                    "the factors became non-finite: the step size is too large for this "
-                    "data; lower eta0 (or use learning_rate='adagrad')")
-            delta = np.subtract(V, V0, out=V)
+                raise diverged(config)
+            delta = np.subtract(V, read.values, out=V)
             delta[:, :n_values] *= math.sqrt(n_loops)  # see "Item steps" above
-            me.step(ids, delta, 1.0, 0.0, ratings.shape[0], version, part, seconds)
+            me.step(ids, delta, 1.0, 0.0, ratings.shape[0], read.version, part, seconds)
             gossip.tick()
             sse += part
             n_seen += ratings.shape[0]
             visits += 1
         gossip.finish()
     except BaseException:
-        user_block.give_back(worker)
+        user_block.call("give_back", worker).result(10)
         raise
-    user_block.release(worker, U, n_seen, timeout)
-    return {"worker": worker, "sse": sse, "ratings": n_seen, "visits": visits,
-            "exchanges": gossip.n_sent, "kernel_time": kernel_time,
-            "wait_time": gossip.wait_time, "wall_time": time.perf_counter() - started}
+    user_block.call("release", worker, U, n_seen).result(timeout)
+    return PassReport(worker, sse, n_seen, kernel_time, time.perf_counter() - started,
+                      steps=visits, exchanges=gossip.n_sent, wait_time=gossip.wait_time)
 
 
 class GossipItems:
-    """How the epochs of :func:`~.mf.fit_mf` reach the item rows under adpsgd."""
+    """How the epochs reach the item rows under adpsgd: one replica per loop."""
 
     loop = staticmethod(run_mf_gossip_epoch)
 
-    def __init__(self, replicas, layout, timeout):
-        self.replicas = replicas
+    @staticmethod
+    def submit(client, layout, problem, seed, inits, loop_workers, token):
+        """One :class:`~dask_asyncopt.store.replicas.Replica` of all item rows per loop,
+        on the loop's worker."""
+        width = row_width(problem.n_factors, problem.rule)
+        items = np.concatenate([
+            initial_rows(int(size), problem.n_factors, problem.init_scale, [seed, 1, b], width)
+            if inits[b] is None else inits[b] for b, size in enumerate(layout.item_sizes)])
+        n_loops = len(loop_workers)
+        return [client.submit(Replica, w, n_loops, items.shape[0], width, -1, items,
+                              actor=True, workers=[addr], key=f"asyncopt-mf-items-{w}-{token}")
+                for w, addr in enumerate(loop_workers)]
+
+    def __init__(self, actors, layout, timeout):
+        self.handles = bind(actors)
         self.offsets = block_offsets(layout.item_sizes)
         self.timeout = timeout
 
     def loop_config(self, config, n_values):
-        return dict(config, offsets=self.offsets, n_values=n_values)
+        return replace(config, offsets=self.offsets, n_values=n_values)
 
     def loop_args(self):
-        return (self.replicas,)
+        return ([h.actor for h in self.handles],)
 
     def _call_all(self, method, *args):
-        calls = [getattr(r, method)(*args) for r in self.replicas]
+        calls = [h.call(method, *args) for h in self.handles]
         return [c.result(self.timeout) for c in calls]
 
     def after_epoch(self, reports):
         """Average the replicas; their statistics and the history's extra columns."""
         values = self._call_all("values")
-        mean, distance = _consensus(values)
+        mean, distance = consensus(values)
         self._call_all("assign", mean)
         stats = self._call_all("stats")
         return stats, {"consensus_distance": distance,
-                       "exchanges": sum(r["exchanges"] for r in reports)}
+                       "exchanges": sum(r.exchanges for r in reports)}
 
     def item_blocks(self):
         """The (averaged) item rows, one array per item block."""
-        rows = self.replicas[0].values().result(self.timeout)
+        rows = self.handles[0].call("values").result(self.timeout)
         return [rows[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]

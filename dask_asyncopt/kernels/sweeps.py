@@ -1,29 +1,26 @@
-"""Numba kernels: the hot loops, pure functions over NumPy arrays.
+"""Numba kernels of the worker loops: the hot loops, pure functions over NumPy arrays.
 
-Nothing here knows about Dask.  Two families:
-
-* **worker sweeps** (:func:`sweep_csr`, :func:`sweep_dense`): per-sample SGD on
-  the smooth loss over a chunk of rows, applied to a compact local copy ``w``
-  of the coordinates the chunk touches.  The caller pushes the difference to
-  the parameter store, which applies the penalty's proximal map.  Each sweep
-  also returns the loss of every sample *before* its update (progressive
-  validation loss) and the composition ``(D, S)`` of the chunk's per-sample
-  prox maps (see :mod:`dask_asyncopt.penalties`).
-* **store kernels** (:func:`gather`, :func:`add_delta`, :func:`catch_up_all`):
-  lazy proximal updates of a parameter block.
+Nothing here knows about Dask.  **Sweeps** (:func:`sweep_csr`,
+:func:`sweep_dense`) run per-sample SGD on the smooth loss over a chunk of
+rows, applied to a compact local copy ``w`` of the coordinates the chunk
+touches.  The caller pushes the difference to the parameter store, which
+applies the penalty's proximal map (:mod:`.lazy`).  Each sweep also returns
+the loss of every sample *before* its update (progressive validation loss)
+and the composition ``(D, S)`` of the chunk's per-sample prox maps (see
+:mod:`dask_asyncopt.objective.penalties`).  The **variance-reduced** sweeps
+and their snapshot passes apply the prox themselves (below).
 
 Weights are ``(n_coordinates, n_outputs)`` row-major so that the ``K`` outputs
 of one feature (one-vs-rest classes) are contiguous.
 """
 
-import math
 
 import numpy as np
 from numba import njit
 
-from .losses import loss_and_derivative, loss_derivative, loss_value
-from .penalties import prox_catch_up, prox_step_params
-from .schedules import step_size
+from ..objective.losses import loss_and_derivative, loss_derivative, loss_value
+from ..objective.penalties import compose, prox_scaled
+from ..objective.schedules import step_size
 
 # Layout of the float ``params`` vector shared by the sweeps.
 P_ETA0, P_ALPHA, P_L1_RATIO, P_T0, P_POWER_T, P_EPSILON, P_INTERCEPT_DECAY = range(7)
@@ -35,7 +32,7 @@ MAX_DLOSS = 1e12
 
 
 @njit(nogil=True, cache=True)
-def _clip(dloss):
+def clip(dloss):
     return min(max(dloss, -MAX_DLOSS), MAX_DLOSS)
 
 
@@ -45,7 +42,7 @@ def _clip(dloss):
 # the SVRG sweep and snapshot ran 1.2-1.5x slower (measured, K = 1, 13k-row
 # chunks).  Outputs are independent (one-vs-rest), so the order changes nothing.
 @njit(nogil=True, cache=True)
-def _dot_csr(indices, data, start, end, w, k, intercept):
+def dot_csr(indices, data, start, end, w, k, intercept):
     """``x_r . w[:, k]`` for the CSR row ``start:end``, plus ``w[intercept, k]``."""
     p = w[intercept, k] if intercept >= 0 else 0.0
     for jj in range(start, end):
@@ -54,7 +51,7 @@ def _dot_csr(indices, data, start, end, w, k, intercept):
 
 
 @njit(nogil=True, cache=True)
-def _dot_norm_csr(indices, data, start, end, w, intercept, c_col):
+def dot_norm_csr(indices, data, start, end, w, intercept, c_col):
     """:func:`_dot_csr` for output 0 and, in the same pass (the same cache lines),
     the row's squared norm weighted by column ``c_col`` of ``w``."""
     p = 0.0
@@ -71,18 +68,11 @@ def _dot_norm_csr(indices, data, start, end, w, intercept, c_col):
 
 
 @njit(nogil=True, cache=True)
-def _dot_dense(X, r, w, k, p):
+def dot_dense(X, r, w, k, p):
     """``p + X[r] . w[:, k]``."""
     for j in range(X.shape[1]):
         p += w[j, k] * X[r, j]
     return p
-
-
-@njit(nogil=True, cache=True)
-def _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio):
-    """Append one sample's proximal map to a chunk's composition ``(D, S)``."""
-    a, c = prox_step_params(eta, alpha, l1_ratio)
-    return prox_d * c, prox_s + a * prox_d
 
 
 @njit(nogil=True, cache=True)
@@ -123,15 +113,15 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
         start = indptr[r]
         end = indptr[r + 1]
         for k in range(w.shape[1]):
-            p = _dot_csr(indices, data, start, end, w, k, intercept)
+            p = dot_csr(indices, data, start, end, w, k, intercept)
             value, derivative = loss_and_derivative(loss, p, Y[r, k], epsilon)
             loss_sum += value
-            d = eta * _clip(derivative)
+            d = eta * clip(derivative)
             for jj in range(start, end):
                 w[indices[jj], k] -= d * data[jj]
             if intercept >= 0:
                 w[intercept, k] -= intercept_decay * d
-        prox_d, prox_s = _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio)
+        prox_d, prox_s = compose(prox_d, prox_s, eta, alpha, l1_ratio)
         t += t_stride
     return loss_sum, prox_d, prox_s
 
@@ -153,149 +143,17 @@ def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_str
     for r in rows:
         eta = step_size(schedule, eta0, alpha, t0, power_t, t)
         for k in range(w.shape[1]):
-            p = _dot_dense(X, r, w, k, w[intercept, k] if intercept >= 0 else 0.0)
+            p = dot_dense(X, r, w, k, w[intercept, k] if intercept >= 0 else 0.0)
             value, derivative = loss_and_derivative(loss, p, Y[r, k], epsilon)
             loss_sum += value
-            d = eta * _clip(derivative)
+            d = eta * clip(derivative)
             for j in range(X.shape[1]):
                 w[j, k] -= d * X[r, j]
             if intercept >= 0:
                 w[intercept, k] -= intercept_decay * d
-        prox_d, prox_s = _compose_prox(prox_d, prox_s, eta, alpha, l1_ratio)
+        prox_d, prox_s = compose(prox_d, prox_s, eta, alpha, l1_ratio)
         t += t_stride
     return loss_sum, prox_d, prox_s
-
-
-@njit(nogil=True, cache=True)
-def materialise(w, last, hist_d, hist_s, now, ids, skip):
-    """Bring coordinates ``ids`` of ``w`` from history index ``last[j]`` to ``now``.
-
-    ``last[j]`` is the history index at which ``w[j]`` was last materialised;
-    ``skip`` is an unpenalised coordinate (the intercept) or ``-1``.  ``last``
-    is written only when it changes: under updates that applied their prox
-    already (SVRG) it never does, and a store per coordinate would dirty a
-    cache line per coordinate on every read.
-
-    One loop over ``ids`` here, called once per kernel: a per-coordinate call
-    of a helper taking the arrays was not inlined by LLVM (nor, with Numba's
-    ``inline="always"``, free of reference counting) and cost ~45 ns per
-    coordinate, 25x the copy it guarded (measured, 46k coordinates).
-    """
-    if now == 0:  # an empty history (SVRG's identity prox maps): all current
-        return
-    for i in range(ids.shape[0]):
-        j = ids[i]
-        lj = last[j]
-        if lj != now:
-            if j != skip:
-                d_from = hist_d[lj]
-                s_from = hist_s[lj]
-                d_now = hist_d[now]
-                s_now = hist_s[now]
-                for k in range(w.shape[1]):
-                    w[j, k] = prox_catch_up(w[j, k], d_from, s_from, d_now, s_now)
-            last[j] = now
-
-
-@njit(nogil=True, cache=True)
-def gather(w, last, hist_d, hist_s, now, ids, skip, out):
-    """Materialise coordinates ``ids`` at history index ``now`` (see
-    :func:`materialise`) and copy them to ``out``."""
-    materialise(w, last, hist_d, hist_s, now, ids, skip)
-    for i in range(ids.shape[0]):
-        j = ids[i]
-        for k in range(w.shape[1]):
-            out[i, k] = w[j, k]
-
-
-@njit(nogil=True, cache=True)
-def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, precond, out):
-    """:func:`gather` into the SVRG sweeps' layout: ``out`` is ``(len(ids), 2K + 2)``,
-    filled with ``[w | drift | scale | precond]`` of coordinates ``ids`` (see
-    :func:`sweep_csr_svrg`) in one pass, instead of several gathers and a
-    packing copy per exchange."""
-    materialise(w, last, hist_d, hist_s, now, ids, skip)
-    n_outputs = w.shape[1]
-    for i in range(ids.shape[0]):
-        j = ids[i]
-        for k in range(n_outputs):
-            out[i, k] = w[j, k]
-            out[i, n_outputs + k] = drift[j, k]
-        out[i, 2 * n_outputs] = scale[j]
-        out[i, 2 * n_outputs + 1] = precond[j]
-
-
-@njit(nogil=True, cache=True)
-def gather_terms(drift, scale, precond, ids, out):
-    """Columns ``K:`` of the SVRG sweeps' layout ``out`` (``(len(ids), 2K + 2)``):
-    ``drift``, ``scale`` and ``precond`` of coordinates ``ids``, without the
-    temporaries of NumPy's fancy indexing (each a page-faulting mmap on Dask's
-    process workers, see :func:`step_replica`)."""
-    n_outputs = drift.shape[1]
-    for i in range(ids.shape[0]):
-        j = ids[i]
-        for k in range(n_outputs):
-            out[i, n_outputs + k] = drift[j, k]
-        out[i, 2 * n_outputs] = scale[j]
-        out[i, 2 * n_outputs + 1] = precond[j]
-
-
-@njit(nogil=True, cache=True)
-def add_delta(w, last, hist_d, hist_s, now, ids, delta, skip):
-    """Materialise coordinates ``ids`` at ``now``, then add ``delta`` to them."""
-    materialise(w, last, hist_d, hist_s, now, ids, skip)
-    for i in range(ids.shape[0]):
-        j = ids[i]
-        for k in range(w.shape[1]):
-            w[j, k] += delta[i, k]
-
-
-@njit(nogil=True, cache=True)
-def add_rows(target, ids, values):
-    """``target[ids] += values`` for distinct ``ids`` (NumPy's fancy-indexed add
-    allocates and took 0.4 ms per 46k-coordinate snapshot part, measured)."""
-    for i in range(ids.shape[0]):
-        for k in range(target.shape[1]):
-            target[ids[i], k] += values[i, k]
-
-
-@njit(nogil=True, cache=True)
-def add_entries(target, ids, values):
-    """``target[ids] += values`` for distinct ``ids``, 1-d arrays (the row counts
-    and column energies of a fit's first snapshot, see :func:`add_rows`)."""
-    for i in range(ids.shape[0]):
-        target[ids[i]] += values[i]
-
-
-@njit(nogil=True, cache=True)
-def catch_up_all(w, last, hist_d, hist_s, now, skip):
-    """Materialise every coordinate of a block at history index ``now``."""
-    if now > 0:  # else nothing to do: skip the ids array (dense chunks read whole blocks)
-        materialise(w, last, hist_d, hist_s, now, np.arange(w.shape[0]), skip)
-
-
-@njit(nogil=True, cache=True)
-def step_replica(w, ids, delta, prox_d, prox_s, skip):
-    """``w[ids] += delta``, then the prox map ``(D, S)`` on every row but ``skip``.
-
-    The eager counterpart of :func:`add_delta` for a full model replica, in
-    place: NumPy's fancy indexing and masked soft-threshold would allocate
-    model-sized temporaries at every step, which costs a page-faulting
-    ``mmap`` each on Dask's process workers (their nanny sets
-    ``MALLOC_TRIM_THRESHOLD_``; measured: 2.7 ms instead of 0.9 ms per step
-    on 50k coordinates).
-    """
-    n_outputs = w.shape[1]
-    for i in range(ids.shape[0]):
-        for k in range(n_outputs):
-            w[ids[i], k] += delta[i, k]
-    if prox_d == 1.0 and prox_s == 0.0:
-        return
-    for j in range(w.shape[0]):
-        if j == skip:
-            continue
-        for k in range(n_outputs):  # branch-free, see _prox_scaled
-            w[j, k] = math.copysign(max(abs(w[j, k]) - prox_s, 0.0) / prox_d, w[j, k])
 
 
 @njit(nogil=True, cache=True)
@@ -342,7 +200,7 @@ def loss_sum_dense(X, Y, coef, intercept, loss, epsilon):
     total = 0.0
     for r in range(X.shape[0]):
         for k in range(n_outputs):
-            total += loss_value(loss, _dot_dense(X, r, coef, k, intercept[k]), Y[r, k],
+            total += loss_value(loss, dot_dense(X, r, coef, k, intercept[k]), Y[r, k],
                                 epsilon)
     return total
 
@@ -367,23 +225,8 @@ def loss_sum_dense(X, Y, coef, intercept, loss, epsilon):
 # ``1 / (row length)`` share of its error per appearance: on click-through-like
 # data (Zipf-distributed binary features, 24 a row) it left the default fit
 # 1.4% above the optimum where the preconditioned step reaches 4e-4 in 8 epochs
-# (measured, see docs/status.md).
+# (measured, see docs/design.md).
 # ---------------------------------------------------------------------------
-
-
-@njit(nogil=True, cache=True)
-def _prox_scaled(v, eta_alpha, l1_ratio, scale):
-    """Elastic-net proximal map with step ``eta * alpha * scale``.
-
-    Branch-free (``max``/``copysign``, no division for pure L1): on a model
-    whose coordinates are about half zero, the sign tests of a branching
-    soft-threshold mispredict on every other non-zero; that made the whole
-    SVRG sweep 2.2x slower (measured, 13k-row chunks).
-    """
-    m = max(abs(v) - eta_alpha * l1_ratio * scale, 0.0)
-    if l1_ratio != 1.0:
-        m /= 1.0 + eta_alpha * (1.0 - l1_ratio) * scale
-    return math.copysign(m, v)
 
 
 @njit(nogil=True, cache=True)
@@ -421,10 +264,10 @@ def snapshot_csr(indptr, indices, data, Y, wg, intercept, loss, epsilon, dsnap,
             sq_norm += data[jj] * data[jj]
         max_sq_norm = max(max_sq_norm, sq_norm)
         for k in range(n_outputs):
-            p = 0.0 if at_zero else _dot_csr(indices, data, start, end, wg, k, intercept)
+            p = 0.0 if at_zero else dot_csr(indices, data, start, end, wg, k, intercept)
             value, derivative = loss_and_derivative(loss, p, Y[r, k], epsilon)
             loss_sum += value
-            d = _clip(derivative)
+            d = clip(derivative)
             dsnap[r, k] = d
             for jj in range(start, end):
                 wg[indices[jj], n_outputs + k] += d * data[jj]
@@ -445,10 +288,10 @@ def snapshot_dense(X, Y, wg, loss, epsilon, dsnap):
             sq_norm += X[r, j] * X[r, j]
         max_sq_norm = max(max_sq_norm, sq_norm)
         for k in range(n_outputs):
-            value, derivative = loss_and_derivative(loss, _dot_dense(X, r, wg, k, 0.0),
+            value, derivative = loss_and_derivative(loss, dot_dense(X, r, wg, k, 0.0),
                                                     Y[r, k], epsilon)
             loss_sum += value
-            d = _clip(derivative)
+            d = clip(derivative)
             dsnap[r, k] = d
             for j in range(X.shape[1]):
                 wg[j, n_outputs + k] += d * X[r, j]
@@ -501,19 +344,19 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
     for r in rows:
         start = indptr[r]
         end = indptr[r + 1]
-        p, norm = _dot_norm_csr(indices, data, start, end, packed, intercept, c_col)
+        p, norm = dot_norm_csr(indices, data, start, end, packed, intercept, c_col)
         unit = _row_unit(eta, norm, normalise)
         for k in range(n_outputs):
             if k > 0:
-                p = _dot_csr(indices, data, start, end, packed, k, intercept)
-            d = _clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
+                p = dot_csr(indices, data, start, end, packed, k, intercept)
+            d = clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
             if with_loss:
                 loss_sum += loss_value(loss, p, Y[r, k], epsilon)
             for jj in range(start, end):
                 j = indices[jj]
                 step = unit * packed[j, c_col]
                 v = packed[j, k] - step * (d * data[jj] + packed[j, n_outputs + k])
-                packed[j, k] = _prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])
+                packed[j, k] = prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])
             if intercept >= 0:
                 step = unit * packed[intercept, c_col]
                 packed[intercept, k] -= step * (d + packed[intercept, n_outputs + k])
@@ -535,12 +378,12 @@ def sweep_dense_svrg(X, Y, rows, packed, dsnap, loss, epsilon, eta, alpha, l1_ra
             norm += packed[j, c_col] * X[r, j] * X[r, j]
         unit = _row_unit(eta, norm, normalise)
         for k in range(n_outputs):
-            p = _dot_dense(X, r, packed, k, 0.0)
-            d = _clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
+            p = dot_dense(X, r, packed, k, 0.0)
+            d = clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
             if with_loss:
                 loss_sum += loss_value(loss, p, Y[r, k], epsilon)
             for j in range(X.shape[1]):
                 step = unit * packed[j, c_col]
                 v = packed[j, k] - step * (d * X[r, j] + packed[j, n_outputs + k])
-                packed[j, k] = _prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])
+                packed[j, k] = prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])
     return loss_sum

@@ -1,26 +1,16 @@
-"""Input containers: validation, conversion at the boundary, placement on workers.
+"""Input containers: validation and conversion at the boundary.
 
-In-memory inputs (NumPy, scipy.sparse, pydata ``sparse``) are validated on
-the client, shuffled once, cut into one row partition per worker loop and
-scattered straight to the loop's worker.  Dask collections (``dask.array``
-with dense or sparse chunks, ``dask.dataframe``) never pass through the
-client: their partitions are computed where the scheduler puts them, each
-loop takes the partitions its worker already holds, and validation (finite
-values) happens there.
+The estimators validate in-memory inputs (NumPy, scipy.sparse, pydata
+``sparse``) on the client; Dask collections (``dask.array`` with dense or
+sparse chunks, ``dask.dataframe``) are checked chunk by chunk where they are,
+by the same functions, when the loops' shards are built (:mod:`.placement`).
 """
 
 import math
-import uuid
 
 import dask
 import numpy as np
 import scipy.sparse as sp
-
-from .shards import make_shard
-
-#: Rows per exchange aim at this many non-zeros: enough compute (~10 ms) to
-#: dwarf an actor round trip (~1.5 ms between processes).
-TARGET_CHUNK_NNZ = 2**18
 
 
 def is_dask(obj):
@@ -152,12 +142,6 @@ def dask_to_array(obj, name):
     return obj
 
 
-def auto_batch_size(n_rows, nnz):
-    """Rows per chunk: about TARGET_CHUNK_NNZ non-zeros, at least 8 chunks a shard."""
-    per_row = max(nnz / max(n_rows, 1), 1.0)
-    return int(max(16, min(math.ceil(TARGET_CHUNK_NNZ / per_row), math.ceil(n_rows / 8))))
-
-
 def check_finite_part(X):
     data = X.data if sp.issparse(X) else X
     if not np.isfinite(data).all():
@@ -165,104 +149,3 @@ def check_finite_part(X):
                          "before fitting")
 
 
-def shard_from_parts(X_parts, y_parts, encode, layout):
-    """Build a shard on a worker from its dask partitions (runs as a task)."""
-    parts = [to_scipy(x) for x in X_parts]
-    if any(sp.issparse(x) for x in parts):
-        X = sp.vstack([sp.csr_matrix(x, dtype=np.float64) for x in parts], format="csr")
-    else:
-        X = np.vstack([np.asarray(x, dtype=np.float64) for x in parts])
-    check_finite_part(X)
-    Y = encode(np.concatenate([np.asarray(y).ravel() for y in y_parts]))
-    # Shuffled once here (in-memory data is shuffled by place_in_memory): the
-    # sweeps visit a chunk's rows in storage order (WorkerShard.next_chunk).
-    perm = np.random.default_rng([layout["seed"], 1]).permutation(X.shape[0])
-    return shard_from_arrays(X[perm], Y[perm], layout)
-
-
-def shard_from_arrays(X, Y, layout, rows=None):
-    """Build a shard from a partition already on this worker (runs as a task);
-    with ``rows``, from those rows of ``X`` and ``Y``."""
-    if rows is not None:
-        X, Y = X[rows], Y[rows]
-    layout = dict(layout)
-    if layout["batch_size"] is None:
-        nnz = X.nnz if sp.issparse(X) else X.size
-        layout["batch_size"] = auto_batch_size(X.shape[0], nnz)
-    return make_shard(X, Y, **layout)
-
-
-def place_in_memory(client, X, Y, loop_workers, layout, rng):
-    """Shuffle, split into one partition per loop, ship each to its worker.
-
-    The rows stay in shuffled order (not re-sorted): the sweeps visit a
-    chunk's rows in storage order (see ``WorkerShard.next_chunk``), and a
-    chunk of rows in the user's order could hold one class only.  Workers in
-    this process (threads, the embedded default) take their rows from ``X``
-    themselves, in parallel (scipy's row indexing releases the GIL); others
-    receive a copy of theirs.  Scattered data is not hashed for its key
-    (hashing took 0.08 s per 120 MB shard).
-    """
-    n = X.shape[0]
-    perm = rng.permutation(n)
-    bounds = np.linspace(0, n, len(loop_workers) + 1).astype(int)
-    in_process = client.scheduler.address.startswith("inproc://")
-    shards = []
-    for i, addr in enumerate(loop_workers):
-        idx = perm[bounds[i]:bounds[i + 1]]
-        part = (X, Y, idx) if in_process else (X[idx], Y[idx], None)
-        part = client.scatter(part, workers=[addr], direct=True, hash=False)
-        shards.append(client.submit(
-            lambda part, layout, seed: shard_from_arrays(
-                part[0], part[1], dict(layout, seed=seed), part[2]),
-            part, layout, int(rng.integers(2**31)), workers=[addr],
-            allow_other_workers=False, pure=False,
-            key=f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}"))
-    return shards, n
-
-
-def place_dask(client, X, y, loop_workers, layout, encode, rng):
-    """Compute the partitions where they fall and give each loop those it holds."""
-    from distributed import wait
-
-    X = X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
-    y = y.rechunk({0: X.chunks[0]})
-    x_parts = client.compute(list(X.to_delayed().ravel()))
-    y_parts = client.compute(list(y.to_delayed().ravel()))
-    wait(x_parts + y_parts)
-    try:
-        who = client.who_has(x_parts)
-        rows = X.chunks[0]
-        loops_at = {}
-        for i, addr in enumerate(loop_workers):
-            loops_at.setdefault(addr, []).append(i)
-        assigned = [[] for _ in loop_workers]
-        load = [0] * len(loop_workers)
-        for j, fut in enumerate(x_parts):
-            local = [i for a in who.get(fut.key, ()) for i in loops_at.get(a, ())]
-            # keep a partition where it lies when a loop runs there, else even out rows
-            i = min(local or range(len(loop_workers)), key=lambda i: load[i])
-            assigned[i].append(j)
-            load[i] += rows[j]
-        if not all(assigned):
-            raise ValueError(
-                f"X has {len(x_parts)} row chunks for {len(loop_workers)} worker loops; "
-                "rechunk X into at least n_workers row chunks or lower n_workers")
-        shards = [client.submit(
-            shard_from_parts, [x_parts[j] for j in mine], [y_parts[j] for j in mine],
-            encode, dict(layout, seed=int(rng.integers(2**31))), workers=[addr],
-            allow_other_workers=False, pure=False)
-            for mine, addr in zip(assigned, loop_workers, strict=True)]
-        try:
-            wait(shards)
-            for f in shards:
-                if f.status == "error":
-                    f.result()  # re-raises a partition's validation error here
-        except BaseException:
-            client.cancel(shards)
-            raise
-    finally:
-        # release, not cancel: cancelling a key cancels its dependents (the shards)
-        for f in x_parts + y_parts:
-            f.release()
-    return shards, sum(rows)

@@ -29,9 +29,10 @@ import threading
 
 import numpy as np
 
+from ..kernels.lazy import add_delta, add_entries, add_rows, catch_up_all, gather, gather_packed
+from ..objective.penalties import sparse_penalty_scale
 from .handoff import EpochHandOff
-from .kernels import add_delta, add_entries, add_rows, catch_up_all, gather, gather_packed
-from .penalties import penalty_value, sparse_penalty_scale
+from .replies import Pulled, Pushed, StoreStats
 
 _RENORMALISE_ABOVE = 1e150
 
@@ -81,7 +82,7 @@ class BlockServer(EpochHandOff):
     """One parameter block with its proximal history and version counter.
 
     Block 0 also relays the worker loops' epoch reports and the driver's
-    decisions (:class:`~dask_asyncopt.handoff.EpochHandOff`).
+    decisions (:class:`~dask_asyncopt.store.handoff.EpochHandOff`).
 
     Parameters
     ----------
@@ -89,8 +90,8 @@ class BlockServer(EpochHandOff):
         This block is coordinates ``block_id :: n_blocks`` of the model.
     n_coords, n_outputs : int
         Number of coordinates in this block and of outputs (classes).
-    alpha, l1_ratio : float
-        Elastic-net penalty applied by the proximal steps.
+    penalty : ElasticNet
+        The penalty its proximal steps apply (:mod:`~dask_asyncopt.objective.penalties`).
     unpenalised : int
         Local index of the intercept coordinate, or ``-1``.
     mode : {"async", "sync"}
@@ -114,13 +115,12 @@ class BlockServer(EpochHandOff):
         :meth:`finish_snapshot`); otherwise ones (a user's constant step).
     """
 
-    def __init__(self, block_id, n_blocks, n_coords, n_outputs, alpha, l1_ratio,
-                 unpenalised, mode, n_workers, max_staleness, init=None, samples=0,
-                 average_rounds=False, precondition=True):
+    def __init__(self, block_id, n_blocks, n_coords, n_outputs, penalty, unpenalised, mode,
+                 n_workers, max_staleness, init=None, samples=0, average_rounds=False,
+                 precondition=True):
         self.block_id = block_id
         self.n_blocks = n_blocks
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
+        self.penalty = penalty
         self.unpenalised = unpenalised
         self.mode = mode
         self.n_workers = n_workers
@@ -173,8 +173,8 @@ class BlockServer(EpochHandOff):
 
         ``worker`` (a worker loop's index) registers the read as outstanding
         until that worker pushes, for the ``max_staleness`` bound.
-        Returns ``(values, version, samples)``, with ``snapshot`` followed by
-        the variance-reduced solver's terms: ``drift`` (gradient sum at the
+        Returns a :class:`~.replies.Pulled`; with ``snapshot`` it carries the
+        variance-reduced solver's terms: ``drift`` (gradient sum at the
         snapshot over the count of rows touching each coordinate) and those
         row ``counts``.  A caller on this worker may pass ``out``, a
         ``(len(ids), n_outputs)`` array (a view of its work array): the values
@@ -203,8 +203,8 @@ class BlockServer(EpochHandOff):
         if out is not None:
             values = None
         if snapshot:
-            return (values, self.version, self.samples) + self._snapshot_terms(ids)
-        return values, self.version, self.samples
+            return Pulled(values, self.version, self.samples, *self._snapshot_terms(ids))
+        return Pulled(values, self.version, self.samples)
 
     def _snapshot_terms(self, ids):
         if ids is None:
@@ -216,9 +216,9 @@ class BlockServer(EpochHandOff):
 
         The variance-reduced sweeps' read for a caller on this worker (thread
         workers): one pass straight into the sweep's array (see
-        :func:`~dask_asyncopt.kernels.gather_packed`).  With ``min_version``,
-        first waits for that version as :meth:`pull_when` does.  Returns
-        ``(None, version, samples)``, shaped like :meth:`pull`'s reply.
+        :func:`~dask_asyncopt.kernels.lazy.gather_packed`).  With ``min_version``,
+        first waits for that version as :meth:`pull_when` does.  Returns a
+        :class:`~.replies.Pulled` without values.
         """
         with self.changed:
             if min_version is not None:
@@ -228,10 +228,10 @@ class BlockServer(EpochHandOff):
                 self.reading[worker] = self.version
             gather_packed(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
                           self.unpenalised, self.drift, self.pen_scale, self.precond, out)
-            return None, self.version, self.samples
+            return Pulled(None, self.version, self.samples)
 
-    async def pull_at(self, ids, min_version, timeout, snapshot=False):
-        """:meth:`pull` once ``version >= min_version`` (the sync barrier)."""
+    async def pull_when_async(self, ids, min_version, timeout, snapshot=False):
+        """:meth:`pull_when` for remote callers."""
         loop = asyncio.get_running_loop()
         # Waiting happens on an executor thread: the event loop must stay free
         # to receive the very pushes that complete the round.
@@ -239,8 +239,8 @@ class BlockServer(EpochHandOff):
                                           snapshot)
 
     def pull_when(self, ids, min_version, timeout, snapshot=False, out=None):
-        """Blocking :meth:`pull_at`, for a caller on this worker (``out`` as
-        :meth:`pull`)."""
+        """:meth:`pull` once ``version >= min_version`` (the sync barrier); ``out``
+        as :meth:`pull`."""
         with self.changed:
             self._wait_for_round(min_version, timeout)
             self._check_running()
@@ -281,9 +281,9 @@ class BlockServer(EpochHandOff):
             self._check_running()
             return max(arrived.values())
 
-    async def arrive_at(self, key, worker, timeout, value=0.0):
+    async def arrive_async(self, key, worker, timeout, value=0.0):
         """:meth:`arrive` for remote callers (waits on the event loop, holding no
-        thread, see :mod:`~dask_asyncopt.waits`)."""
+        thread, see :mod:`~dask_asyncopt.store.waits`)."""
         with self.changed:
             arrived = self._arrive(key, worker, value)
         if not await self.wait_async(lambda: self._passed(arrived), timeout):
@@ -346,7 +346,7 @@ class BlockServer(EpochHandOff):
         column no row touches).  The square root is a measured compromise: no
         scaling left rarely seen coordinates far from their optimum, full
         column normalisation (``1 / energy``) slowed the frequent ones and the
-        intercept down (click-through-like data, docs/status.md)."""
+        intercept down (click-through-like data, docs/design.md)."""
         with self.lock:
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
@@ -376,19 +376,15 @@ class BlockServer(EpochHandOff):
         """All coefficients of the block, materialised."""
         return self.pull(None)[0]
 
-    def penalty(self):
+    def penalty_value(self):
         """``alpha * R(w)`` of this block, the intercept excluded."""
         with self.lock:
-            return self._penalty()
+            return self._penalty_value()
 
-    def _penalty(self):
+    def _penalty_value(self):
         catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
                      self.unpenalised)
-        if self.unpenalised < 0:
-            return penalty_value(self.w, self.alpha, self.l1_ratio)
-        mask = np.ones(self.w.shape[0], dtype=bool)
-        mask[self.unpenalised] = False
-        return penalty_value(self.w[mask], self.alpha, self.l1_ratio)
+        return self.penalty.value(self.w, self.unpenalised)
 
     # ----------------------------------------------------------------- writes
     def push(self, worker, ids, delta, prox_d, prox_s, n_samples, read_version,
@@ -413,7 +409,7 @@ class BlockServer(EpochHandOff):
 
         Returns
         -------
-        version, samples, staleness : int
+        Pushed
         """
         with self.changed:
             self._check_running()
@@ -431,7 +427,7 @@ class BlockServer(EpochHandOff):
             self.stale_max = max(self.stale_max, staleness)
             self.n_pushes += 1
             self.notify()
-            return self.version, self.samples, staleness
+            return Pushed(self.version, self.samples, staleness)
 
     def _wait_for_admission(self, worker, read_version, timeout, admissible):
         """Under ``max_staleness``: hold this push (lock held, via the condition)
@@ -449,7 +445,7 @@ class BlockServer(EpochHandOff):
             del self.ready[worker]
         self._check_running()
 
-    async def push_at(self, *args, **kwargs):
+    async def push_async(self, *args, **kwargs):
         """:meth:`push` for remote callers: waits on an executor thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: self.push(*args, **kwargs))
@@ -468,7 +464,7 @@ class BlockServer(EpochHandOff):
         self.round_buffer[worker] = (ids, delta, prox_d, prox_s, n_samples)
         if len(self.round_buffer) == self.n_workers:
             self._apply_round()
-        return self.version, self.samples, 0
+        return Pushed(self.version, self.samples, 0)
 
     def _apply_round(self):
         total_d, total_s, total_n = 1.0, 0.0, 0
@@ -567,17 +563,11 @@ class BlockServer(EpochHandOff):
         self.stale_max = 0
 
     def stats(self, reset=True):
-        """Pushes, staleness sum and max since the last reset, and the penalty."""
+        """Pushes, staleness sum and max since the last reset, and the penalty
+        (a :class:`~.replies.StoreStats`)."""
         with self.lock:
-            out = {
-                "penalty": self._penalty(),
-                "block": self.block_id,
-                "version": self.version,
-                "samples": self.samples,
-                "pushes": self.n_pushes,
-                "staleness_sum": self.stale_sum,
-                "staleness_max": self.stale_max,
-            }
+            out = StoreStats(self.block_id, self.version, self.samples, self.n_pushes,
+                             self.stale_sum, self.stale_max, penalty=self._penalty_value())
             if reset:
                 self.reset_stats()
             return out

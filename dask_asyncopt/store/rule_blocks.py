@@ -1,7 +1,7 @@
 """Parameter blocks that apply pushed *gradients* with an update rule (APAM).
 
-:class:`RuleServer` is a :class:`~dask_asyncopt.store.BlockServer` whose
-coefficients change only by an update rule (:mod:`dask_asyncopt.rules`) it
+:class:`RuleServer` is a :class:`~dask_asyncopt.store.blocks.BlockServer` whose
+coefficients change only by an update rule (:mod:`dask_asyncopt.objective.rules`) it
 holds next to them -- for ``optimizer="amsgrad"`` the moments ``m, v, vhat``
 of its coordinates.  Worker loops push minibatch gradients computed at the
 weights they pulled (stale by the versions applied since); the block applies
@@ -14,7 +14,7 @@ asynchronous AMSGrad (APAM) does, but per block and lazily on sparse steps.
   the push waits while applying it would leave another worker's outstanding
   read more than ``max_staleness`` versions behind; the estimators then send
   one gradient per exchange, so every gradient's staleness is bounded (up to
-  ties of reads at the same version, as in :mod:`dask_asyncopt.store`).
+  ties of reads at the same version, as in :mod:`dask_asyncopt.store.blocks`).
 * ``"sync"``: the pushes of a round are buffered; step ``i`` of the round is
   the sum of every worker's step ``i`` over the sum of their rows (the
   minibatch gradient of the union, as an all-reduce would form it), added
@@ -29,7 +29,8 @@ import asyncio
 
 import numpy as np
 
-from .store import BlockServer
+from .blocks import BlockServer
+from .replies import Pulled, Pushed
 
 
 class RuleServer(BlockServer):
@@ -38,8 +39,8 @@ class RuleServer(BlockServer):
     Parameters
     ----------
     *args
-        As :class:`~dask_asyncopt.store.BlockServer` (``average_rounds`` unused).
-    rule : SGDRule or AMSGradRule
+        As :class:`~dask_asyncopt.store.blocks.BlockServer` (``average_rounds`` unused).
+    rule : AMSGradRule
         The update rule; its state is allocated here.
     """
 
@@ -56,12 +57,12 @@ class RuleServer(BlockServer):
             out[:] = values
             values = None
         if snapshot:
-            return (values, self.version, self.samples) + self._snapshot_terms(ids)
-        return values, self.version, self.samples
+            return Pulled(values, self.version, self.samples, *self._snapshot_terms(ids))
+        return Pulled(values, self.version, self.samples)
 
-    def _penalty(self):
+    def _penalty_value(self):
         self.rule.materialise(self.state, self.w)
-        return super()._penalty()
+        return super()._penalty_value()
 
     def set_lr(self, lr):
         """Use step ``lr`` from now on (every coordinate is caught up first)."""
@@ -72,11 +73,11 @@ class RuleServer(BlockServer):
         """The rule's state, caught up (a copy)."""
         with self.lock:
             self.rule.materialise(self.state, self.w)
-            return {k: v.copy() for k, v in self.state.items()}
+            return self.state.copy()
 
     # ----------------------------------------------------------------- writes
     def push_grads(self, worker, ptr, ids, g, pen, rows, read_version, timeout=None):
-        """Apply packed gradient steps (see :mod:`dask_asyncopt.rules`).
+        """Apply packed gradient steps (see :mod:`dask_asyncopt.objective.rules`).
 
         Parameters
         ----------
@@ -93,7 +94,8 @@ class RuleServer(BlockServer):
 
         Returns
         -------
-        version, samples, staleness_max : int
+        Pushed
+            With the staleness of the last step.
         """
         n_steps = ptr.shape[0] - 1
         with self.changed:
@@ -111,9 +113,9 @@ class RuleServer(BlockServer):
             self.stale_max = max(self.stale_max, first + n_steps - 1)
             self.n_pushes += n_steps
             self.notify()
-            return self.version, self.samples, first + n_steps - 1
+            return Pushed(self.version, self.samples, first + n_steps - 1)
 
-    async def push_grads_at(self, *args, **kwargs):
+    async def push_grads_async(self, *args, **kwargs):
         """:meth:`push_grads` for remote callers: waits on an executor thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: self.push_grads(*args, **kwargs))
@@ -127,7 +129,7 @@ class RuleServer(BlockServer):
 
     def _apply_steps(self, ptr, ids, g, pen, rows):
         self.rule.update(self.state, self.w, ptr, ids, g, pen, 1.0 / rows,
-                         alpha=self.alpha, l1_ratio=self.l1_ratio, skip=self.unpenalised)
+                         penalty=self.penalty, skip=self.unpenalised)
 
     def _push_grads_sync(self, worker, steps, read_version):
         if read_version != self.version:
@@ -143,7 +145,7 @@ class RuleServer(BlockServer):
             self.samples += int(merged[4].sum())
             self.n_pushes += merged[0].shape[0] - 1
             self.notify()
-        return self.version, self.samples, 0
+        return Pushed(self.version, self.samples, 0)
 
 
 def merge_rounds(pushes, n_outputs):

@@ -8,7 +8,6 @@ loops sweep the data where it lives (see :mod:`dask_asyncopt.solvers`).
 
 import functools
 import logging
-from dataclasses import replace
 from numbers import Integral, Real
 
 import dask
@@ -24,16 +23,27 @@ from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import inputs
-from .cluster import get_client
-from .kernels import N_PARAMS
-from .losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, SMOOTHNESS, loss_derivative
-from .penalties import effective_penalty
-from .progress import FitProgress
-from .schedules import SCHEDULES, optimal_t0
-from .solvers import SOLVERS, fit_blocks
-from .solvers.adaptive import amsgrad_rule
-from .solvers.driver import Problem, Settings, WorkerLost
+from ..data import inputs
+from ..objective.losses import (
+    CLASSIFICATION_LOSSES,
+    REGRESSION_LOSSES,
+    SMOOTHNESS,
+    loss_derivative,
+)
+from ..objective.penalties import PENALTIES, ElasticNet
+from ..objective.rules import AMSGradRule
+from ..objective.schedules import SCHEDULES, optimal_t0
+from ..progress import FitProgress
+from ..solvers import (
+    SOLVERS,
+    SVRG,
+    LinearProblem,
+    Schedule,
+    Settings,
+    Validation,
+    fit_linear,
+    session,
+)
 
 _SPARSE_FORMATS = ["csr", "csc", "coo"]
 
@@ -75,7 +85,7 @@ class _BaseAsyncSGD(BaseEstimator):
     _losses = {}
 
     _parameter_constraints = {
-        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
+        "penalty": [StrOptions({name for name in PENALTIES if name is not None}), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "fit_intercept": ["boolean"],
@@ -199,10 +209,9 @@ class _BaseAsyncSGD(BaseEstimator):
             Fitted estimator.
         """
         self._check_params()
-        client = get_client()
         progress = FitProgress(self.verbose, total=self.max_iter,
                                desc=f"{type(self).__name__}({self.solver})")
-        with client.as_current(), progress:
+        with session() as client, progress:
             return self._fit(client, X, y, coef_init, intercept_init, progress)
 
     def _fit(self, client, X, y, coef_init, intercept_init, callback=None):
@@ -225,50 +234,36 @@ class _BaseAsyncSGD(BaseEstimator):
                     "validation_fraction of the rows); with dask collections hold out a "
                     "validation set yourself and call score(), or set early_stopping=False")
             X, y, validation = self._hold_out(X, y, rng)
-            n_samples = X.shape[0]
         if not inputs.is_dask(X):
             data = (X, self._encode_in_memory(y), None)
         problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
         init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
         t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
             self, "t_") else 0
-        settings = Settings(solver=self.solver, max_staleness=self.max_staleness,
-                            max_iter=self.max_iter, tol=self.tol,
-                            n_iter_no_change=self.n_iter_no_change, timeout=self.timeout,
-                            callback=callback,
-                            checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1),
-                            validation=validation, early_stopping=self.early_stopping)
-        history = []
-        while True:
-            try:
-                result = self._fit_on_workers(client, data, problem, settings, init, t_start,
-                                              rng)
-                break
-            except WorkerLost as lost:
-                # Resume on the surviving workers from the last checkpoint: the
-                # blocks and shards are rebuilt, the epochs after it are redone.
-                resume = lost.checkpoint
-                kept = [r for r in lost.history if resume and r["epoch"] <= resume.epoch]
-                history += kept
-                if resume is not None:
-                    init, t_start = resume.coef, resume.samples
-                    settings = replace(settings, first_epoch=resume.epoch + 1)
-                event = (f"lost {', '.join(sorted(lost.lost))}; restarted from epoch "
-                         f"{settings.first_epoch - 1}")
-                logger.warning("%s (%d workers left)", event, len(client.nthreads()))
-                history.append({"epoch": settings.first_epoch - 1, "event": event})
-        self.coef_ = np.ascontiguousarray(result.coef.T)
-        self.intercept_ = result.intercept.copy()
-        self.n_iter_ = settings.first_epoch - 1 + result.n_iter
+        settings = Settings(
+            solver=self.solver, n_blocks=self.n_blocks, n_workers=self.n_workers,
+            batch_size=None if self.batch_size == "auto" else self.batch_size,
+            max_staleness=self.max_staleness, max_iter=self.max_iter, tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change, timeout=self.timeout, callback=callback,
+            checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1),
+            validation=validation)
+        result = fit_linear(client, data, problem, settings, rng, init, t_start)
+        full = result.model
+        intercept = full[problem.n_features] if problem.fit_intercept else np.zeros(
+            problem.n_outputs)
+        self.coef_ = np.ascontiguousarray(full[:problem.n_features].T)
+        self.intercept_ = intercept.copy()
+        self.n_iter_ = result.n_iter
         self.t_ = float(result.t)
         # A restart after a lost worker adds a row with an ``event`` column.
-        self.history_ = pd.DataFrame(history + result.history)
+        self.history_ = pd.DataFrame(result.history)
         return self
 
     def _hold_out(self, X, y, rng):
         """Split off ``validation_fraction`` of the rows (stratified for classifiers,
-        as scikit-learn's SGD does); return the training rows and a scorer of full
-        coefficient arrays on the held-out ones (accuracy, or R^2 for regressors)."""
+        as scikit-learn's SGD does); return the training rows and the held-out
+        score (accuracy, or R^2 for regressors) of full coefficient arrays, which
+        early stopping watches."""
         stratify = y if self._is_classifier else None
         try:
             X, X_val, y, y_val = train_test_split(
@@ -287,39 +282,7 @@ class _BaseAsyncSGD(BaseEstimator):
                 decision = decision + full[n_features]
             return self._score_decision(decision, y_val)
 
-        return X, y, score
-
-    def _fit_on_workers(self, client, data, problem, settings, init, t_start, rng):
-        """Place the data on the current workers and run the solver there once."""
-        workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
-        if not workers:
-            raise RuntimeError("the Dask cluster has no workers" + (
-                " left" if settings.first_epoch > 1 else ""))
-        X, Y, encode = data
-        n_loops = min(self.n_workers or len(workers), X.shape[0])
-        if inputs.is_dask(X):
-            n_loops = min(n_loops, X.numblocks[0])
-        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
-        n_blocks = self.n_blocks or len(workers)
-        batch_size = None if self.batch_size == "auto" else self.batch_size
-        if problem.rule is not None:  # gradient exchanges have their own size
-            # sized from the rows a loop passes over per epoch (amsgrad_rule)
-            _, rule_options = amsgrad_rule(self, -(-X.shape[0] // n_loops))
-            problem = replace(problem, rule_options=rule_options)
-            batch_size = rule_options["exchange_rows"]
-        layout = {"n_features": self.n_features_in_, "n_blocks": n_blocks,
-                  "fit_intercept": self.fit_intercept, "batch_size": batch_size}
-        if inputs.is_dask(X):
-            shards, n_samples = inputs.place_dask(client, X, Y, loop_workers, layout,
-                                                  encode, rng)
-        else:
-            shards, n_samples = inputs.place_in_memory(client, X, Y, loop_workers, layout,
-                                                       rng)
-        try:
-            return fit_blocks(client, shards, loop_workers, n_samples, problem,
-                              replace(settings, n_blocks=n_blocks), init, t_start)
-        finally:
-            client.cancel(shards)
+        return X, y, Validation(score, "validation_score", watch=True)
 
     def _describe_dask(self, X, y):
         if not (inputs.is_dask(X) and inputs.is_dask(y)):
@@ -336,28 +299,29 @@ class _BaseAsyncSGD(BaseEstimator):
         return X, y, encode, int(X.shape[0])
 
     def _problem(self, sparse_input):
-        alpha, l1_ratio = effective_penalty(self.penalty, self.alpha, self.l1_ratio)
+        """The solvers' problem for these parameters: the one place they are mapped."""
+        penalty = ElasticNet.named(self.penalty, self.alpha, self.l1_ratio)
         code = self._losses[self.loss]
-        schedule = SCHEDULES[self.learning_rate]
         t0 = 0.0
-        if self.learning_rate == "optimal" and alpha > 0:
-            t0 = optimal_t0(alpha, lambda p: abs(loss_derivative(code, p, 1.0, self.epsilon)))
-        params = np.zeros(N_PARAMS)
-        # scikit-learn's convention: on sparse data the intercept moves 100x slower,
-        # as it is updated by every sample while each feature is by few.
-        params[:] = (self.eta0, alpha, l1_ratio, t0, self.power_t, self.epsilon,
-                     0.01 if sparse_input else 1.0)
+        if self.learning_rate == "optimal" and penalty.alpha > 0:
+            t0 = optimal_t0(penalty.alpha,
+                            lambda p: abs(loss_derivative(code, p, 1.0, self.epsilon)))
         svrg = None
         if self._uses_svrg():
-            svrg = {"smoothness": SMOOTHNESS[code],
-                    "step": self.eta0 if self.learning_rate == "constant" else None}
-        rule, rule_options = None, None
+            svrg = SVRG(SMOOTHNESS[code],
+                        self.eta0 if self.learning_rate == "constant" else None)
+        rule = None
         if self.optimizer == "amsgrad":
-            rule, rule_options = amsgrad_rule(self)
-        return Problem(n_features=self.n_features_in_, n_outputs=self._n_outputs(),
-                       loss=code, schedule=schedule, params=params, alpha=alpha,
-                       l1_ratio=l1_ratio, fit_intercept=self.fit_intercept, svrg=svrg,
-                       rule=rule, rule_options=rule_options)
+            rule = AMSGradRule(self.eta0 if self.eta0 > 0 else AMSGradRule.default_lr,
+                               beta1=self.beta1, beta2=self.beta2, eps=self.adam_epsilon)
+        return LinearProblem(
+            n_features=self.n_features_in_, n_outputs=self._n_outputs(), loss=code,
+            penalty=penalty, fit_intercept=self.fit_intercept,
+            schedule=Schedule(SCHEDULES[self.learning_rate], self.eta0, self.power_t, t0),
+            epsilon=self.epsilon,
+            # scikit-learn's convention: on sparse data the intercept moves 100x slower,
+            # as it is updated by every sample while each feature is by few
+            intercept_decay=0.01 if sparse_input else 1.0, svrg=svrg, rule=rule)
 
     def _initial_coefficients(self, coef_init, intercept_init, n_outputs):
         if coef_init is None and self.warm_start and hasattr(self, "coef_"):

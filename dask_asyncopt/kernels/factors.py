@@ -37,7 +37,7 @@ Step rules (``rule``):
   see few updates (measured: 1.244 vs 1.287 sigma test RMSE at the same
   step).  The exact dense alternative (every untouched row's moments decay
   on every rating, and momentum keeps moving it) was measured against it in
-  ``benchmarks/mf_amsgrad_lazy.py`` (``docs/status.md``).
+  ``benchmarks/mf_amsgrad_lazy.py`` (``docs/design.md``).
 """
 
 import math

@@ -5,7 +5,7 @@ coordinates with ``K`` outputs, :meth:`update` applies gradient steps to
 ``(n_coords, K)`` weights in place, :meth:`materialise` brings coordinates up
 to date (lazy rules), :meth:`set_lr` changes the step.  Whoever owns the
 parameters owns the state next to them: a block actor of ``solver="asyb"``
-/ ``"sync"`` (:class:`~dask_asyncopt.rule_store.RuleServer`), or a replica of
+/ ``"sync"`` (:class:`~dask_asyncopt.store.rule_blocks.RuleServer`), or a replica of
 ``solver="adpsgd"``.
 
 **Gradient steps.**  One step is a sparse gradient in packed form: ``ids``
@@ -22,8 +22,6 @@ it)``: on average over minibatches 1, so the penalty is the objective's, and
 apart from what the rule's own state does (momentum).  This is the
 reweighting of sparse proximal SAGA/SVRG applied to any rule.
 
-* :class:`SGDRule`: ``x <- prox_{lr * pen * h}(x - lr * g)``; no state, so
-  untouched coordinates need no catch-up at all.
 * :class:`AMSGradRule` (Reddi et al., as the asynchronous APAM method):
   ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
   ``vhat <- max(vhat, v)``, then the proximal step in the metric
@@ -53,38 +51,12 @@ calls of :meth:`set_lr`, which first brings every coordinate up to date.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-
-@njit(nogil=True, cache=True, inline="always")
-def _prox(x, threshold, divisor):
-    """Soft-threshold ``x`` by ``threshold``, then divide by ``divisor``."""
-    if x > threshold:
-        return (x - threshold) / divisor
-    if x < -threshold:
-        return (x + threshold) / divisor
-    return 0.0
-
-
-@njit(nogil=True, cache=True)
-def sgd_steps(w, ptr, ids, g, pen, scale, lr, alpha, l1_ratio, skip):
-    """Apply proximal SGD steps (packed, see the module docstring) to ``w``.
-
-    ``skip`` is an unpenalised coordinate (the intercept) or ``-1``.
-    """
-    n_outputs = w.shape[1]
-    for s in range(ptr.shape[0] - 1):
-        sc = scale[s]
-        for i in range(ptr[s], ptr[s + 1]):
-            j = ids[i]
-            weight = lr * pen[i] * sc * alpha
-            for k in range(n_outputs):
-                x = w[j, k] - lr * g[i, k] * sc
-                if j != skip and weight > 0.0:
-                    x = _prox(x, weight * l1_ratio, 1.0 + weight * (1.0 - l1_ratio))
-                w[j, k] = x
+from .penalties import prox
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -143,7 +115,7 @@ def amsgrad_steps(w, m, v, vhat, last, t, ptr, ids, g, pen, scale, lr, beta1, be
                 x = w[j, k] - lr * mk / denom
                 if j != skip and weight > 0.0:
                     a = weight / denom
-                    x = _prox(x, a * l1_ratio, 1.0 + a * (1.0 - l1_ratio))
+                    x = prox(x, a * l1_ratio, 1.0 + a * (1.0 - l1_ratio))
                 w[j, k] = x
             last[j] = t + 1
         t += 1
@@ -162,94 +134,35 @@ def pack_steps(steps):
     return ptr, ids, g, pen, scale
 
 
-class SGDRule:
-    """Proximal SGD: ``x <- prox_{lr * pen * h}(x - lr * g)`` on the touched coordinates.
+class AMSGradState(NamedTuple):
+    """AMSGrad's state for some coordinates: moments ``m, v, vhat`` (n_coords, K),
+    the step count at which each coordinate was last brought up to date
+    (``last``), the steps taken (``t``, one entry) and the current step size
+    (``lr``, one entry): arrays, updated in place by the rule."""
 
-    Parameters
-    ----------
-    lr : float
-        Step size.
+    m: np.ndarray
+    v: np.ndarray
+    vhat: np.ndarray
+    last: np.ndarray
+    t: np.ndarray
+    lr: np.ndarray
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from dask_asyncopt.rules import SGDRule, pack_steps
-    >>> rule = SGDRule(lr=0.5)
-    >>> w = np.zeros((3, 1)); state = rule.init(3, 1)
-    >>> steps = pack_steps([(np.array([0, 2]), np.array([[2.0], [-1.0]]), np.ones(2), 1)])
-    >>> rule.update(state, w, *steps, alpha=0.0, l1_ratio=0.0, skip=-1)
-    >>> w.ravel().tolist()
-    [-1.0, 0.0, 0.5]
-    """
-
-    name = "sgd"
-
-    def __init__(self, lr):
-        self.lr = float(lr)
-
-    def init(self, n_coords, n_outputs):
-        """State for ``n_coords`` coordinates: none.
-
-        Parameters
-        ----------
-        n_coords, n_outputs : int
-            Shape of the weights the state belongs to.
-
-        Returns
-        -------
-        state : dict
-            Empty.
-        """
-        return {}
-
-    def update(self, state, w, ptr, ids, g, pen, scale, *, alpha, l1_ratio, skip):
-        """Apply packed steps to ``w`` in place.
-
-        Parameters
-        ----------
-        state : dict
-            From :meth:`init`.
-        w : ndarray of shape (n_coords, n_outputs)
-            Weights, updated in place.
-        ptr, ids, g, pen, scale : ndarray
-            Packed steps (module docstring, :func:`pack_steps`).
-        alpha, l1_ratio : float
-            Elastic-net penalty ``alpha * (l1_ratio |x|_1 + (1 - l1_ratio) |x|^2 / 2)``.
-        skip : int
-            Unpenalised coordinate (intercept) or ``-1``.
-        """
-        sgd_steps(w, ptr, ids, g, pen, scale, self.lr, alpha, l1_ratio, skip)
-
-    def materialise(self, state, w, ids=None):
-        """Bring coordinates up to date (nothing to do for SGD).
-
-        Parameters
-        ----------
-        state : dict
-        w : ndarray of shape (n_coords, n_outputs)
-        ids : int array or None
-            Coordinates to bring up to date; ``None``: all.
-        """
-
-    def set_lr(self, state, w, lr):
-        """Use step ``lr`` from now on.
-
-        Parameters
-        ----------
-        state : dict
-        w : ndarray of shape (n_coords, n_outputs)
-        lr : float
-        """
-        self.lr = float(lr)
+    def copy(self):
+        return AMSGradState(*(a.copy() for a in self))
 
 
 class AMSGradRule:
     """AMSGrad with a proximal step in the ``sqrt(vhat)`` metric, lazy on sparse steps.
 
+    As an optax transformation: the rule holds its fixed hyper-parameters,
+    :meth:`init` makes the state (:class:`AMSGradState`, the step size in it:
+    :meth:`set_lr` changes the state, not the rule) and :meth:`update` applies
+    steps to the weights with that state and the penalty it is given.
+
     Parameters
     ----------
     lr : float
-        Step size ``alpha`` of AMSGrad.
+        Starting step size ``alpha`` of AMSGrad.
     beta1, beta2 : float
         Decay of the first and second moment estimates.
     eps : float
@@ -258,16 +171,19 @@ class AMSGradRule:
     Examples
     --------
     >>> import numpy as np
-    >>> from dask_asyncopt.rules import AMSGradRule, pack_steps
+    >>> from dask_asyncopt.objective.penalties import ElasticNet
+    >>> from dask_asyncopt.objective.rules import AMSGradRule, pack_steps
     >>> rule = AMSGradRule(lr=0.1)
     >>> w = np.zeros((2, 1)); state = rule.init(2, 1)
     >>> steps = pack_steps([(np.array([0]), np.array([[1.0]]), np.ones(1), 1)] * 3)
-    >>> rule.update(state, w, *steps, alpha=0.0, l1_ratio=0.0, skip=-1)
-    >>> int(state["t"][0]), bool(w[0, 0] < 0), float(w[1, 0])
+    >>> rule.update(state, w, *steps, penalty=ElasticNet(), skip=-1)
+    >>> int(state.t[0]), bool(w[0, 0] < 0), float(w[1, 0])
     (3, True, 0.0)
     """
 
     name = "amsgrad"
+    #: the estimators' step when none is given (larger steps overshoot in the first epoch)
+    default_lr = 0.03
 
     def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr = float(lr)
@@ -276,7 +192,7 @@ class AMSGradRule:
         self.eps = float(eps)
 
     def init(self, n_coords, n_outputs):
-        """Moments ``m, v, vhat`` (zeros), per-coordinate ``last`` step and the count ``t``.
+        """Zero moments, every coordinate current at step 0, the starting step size.
 
         Parameters
         ----------
@@ -285,64 +201,60 @@ class AMSGradRule:
 
         Returns
         -------
-        state : dict of ndarray
+        AMSGradState
         """
         shape = (n_coords, n_outputs)
-        return {"m": np.zeros(shape), "v": np.zeros(shape), "vhat": np.zeros(shape),
-                "last": np.zeros(n_coords, dtype=np.int64),
-                "t": np.zeros(1, dtype=np.int64)}
+        return AMSGradState(np.zeros(shape), np.zeros(shape), np.zeros(shape),
+                            np.zeros(n_coords, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                            np.array([self.lr]))
 
-    def _hyper(self):
-        return self.lr, self.beta1, self.beta2, self.eps
+    def _hyper(self, state):
+        return state.lr[0], self.beta1, self.beta2, self.eps
 
-    def update(self, state, w, ptr, ids, g, pen, scale, *, alpha, l1_ratio, skip):
+    def update(self, state, w, ptr, ids, g, pen, scale, *, penalty, skip):
         """Apply packed steps to ``w`` in place, in order.
 
         Parameters
         ----------
-        state : dict
+        state : AMSGradState
             From :meth:`init`, updated in place.
         w : ndarray of shape (n_coords, n_outputs)
             Weights, updated in place (touched coordinates are up to date after).
         ptr, ids, g, pen, scale : ndarray
             Packed steps (module docstring, :func:`pack_steps`).
-        alpha, l1_ratio : float
-            Elastic-net penalty.
+        penalty : ElasticNet
+            The penalty of the proximal steps.
         skip : int
             Unpenalised coordinate (intercept) or ``-1``.
         """
         s = state
-        s["t"][0] = amsgrad_steps(w, s["m"], s["v"], s["vhat"], s["last"], s["t"][0], ptr,
-                                  ids, g, pen, scale, *self._hyper(), alpha, l1_ratio, skip)
+        s.t[0] = amsgrad_steps(w, s.m, s.v, s.vhat, s.last, s.t[0], ptr, ids, g, pen, scale,
+                               *self._hyper(s), penalty.alpha, penalty.l1_ratio, skip)
 
     def materialise(self, state, w, ids=None):
         """Catch coordinates ``ids`` (``None``: all) up to the current step.
 
         Parameters
         ----------
-        state : dict
+        state : AMSGradState
         w : ndarray of shape (n_coords, n_outputs)
         ids : int array or None
         """
         s = state
         if ids is None:
-            amsgrad_catch_up_all(w, s["m"], s["v"], s["vhat"], s["last"], s["t"][0],
-                                 *self._hyper())
+            amsgrad_catch_up_all(w, s.m, s.v, s.vhat, s.last, s.t[0], *self._hyper(s))
         else:
-            amsgrad_catch_up(w, s["m"], s["v"], s["vhat"], s["last"], s["t"][0],
-                             np.asarray(ids, dtype=np.int64), *self._hyper())
+            amsgrad_catch_up(w, s.m, s.v, s.vhat, s.last, s.t[0],
+                             np.asarray(ids, dtype=np.int64), *self._hyper(s))
 
     def set_lr(self, state, w, lr):
         """Catch every coordinate up with the old step, then use ``lr``.
 
         Parameters
         ----------
-        state : dict
+        state : AMSGradState
         w : ndarray of shape (n_coords, n_outputs)
         lr : float
         """
         self.materialise(state, w)
-        self.lr = float(lr)
-
-
-RULES = {"sgd": SGDRule, "amsgrad": AMSGradRule}
+        state.lr[0] = float(lr)

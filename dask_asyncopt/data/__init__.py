@@ -1,0 +1,1 @@
+"""Input checks and conversions, the loops' shards and their placement on workers."""

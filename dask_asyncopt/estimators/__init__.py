@@ -1,0 +1,1 @@
+"""scikit-learn estimators: the linear models and the recommender."""

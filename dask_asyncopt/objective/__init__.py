@@ -1,0 +1,1 @@
+"""The objective: losses, penalties, step schedules and update rules."""

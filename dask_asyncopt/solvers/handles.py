@@ -1,0 +1,117 @@
+"""The one way to call a store object: directly when it lives in this process,
+through its Dask actor otherwise.
+
+Every caller of the store -- worker loops of every topology, and the driver
+between epochs -- binds the fit's actors once (:func:`bind`) and calls them
+through a :class:`Handle`:
+
+* **in this process** (a block on the loop's own worker; every block on the
+  embedded thread cluster, driver included) the call is a plain method call
+  on the object: no round trip through the event loop that all in-process
+  workers share, which would otherwise serialise every exchange of every
+  loop.  The object's lock keeps calls atomic either way.
+* **elsewhere** the call goes through the actor.  Short methods run on the
+  actor worker's event loop (``separate_thread=False``, no thread hop);
+  methods that may wait inside the store (a sync barrier, admission under
+  ``max_staleness``, the driver's decision) go to their ``<method>_async``
+  twin, which waits without holding a thread of that worker (see
+  :mod:`~dask_asyncopt.store.waits`).
+
+Both return something with ``result(timeout)`` and ``done()``.  A loop with a
+shard also names each chunk's coordinates once per fit to every remote block
+(:class:`~dask_asyncopt.store.blocks.IdSet`).
+"""
+
+from distributed import Worker, get_worker
+from distributed.core import Status
+
+from ..store.blocks import IdSet
+
+
+class Ready:
+    """An already-completed call, shaped like an ``ActorFuture``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def done(self):
+        return True
+
+    def result(self, timeout=None):
+        return self.value
+
+
+class Handle:
+    """One store object of a fit, as a caller reaches it.
+
+    ``obj`` is the object when it lives in this process, else ``None``.
+    ``sent`` (kept on the caller's shard) records which chunks' ids this
+    caller has sent to the object; ``loop`` makes their names unique across
+    loops.
+    """
+
+    __slots__ = ("actor", "obj", "sent", "loop")
+
+    def __init__(self, actor, obj=None, sent=None, loop=0):
+        self.actor = actor
+        self.obj = obj
+        self.sent = sent
+        self.loop = loop
+
+    @property
+    def local(self):
+        return self.obj is not None
+
+    def call(self, method, *args, **kwargs):
+        """``method(*args, **kwargs)`` on the object; it must not wait for others."""
+        if self.obj is not None:
+            return Ready(getattr(self.obj, method)(*args, **kwargs))
+        return getattr(self.actor, method)(*args, separate_thread=False, **kwargs)
+
+    def wait(self, method, *args, **kwargs):
+        """A call that may wait inside the store for other callers."""
+        if self.obj is not None:
+            return Ready(getattr(self.obj, method)(*args, **kwargs))
+        return getattr(self.actor, method + "_async")(*args, **kwargs)
+
+    def ids(self, ids):
+        """How this caller names coordinates ``ids`` of a chunk to the object: the
+        array itself the first time, its key afterwards (remote objects only;
+        a chunk's id arrays live as long as the shard)."""
+        if ids is None or self.sent is None or self.obj is not None:
+            return ids
+        key = (self.loop, id(ids))
+        if key in self.sent:
+            return IdSet(key)
+        self.sent.add(key)
+        return IdSet(key, ids)
+
+
+def objects_here():
+    """Actor key -> object of every actor held by a running worker of this process
+    (thread workers: the embedded default), and of the worker running this task."""
+    here = {}
+    for worker in list(Worker._instances):
+        if worker.status in (Status.running, Status.paused):
+            here.update(worker.state.actors)
+    try:
+        here.update(get_worker().state.actors)
+    except ValueError:  # not in a task: the driver
+        pass
+    return here
+
+
+def bind(actors, shard=None, loop=0):
+    """Handles of ``actors``: the objects themselves where they live in this process.
+
+    With ``shard`` (of worker loop ``loop``), handles to remote objects send
+    each chunk's ids once per fit.
+    """
+    here = objects_here()
+    if shard is not None and not hasattr(shard, "sent_ids"):
+        shard.sent_ids = {}  # actor key -> names of the ids sent to it
+    return [Handle(a, here.get(a.key),
+                   None if shard is None else shard.sent_ids.setdefault(a.key, set()), loop)
+            for a in actors]

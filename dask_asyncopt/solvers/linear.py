@@ -1,0 +1,80 @@
+"""Linear models on the cluster: data placement, the solver's fit, restarts.
+
+The estimators hand over validated data, a :class:`~.config.LinearProblem` and
+:class:`~.config.Settings`; this places the data on the current workers
+(:mod:`~dask_asyncopt.data.placement`: one shard per worker loop, dask
+collections where they already are), runs the solver named in the settings
+(:data:`.registry.SOLVERS`) and, when a worker is lost, places the data on
+the survivors and resumes from the driver's last checkpoint.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..data.inputs import is_dask
+from ..data.placement import place_dask, place_in_memory
+from ..data.shards import ShardLayout
+from .gradients import exchange_sizes
+from .registry import SOLVERS
+from .run import with_restarts
+
+
+def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
+    """Fit a linear model; returns a :class:`~.config.FitResult` whose ``model`` is
+    the ``(n_features + fit_intercept, n_outputs)`` coefficients, intercept last.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    data : tuple (X, Y, encode)
+        Validated in-memory ``X`` (CSR or dense) and encoded targets ``Y``
+        (``encode`` ``None``); or dask collections ``X``, ``y`` and the function
+        that encodes a chunk of ``y`` on the workers.
+    problem : LinearProblem
+    settings : Settings
+    rng : numpy.random.Generator
+        The shuffle, the rows' split between loops and the loops' orders.
+    init : ndarray, optional
+        Starting coefficients (intercept last).
+    t_start : int
+        Samples of earlier fits (warm start): the schedules go on from there.
+    """
+    fit = SOLVERS[settings.solver]
+    X, Y, encode = data
+
+    def attempt(settings):
+        workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
+        if not workers:
+            raise RuntimeError("the Dask cluster has no workers" + (
+                " left" if settings.first_epoch > 1 else ""))
+        n_loops = min(settings.n_workers or len(workers), X.shape[0])
+        if is_dask(X):
+            n_loops = min(n_loops, X.numblocks[0])
+        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
+        settings = replace(settings, n_blocks=settings.n_blocks or len(workers))
+        batch_size = settings.batch_size
+        if problem.rule is not None:  # gradient exchanges have their own sizes
+            batch_size, gradient_rows = exchange_sizes(
+                -(-X.shape[0] // n_loops), settings.batch_size,
+                settings.max_staleness is not None)
+            settings = replace(settings, gradient_rows=gradient_rows)
+        layout = ShardLayout(problem.n_features, settings.n_blocks, problem.fit_intercept,
+                             batch_size)
+        if is_dask(X):
+            shards, n_samples = place_dask(client, X, Y, loop_workers, layout, encode, rng)
+        else:
+            shards, n_samples = place_in_memory(client, X, Y, loop_workers, layout, rng)
+        start, samples = init, t_start
+        if settings.resume is not None:
+            start, samples = settings.resume.model, settings.resume.samples
+        try:
+            return fit(client, shards, loop_workers, n_samples, problem, settings, start,
+                       samples)
+        finally:
+            client.cancel(shards)
+
+    result = with_restarts(client, settings, attempt)
+    if not np.isfinite(result.model).all():
+        raise FloatingPointError("the coefficients became non-finite: lower eta0")
+    return result

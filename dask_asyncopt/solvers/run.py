@@ -1,0 +1,370 @@
+"""One fit on the cluster: its handles, its epochs, its history, its restarts.
+
+Every topology -- coefficient blocks (``asyb``/``sync``), replicas
+(``adpsgd``), factor blocks (``MatrixFactorization``) -- runs the same epoch
+loop, :func:`drive`:
+
+1. the topology runs (or waits for) an epoch and measures it
+   (an :class:`EpochResult`);
+2. :meth:`Run.record` turns that into a history row: validation score,
+   callback (the progress bar), the best model so far when asked;
+3. the fit's step policy (:mod:`.steps`) returns the next step or stops;
+4. every ``checkpoint_every`` epochs the driver keeps a :class:`Checkpoint`
+   of the model in its own process (a lost worker cannot take it with it);
+5. the topology lets its loops go on with the new step.
+
+When a worker is lost mid-fit the topology releases everything and raises
+:class:`WorkerLost` with the last checkpoint; :func:`with_restarts` places
+the data on the surviving workers and resumes from there, for linear models
+and matrix factorisation alike.  Epochs count from 1 in history rows,
+checkpoints and restarts.
+"""
+
+import logging
+import math
+import time
+from asyncio import CancelledError
+from dataclasses import dataclass, replace
+
+from distributed import wait
+
+from .config import Decision, FitResult
+from .handles import bind
+from .loop import run_epochs
+from .steps import STOP, EarlyStopping
+
+logger = logging.getLogger("dask_asyncopt")
+
+
+@dataclass
+class Checkpoint:
+    """The model after ``epoch``, kept in the driver, with what resuming needs:
+    the samples processed (the schedules go on from there), the best model so
+    far (``best``: ``(watched, epoch, model)`` or ``None``) and the stopping
+    rule's state (``(best watched, epochs without improvement)``)."""
+
+    model: object
+    samples: int
+    epoch: int
+    best: tuple | None = None
+    stopping: tuple = (math.inf, 0)
+
+
+class WorkerLost(RuntimeError):
+    """A worker holding blocks, loops or data left the cluster mid-fit.
+
+    Carries what the fit can resume from: the latest :class:`Checkpoint` (or
+    ``None``) and the history rows recorded so far.
+    """
+
+    def __init__(self, lost, checkpoint, history):
+        super().__init__(f"lost worker(s) {sorted(lost)} during the fit")
+        self.lost = lost
+        self.checkpoint = checkpoint
+        self.history = history
+
+
+@dataclass
+class EpochResult:
+    """What a topology measured of one epoch.
+
+    ``row``: its history columns, in order; ``objective``: what the step
+    policy judges (the linear models' objective, the factorisation's training
+    RMSE); ``samples``: processed so far, all loops and fits; ``step``: the
+    step the epoch took; ``before``: the objective before it, when the epoch
+    itself measured that (a fit's first snapshot); ``log``: the INFO line;
+    ``diverged``: the error to raise when the objective is not finite.
+    """
+
+    row: dict
+    objective: float
+    samples: int = 0
+    step: float | None = None
+    before: float | None = None
+    log: str = ""
+    diverged: str = ""
+
+
+class Run:
+    """One fit's cluster handles and the driver's bookkeeping.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    shards : list of Future
+        One shard per worker loop, on the worker at the same position of
+        ``loop_workers``.
+    settings : Settings
+    token : str
+        Makes the fit's keys unique.
+    """
+
+    def __init__(self, client, shards, loop_workers, settings, token):
+        self.client = client
+        self.shards = shards
+        self.loop_workers = loop_workers
+        self.settings = settings
+        self.token = token
+        self.actors = []
+        self.config = None
+        self.loops = []
+        self.history = []
+        self.checkpoint = settings.resume
+        self.best = None if settings.resume is None else settings.resume.best
+        self._handles = None
+        self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------- the loops
+    def start_loops(self, func, name, epoch, *args):
+        """Submit ``func(shard, actors, config, i, *args)`` next to every shard.
+
+        Task keys read ``asyncopt-<name>-<loop>-epoch-<epoch>-<fit token>`` on
+        the dashboard.  Returns the futures (also kept in ``loops`` until
+        :meth:`gather_loops`, so that a failed fit stops them).
+        """
+        self.loops[:] = [
+            self.client.submit(func, shard, self.actors, self.config, i, *args,
+                               workers=[addr], allow_other_workers=False, pure=False,
+                               key=f"asyncopt-{name}-{i}-epoch-{epoch}-{self.token}")
+            for i, (shard, addr) in enumerate(zip(self.shards, self.loop_workers,
+                                                  strict=True))]
+        return list(self.loops)
+
+    def gather_loops(self):
+        """Wait for the running loops; return their reports."""
+        reports = self.client.gather(self.loops)
+        self.loops.clear()
+        return reports
+
+    def run_loops(self, func, name, epoch, *args):
+        """:meth:`start_loops`, then :meth:`gather_loops`."""
+        self.start_loops(func, name, epoch, *args)
+        return self.gather_loops()
+
+    # ------------------------------------------------ the per-epoch hand-off
+    def start_epochs(self, body, first, last, target, *args):
+        """Start one task per loop running epochs ``first .. last`` on the blocks
+        (:func:`~.loop.run_epochs` with ``body``; nothing when ``first > last``,
+        a restart after the last epoch's checkpoint); after each epoch take its
+        reports with :meth:`epoch_reports`, then :meth:`proceed`, and at the end
+        :meth:`finish_epochs`."""
+        self.epochs = (first - 1, last)
+        if first > last:
+            return
+        self.start_loops(run_epochs, f"{self.settings.solver}-loop", first, body, first, last,
+                         target, *args)
+
+    def epoch_reports(self, epoch, poll=0.5):
+        """The loops' reports of ``epoch``, once all posted them.  Every ``poll``
+        seconds, checks the loop tasks: a failed one raises its error here."""
+        while True:
+            reports = self._collect(epoch, poll)
+            if reports is None:
+                # a loop's task ends after posting its last epoch: only failures count
+                failed = [f for f in self.loops if f.status in ("error", "cancelled")]
+                if failed:
+                    self.client.gather(failed)  # raises the loop's error
+                if all(f.status == "finished" for f in self.loops):
+                    reports = self._collect(epoch, 0.0)  # posted since the poll?
+                    if reports is None:
+                        raise RuntimeError(
+                            f"worker loops ended before reporting epoch {epoch}")
+            if reports is not None:
+                self.epochs = (epoch, self.epochs[1])
+                return reports
+
+    def _collect(self, epoch, wait):
+        relay = self.handles()[0]  # block 0 relays the hand-off
+        return relay.wait("collect_epoch", epoch, len(self.loops), wait).result(
+            self.settings.timeout)
+
+    def _decide(self, epoch, decision):
+        self.handles()[0].call("decide", epoch, decision).result(self.settings.timeout)
+
+    def proceed(self, epoch, target, config=None):
+        """Let the loops go on after ``epoch`` towards sample count ``target``
+        (with ``config``, their new configuration, also kept as ``self.config``)."""
+        if config is not None:
+            self.config = config
+        self._decide(epoch, Decision(target, config))
+
+    def finish_epochs(self):
+        """The fit ends: stop the loops unless the epoch reported last was their
+        last anyway, and wait for them."""
+        reported, last = self.epochs
+        if self.loops and reported < last:
+            self._decide(reported, None)
+        self.gather_loops()
+
+    # ------------------------------------------------------------ the store
+    def handles(self):
+        """The driver's handles of the fit's actors (direct calls to those in this
+        process: through their actors, the statistics and checkpoint reads
+        between two epochs took ~3 ms of a thread cluster's event loop)."""
+        if self._handles is None:
+            self._handles = bind(self.actors)
+        return self._handles
+
+    def call_blocks(self, method, *args):
+        """Call ``method(*args)`` on every actor at once, then collect the replies."""
+        calls = [h.call(method, *args) for h in self.handles() if not h.local]
+        replies = iter([c.result(self.settings.timeout) for c in calls])
+        return [next(replies) if not h.local else getattr(h.obj, method)(*args)
+                for h in self.handles()]
+
+    # ------------------------------------------------------------- history
+    def record(self, epoch, result, model):
+        """Append the epoch's history row; return what the stopping rule watches
+        (lower is better: the objective, or the validation score).
+
+        ``model()`` reads the current model (for the validation score).
+        """
+        if not math.isfinite(result.objective):
+            raise FloatingPointError(result.diverged)
+        row = {"epoch": epoch, "time": 0.0, **result.row}
+        watched = result.objective
+        validation = self.settings.validation
+        self.last_model = None
+        if validation is not None:
+            self.last_model = model()
+            score = float(validation.score(self.last_model))
+            row[validation.column] = score
+            if validation.watch:
+                watched = score if validation.lower_is_better else -score
+            if validation.keep_best and (self.best is None or watched < self.best[0]):
+                self.best = (watched, epoch, self.last_model)
+        row["time"] = time.perf_counter() - self.started
+        self.history.append(row)
+        logger.info("epoch %d: %s", epoch, result.log)
+        if self.settings.callback is not None:
+            self.settings.callback(row)
+        return watched
+
+    def keep_checkpoint(self, epoch, result, model, stopping):
+        """Keep a :class:`Checkpoint` when one is due after ``epoch``."""
+        every = self.settings.checkpoint_every
+        if every and epoch % every == 0:
+            current = self.last_model if self.last_model is not None else model()
+            self.checkpoint = Checkpoint(current, result.samples, epoch, self.best,
+                                         (stopping.best, stopping.no_improve))
+
+
+def drive(run, topology):
+    """Run epochs ``first_epoch .. max_iter`` of ``topology`` under its step policy
+    (module docstring; the policy is made once the topology has started: a rule
+    fit's first snapshot gives it the objective to start from); returns the
+    number of epochs run."""
+    settings = run.settings
+    first, last = settings.first_epoch, settings.max_iter
+    topology.start(first, last)
+    policy = topology.policy()
+    for epoch in range(first, last + 1):
+        result = topology.epoch(epoch)
+        watched = run.record(epoch, result, topology.model)
+        step = policy.after(epoch, result, watched)
+        run.keep_checkpoint(epoch, result, topology.model, policy.stopping)
+        if step is STOP:
+            break
+        if epoch < last:
+            topology.next(epoch, step)
+    topology.finish()
+    return len(run.history)
+
+
+def lost_workers(client, workers, patience=5.0):
+    """Workers of ``workers`` the scheduler no longer lists (it may take a moment
+    to notice a killed process after a call to it failed)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            lost = set(workers) - set(client.nthreads())
+        except Exception:  # noqa: BLE001 - the scheduler itself is gone: not recoverable here
+            return set()
+        if lost or time.monotonic() > deadline:
+            return lost
+        time.sleep(0.2)
+
+
+def release(client, actors, loops):
+    """Stop running loops, then free the actors: nothing is left on the cluster."""
+    if loops:
+        for actor in actors:
+            if actor.status == "finished":
+                try:
+                    actor.result().stop().result(10)
+                except Exception:  # noqa: BLE001 - best effort on the failure path
+                    pass
+        # Loops notice the stop at their next exchange; wait so none outlives the fit.
+        try:
+            wait(loops, timeout=30)
+        except TimeoutError:
+            logger.warning("worker loops still running 30 s after the fit stopped")
+        except (Exception, CancelledError):  # noqa: BLE001 - loops failed or were lost
+            pass
+    client.cancel(list(loops) + list(actors), force=True)
+
+
+def on_cluster(client, run, actors, body):
+    """Run ``body()`` with ``actors`` (futures) released afterwards, whatever happens;
+    a failure that lost a worker becomes :class:`WorkerLost`."""
+    workers = sorted(client.nthreads())
+    try:
+        return body()
+    except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
+        lost = lost_workers(client, workers)
+        if lost:
+            raise WorkerLost(lost, run.checkpoint, run.history) from exc
+        raise
+    finally:
+        release(client, actors, run.loops)
+
+
+def with_restarts(client, settings, attempt):
+    """``attempt(settings)`` (a :class:`~.config.FitResult`), resumed from the last
+    checkpoint on the surviving workers each time a worker is lost."""
+    history = []
+    while True:
+        try:
+            result = attempt(settings)
+            break
+        except WorkerLost as lost:
+            resume = lost.checkpoint
+            if resume is not None:
+                history += [r for r in lost.history if r["epoch"] <= resume.epoch]
+                settings = replace(settings, first_epoch=resume.epoch + 1, resume=resume)
+            event = (f"lost {', '.join(sorted(lost.lost))}; restarted from epoch "
+                     f"{settings.first_epoch - 1}")
+            logger.warning("%s (%d workers left)", event, len(client.nthreads()))
+            history.append({"epoch": settings.first_epoch - 1, "event": event})
+    result.history = history + result.history
+    result.n_iter = settings.first_epoch - 1 + result.n_iter
+    return result
+
+
+def epochs_result(run, model, samples):
+    """The :class:`~.config.FitResult` of a driven fit: the best model when the
+    fit kept one, else ``model``."""
+    last = run.settings.first_epoch - 1 + len(run.history)
+    if run.best is not None:
+        return FitResult(run.best[2], run.history, len(run.history), samples, run.best[1])
+    return FitResult(model, run.history, len(run.history), samples, last)
+
+
+def store_columns(stats, reports):
+    """History columns every topology reports: updates applied, their staleness and
+    the loops' share of time in kernels."""
+    pushes = sum(s.pushes for s in stats)
+    wall = sum(r.wall_time for r in reports)
+    return {
+        "updates": pushes,
+        "staleness_mean": sum(s.staleness_sum for s in stats) / max(pushes, 1),
+        "staleness_max": max((s.staleness_max for s in stats), default=0),
+        "compute_fraction": sum(r.kernel_time for r in reports) / max(wall, 1e-12),
+    }
+
+
+def stopping(settings):
+    """The stopping rule of a fit, with the state of the checkpoint it resumes from."""
+    state = settings.resume.stopping if settings.resume is not None else (math.inf, 0)
+    return EarlyStopping(settings.tol, settings.n_iter_no_change, *state)
