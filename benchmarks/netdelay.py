@@ -3,7 +3,8 @@
 Every message a process *sends* over a ``distributed`` TCP comm to **another
 host** reaches the socket ``delay`` seconds after ``write()`` was called: the
 frames are serialised at once, queued per comm in order, and written to the
-stream by an event-loop timer when their deadline has come.  ``write()``
+stream when their deadline has come (a timer thread hands them to the comm's
+event loop: asyncio's own timers have a 1 ms granularity).  ``write()``
 returns immediately (as a real socket write into the kernel buffer does), so
 messages are pipelined: the delay is pure latency, throughput and message
 order are unchanged.  Opening a connection to another host additionally waits
@@ -90,6 +91,19 @@ def install(delay: float) -> None:
             TCP._netdelay_state = state
             _patch(tcp, state["orig"])
         state["delays"].append(float(delay))
+
+
+def set_delay(delay: float) -> None:
+    """Change the current one-way delay (installs it if none is installed)."""
+    TCP = _tcp().TCP
+    with _lock:
+        state = TCP.__dict__.get("_netdelay_state")
+        if state is not None and state["delays"]:
+            if delay < 0:
+                raise ValueError(f"delay must be >= 0, got {delay}")
+            state["delays"][-1] = float(delay)
+            return
+    install(delay)
 
 
 def uninstall() -> None:
