@@ -215,6 +215,7 @@ class Deployment:
         self.workers = []
         self.namespaces = {}
         self._client = None
+        self._delay_client = False
 
     @property
     def processes(self) -> list[Proc]:
@@ -248,6 +249,12 @@ class Deployment:
         return self.client.run_on_scheduler(
             lambda dask_scheduler: {a: ws.name for a, ws in dask_scheduler.workers.items()})
 
+    def nanny_addresses(self) -> dict:
+        """``{worker address: its nanny's address}`` (empty without nannies)."""
+        return {a: n for a, n in self.client.run_on_scheduler(
+            lambda dask_scheduler: {a: ws.nanny for a, ws in dask_scheduler.workers.items()}
+        ).items() if n}
+
     def worker_pids(self) -> dict:
         """``{worker address: pid of the worker process}``."""
         return self.client.run(os.getpid)
@@ -267,6 +274,45 @@ class Deployment:
         pids = _group_members(proc.pid)
         _signal_group(proc.pid, sig)
         return pids
+
+    def set_rtt(self, rtt_ms) -> None:
+        """Change the added round trip of a running netns deployment: the one-way delay
+        becomes ``rtt_ms / 2`` in the scheduler, nannies, workers and this process
+        (the in-process delay only if this deployment installed one).  Processes
+        started later (a nanny restarting a worker) get the original ``rtt_ms``."""
+        if not self.namespaces:
+            raise DeploymentError("set_rtt needs a netns deployment")
+        delay = rtt_ms / 2000.0
+
+        def set_delay():
+            import sys
+
+            sys.modules["netdelay"].set_delay(delay)
+
+        self.client.run_on_scheduler(set_delay)
+        self.client.run(set_delay)
+        if self.nanny:
+            self.client.run(set_delay, nanny=True)
+        if self._delay_client:
+            netdelay().set_delay(delay)
+        self.rtt_ms = rtt_ms
+
+    def delay_stats(self) -> dict:
+        """``netdelay.stats()`` of every process (``{"client": ..., "scheduler": ...,
+        worker address: ..., "nanny " + worker address: ...}``): how late the delayed
+        messages were handed to their sockets."""
+
+        def stats():
+            import sys
+
+            mod = sys.modules.get("netdelay")
+            return mod.stats() if mod is not None else None
+
+        out = {"client": netdelay().stats(), "scheduler": self.client.run_on_scheduler(stats),
+               **self.client.run(stats)}
+        if self.nanny:
+            out.update({f"nanny {a}": s for a, s in self.client.run(stats, nanny=True).items()})
+        return out
 
     def wait_for_workers(self, n, timeout=None) -> None:
         """Wait until ``n`` workers are registered (exactly ``n``: also after a kill);
@@ -630,7 +676,7 @@ def netns_cluster(n_workers=2, rtt_ms=0.0, nthreads=1, nanny=True, preload=None,
                     kill_with_parent))
             if delay_client:
                 nd.install(one_way_ms / 1000.0)
-                installed = True
+                installed = dep._delay_client = True
             dep._await_workers(n_workers)
             _check_delays(dep, one_way_ms / 1000.0)
             yield dep
@@ -673,7 +719,9 @@ def measure_rtts(client, n=50) -> dict:
     - ``worker_run``: ``client.run(lambda: 0, workers=[w])``: client -> scheduler ->
       worker and back, two round trips
     - ``task``: ``client.submit(...).result()`` of a no-op task on a worker (also two
-      round trips, plus the scheduler's task bookkeeping)
+      round trips, plus the scheduler's bookkeeping and mostly the batching of
+      distributed's streams: client -> scheduler every 10 ms, scheduler -> worker
+      5 ms, worker -> scheduler 2 ms; ~20 ms even on one host)
     - ``client_actor``: an actor method called from this client (direct to the worker)
     - ``worker_actor``: an actor method on the second worker called from a task on
       the first (one worker-to-worker round trip)
@@ -731,19 +779,62 @@ def measure_rtts(client, n=50) -> dict:
 COLUMNS = [("scheduler", "scheduler"), ("worker_run", "client.run (2 hops)"),
            ("task", "task (2 hops)"), ("client_actor", "client->actor"),
            ("worker_actor", "worker->worker actor")]
+HOPS = {"worker_run": 2, "task": 2}  # host-to-host round trips per call
+
+
+def _table(rows) -> str:
+    lines = ["| deployment | " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for label, rtts in rows:
+        lines.append(f"| {label} | " + " | ".join(
+            f"{rtts[k]:.2f}" if k in rtts else "-" for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _added(rows, base) -> str:
+    """Rows minus ``base``, with the expected addition (rtt_ms x hops) in brackets."""
+    lines = ["| rtt_ms | " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for rtt, rtts in rows:
+        lines.append(f"| {rtt:g} | " + " | ".join(
+            f"{rtts[k] - base[k]:+.2f} [{rtt * HOPS.get(k, 1):g}]" if k in rtts else "-"
+            for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _lateness(dep) -> str:
+    """Median lateness (ms; negative: early) of the delayed messages' hand-off to
+    their sockets, per process."""
+    names = dep.names()
+    nannies = {v: k for k, v in dep.nanny_addresses().items()}
+    parts = []
+    for who, st in dep.delay_stats().items():
+        if not (st and st["fired"]):
+            continue
+        if who.startswith("nanny "):
+            addr = who.removeprefix("nanny ")
+            label = f"nanny {names.get(nannies.get(addr), names.get(addr, addr))}"
+        else:
+            label = str(names.get(who, who))
+        parts.append(f"{label} {1e3 * st['late_p50']:+.3f}")
+    return ", ".join(parts)
 
 
 def _check(args) -> int:
-    rows = []
+    rows, netns_rows = [], []
 
-    def run(label, factory, extra=0.0):
+    def run(label, factory):
         t = time.perf_counter()
         with factory() as dep:
             started = time.perf_counter() - t
             rtts = measure_rtts(dep.client, n=args.n)
-        print(f"{label}: started in {started:.1f} s, torn down in "
-              f"{time.perf_counter() - t - started:.1f} s; address {dep.address}", flush=True)
-        rows.append((label, extra, rtts))
+            late = _lateness(dep) if dep.namespaces and dep.rtt_ms else ""
+            t2 = time.perf_counter()
+        print(f"{label}: {dep.address}, started in {started:.1f} s, torn down in "
+              f"{time.perf_counter() - t2:.1f} s" + (
+                  f"; hand-off lateness p50 (ms): {late}" if late else ""), flush=True)
+        rows.append((label, rtts))
+        return rtts
 
     run("cli (127.0.0.1)", lambda: cli_cluster(n_workers=2))
     reason = netns_unavailable()
@@ -754,24 +845,30 @@ def _check(args) -> int:
         if stale:
             print(f"removed stale runs {stale}")
         for rtt in args.rtt:
-            run(f"netns rtt_ms={rtt:g}", lambda rtt=rtt: netns_cluster(n_workers=2, rtt_ms=rtt),
-                rtt)
-    print(f"\nmedian of {args.n} calls, ms (2-hop columns cross two host pairs: expect "
-          "2 x rtt_ms added)\n")
-    print("| deployment | " + " | ".join(h for _, h in COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 1) + "|")
-    for label, _, rtts in rows:
-        print(f"| {label} | " + " | ".join(
-            f"{rtts[k]:.2f}" if k in rtts else "-" for k, _ in COLUMNS) + " |")
-    base = next((r for lab, rt, r in rows if lab.startswith("netns") and rt == 0), None)
+            netns_rows.append((rtt, run(f"netns rtt_ms={rtt:g}",
+                                        lambda rtt=rtt: netns_cluster(n_workers=2, rtt_ms=rtt))))
+    print(f"\nmedian of {args.n} calls each, ms\n\n{_table(rows)}")
+    base = dict(netns_rows).get(0.0)
     if base is not None:
-        print("\nadded over netns rtt_ms=0 (requested rtt_ms in brackets)\n")
-        for label, rtt, rtts in rows:
-            if label.startswith("netns") and rtt:
-                hops = {"worker_run": 2, "task": 2}
-                print(f"| {label} | " + " | ".join(
-                    f"{rtts[k] - base[k]:+.2f} [{rtt * hops.get(k, 1):g}]"
-                    if k in rtts else "-" for k, _ in COLUMNS) + " |")
+        print("\nadded over netns rtt_ms=0 (expected rtt_ms x hops in brackets)\n\n"
+              + _added([r for r in netns_rows if r[0]], base))
+    if args.rounds and not reason:
+        # one deployment, the delays switched round-robin: machine load drifts less
+        # between the compared measurements than across separate deployments
+        per = {rtt: [] for rtt in args.rtt}
+        with netns_cluster(n_workers=2, rtt_ms=args.rtt[0]) as dep:
+            for _ in range(args.rounds):
+                for rtt in args.rtt:
+                    dep.set_rtt(rtt)
+                    per[rtt].append(measure_rtts(dep.client, n=args.n))
+        med = {rtt: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+               for rtt, rs in per.items()}
+        print(f"\none netns deployment, delays switched round-robin, {args.rounds} rounds "
+              f"(median of the rounds' medians), ms\n\n"
+              + _table([(f"rtt_ms={rtt:g}", m) for rtt, m in med.items()]))
+        if 0.0 in med:
+            print("\nadded over rtt_ms=0\n\n" + _added(
+                [(rtt, m) for rtt, m in med.items() if rtt], med[0.0]))
     return 0
 
 
@@ -782,6 +879,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rtt", type=float, nargs="*", default=[0.0, 1.0, 5.0],
                         help="netns round trips to check (ms)")
     parser.add_argument("-n", type=int, default=50, help="calls per median")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="also measure all --rtt on one netns deployment, switching the "
+                        "delay round-robin this many rounds")
     parser.add_argument("--cleanup", action="store_true",
                         help="remove stale namespaces/links of crashed runs and exit")
     args = parser.parse_args(argv)
