@@ -199,8 +199,9 @@ class Deployment:
     nanny : bool
     rtt_ms : float
         The round trip added between hosts (0 for :func:`cli_cluster`).
-    namespaces : dict
-        ``{process name: namespace}`` (netns deployments; empty otherwise).
+    namespaces, ips : dict
+        ``{process name: namespace}`` and ``{process name: IP}`` (netns
+        deployments; empty otherwise); also ``run_id``, ``bridge``, ``subnet``.
     tmpdir : Path
         Logs (``<name>.log``), scheduler file, workers' local directories.
     """
@@ -214,6 +215,8 @@ class Deployment:
         self.scheduler = None
         self.workers = []
         self.namespaces = {}
+        self.ips = {}
+        self.run_id = self.bridge = self.subnet = None
         self._client = None
         self._delay_client = False
 
@@ -629,8 +632,12 @@ def netns_cluster(n_workers=2, rtt_ms=0.0, nthreads=1, nanny=True, preload=None,
         Round trip (ms) added between any two hosts: every process -- scheduler,
         nannies, workers and, with ``delay_client``, this one -- delays what it sends
         to another IP by ``rtt_ms / 2`` (``netdelay.py``, preloaded everywhere).
-        Measured round trips are the 0 ms ones plus about ``rtt_ms``
-        (``python benchmarks/deploy.py --check``).
+        Measured round trips are the ``rtt_ms=0`` ones plus ``rtt_ms`` and a little
+        more: the delayed messages reach their sockets on time (median), but each
+        one-way hop also pays the receiver's wake-up from idle (measured on a shared
+        2-core VM: 0.1-0.6 ms more per round trip at ``rtt_ms=1``, 0.4-1.3 ms at 5;
+        ``python benchmarks/deploy.py --check``).
+        :meth:`Deployment.set_rtt` changes it while running.
     delay_client : bool
         Install the delay in this process for the duration (its clients are on
         another host than the scheduler and workers).
@@ -644,6 +651,10 @@ def netns_cluster(n_workers=2, rtt_ms=0.0, nthreads=1, nanny=True, preload=None,
     reason = netns_unavailable()
     if reason:
         raise DeploymentError(reason)
+    if not 0 <= n_workers <= 240:
+        raise ValueError(f"n_workers must be in [0, 240] (one /24), got {n_workers}")
+    if rtt_ms < 0:
+        raise ValueError(f"rtt_ms must be >= 0, got {rtt_ms}")
     one_way_ms = rtt_ms / 2.0
     nd = netdelay()
     with _tempdir(log_dir) as tmp:
