@@ -43,9 +43,9 @@ Example::
 
 Network names carry a per-run id: namespaces ``dxa-<id>-s`` / ``dxa-<id>-w<i>``,
 bridge ``dxa<id>br``, host-side veths ``dxa<id>s`` / ``dxa<id>w<i>``; a state
-file ``/run/dask_asyncopt_netns/<id>.json`` names the owning process.  Before
-creating a run, resources of runs whose owner is gone (a crashed run) are
-removed: :func:`cleanup_stale` (only names with this prefix).
+file ``/run/dask_asyncopt_netns/<id>.json`` names the owning process (and its
+temp dir).  Before creating a run, resources of runs whose owner is gone (a
+crashed run) are removed: :func:`cleanup_stale` (only names with this prefix).
 
 ``python benchmarks/deploy.py --check`` starts each deployment (cli, netns at
 0, 1 and 5 ms) and prints the measured round trips (:func:`measure_rtts`).
@@ -78,6 +78,7 @@ PREFIX = "dxa"
 STATE_DIR = Path("/run/dask_asyncopt_netns")
 SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 SCHEDULER_PORT = 8786
+TMP_PREFIX = "dask-asyncopt-deploy-"
 
 
 class DeploymentError(RuntimeError):
@@ -393,7 +394,7 @@ def _tempdir(log_dir):
         path.mkdir(parents=True, exist_ok=True)
         yield path
     else:
-        path = Path(tempfile.mkdtemp(prefix="dask-asyncopt-deploy-"))
+        path = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
         try:
             yield path
         finally:
@@ -534,8 +535,13 @@ def _remove_run(rid) -> None:
         ns = line.split()[0] if line.strip() else ""
         if ns.startswith(f"{PREFIX}-{rid}-"):
             _ip("netns", "del", ns, check=False)
+    state_file = STATE_DIR / f"{rid}.json"
+    with contextlib.suppress(OSError, ValueError):
+        tmp = Path(json.loads(state_file.read_text()).get("tmpdir") or "")
+        if tmp.name.startswith(TMP_PREFIX):  # a temp dir of ours (not a user's log_dir)
+            shutil.rmtree(tmp, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
-        (STATE_DIR / f"{rid}.json").unlink()
+        state_file.unlink()
 
 
 @contextlib.contextmanager
@@ -581,7 +587,7 @@ def _free_subnet(ids) -> ipaddress.IPv4Network:
     raise DeploymentError(f"no free /24 in {SUPERNET}")
 
 
-def _setup_network(n_workers):
+def _setup_network(n_workers, tmpdir=None):
     """Create the bridge, namespaces and veths of a new run (under the state lock);
     return ``(run id, bridge, subnet, {name: (namespace, ip)})``."""
     with _state_lock():
@@ -595,7 +601,8 @@ def _setup_network(n_workers):
         subnet = _free_subnet(ids)
         hosts = list(subnet.hosts())
         (STATE_DIR / f"{rid}.json").write_text(json.dumps(
-            {"pid": os.getpid(), "start": _start_time(os.getpid()), "subnet": str(subnet)}))
+            {"pid": os.getpid(), "start": _start_time(os.getpid()), "subnet": str(subnet),
+             "tmpdir": str(tmpdir) if tmpdir else None}))
         bridge = f"{PREFIX}{rid}br"
         nodes = {"scheduler": (f"{PREFIX}-{rid}-s", str(hosts[1]), f"{PREFIX}{rid}s")}
         for i in range(n_workers):
@@ -663,7 +670,8 @@ def netns_cluster(n_workers=2, rtt_ms=0.0, nthreads=1, nanny=True, preload=None,
         rid = None
         installed = False
         try:
-            rid, bridge, subnet, nodes = _setup_network(n_workers)
+            rid, bridge, subnet, nodes = _setup_network(n_workers,
+                                                        None if log_dir else tmp)
             dep.run_id, dep.bridge, dep.subnet = rid, bridge, subnet
             dep.namespaces = {k: ns for k, (ns, _) in nodes.items()}
             dep.ips = {k: ip for k, (_, ip) in nodes.items()}
