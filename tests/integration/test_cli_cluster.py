@@ -1,0 +1,52 @@
+"""Fits on a real CLI deployment: ``dask scheduler`` and ``dask worker`` (with
+nannies) as subprocesses (``benchmarks/deploy.py``), and the deployment's
+teardown.  Nothing here depends on timing: waits are bounded polls."""
+
+import numpy as np
+import pytest
+
+from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
+from dask_asyncopt.datasets import make_ratings, make_sparse_classification
+from tests.integration.deployments import deploy, gone, nothing_left
+
+
+@pytest.fixture(scope="module")
+def cli():
+    with deploy.cli_cluster(n_workers=2) as cluster:
+        yield cluster
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
+def test_classifier_fits_on_cli_cluster(cli, solver):
+    X, y = make_sparse_classification(3000, 500, nnz_per_row=10, random_state=0)
+    with cli.client.as_current():
+        clf = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, solver=solver,
+                                 max_iter=3, tol=None, random_state=0, timeout=60).fit(X, y)
+    assert clf.n_iter_ == 3
+    assert clf.score(X, y) > 0.7
+    assert nothing_left(cli.client)
+
+
+def test_matrix_factorization_fits_on_cli_cluster(cli):
+    X, y = make_ratings(300, 200, 8000, random_state=0)
+    with cli.client.as_current():
+        mf = MatrixFactorization(n_factors=4, max_iter=3, random_state=0, timeout=60).fit(X, y)
+    assert np.isfinite(mf.predict(X[:10])).all()
+    assert mf.history_.epoch.max() == 3
+    assert nothing_left(cli.client)
+
+
+def test_teardown_stops_everything_even_when_the_body_raises():
+    with pytest.raises(RuntimeError, match="body failed"):
+        with deploy.cli_cluster(n_workers=2) as cluster:
+            workers, nannies = cluster.worker_pids(), cluster.nanny_pids()
+            assert set(workers) == set(nannies) and len(workers) == 2
+            victim = sorted(workers)[0]
+            cluster.kill_worker(victim)  # SIGKILL to the worker and its nanny together
+            assert gone([workers[victim], nannies[victim]])
+            cluster.wait_for_workers(1)  # no nanny left to restart it
+            pids = [*workers.values(), *nannies.values(), cluster.scheduler.pid]
+            tmpdir = cluster.tmpdir
+            raise RuntimeError("body failed")
+    assert gone(pids, wait=0)  # terminate() waited for them
+    assert not tmpdir.exists()
