@@ -7,10 +7,10 @@ does not pay a cluster start each time.
 
 The embedded cluster runs one single-threaded worker per core, as **threads
 of this process** by default (``processes=False``): the kernels release the
-GIL, so threads give real parallelism, actor calls cost ~0.6 ms instead of
-~1.5 ms, the data is shared rather than serialised to worker processes, and
-start-up takes ~0.03 s instead of ~0.8 s (see ``docs/performance.md`` for the
-measurement).  Set ``dask.config.set({"asyncopt.processes": True})`` for
+GIL, so threads give real parallelism, block calls are plain function calls,
+the data is shared rather than serialised to worker processes, and start-up
+takes a fraction of a process cluster's (``docs/performance.md`` compares
+the deployments).  Set ``dask.config.set({"asyncopt.processes": True})`` for
 process workers (isolation, a killed worker does not kill the session).
 """
 

@@ -78,8 +78,7 @@ class WorkerShard:
         were shuffled once when it was built, so within a chunk they are
         visited in storage order, from a random start and in a random
         direction: a sweep then streams the chunk's CSR arrays instead of
-        jumping between rows, which made the SVRG sweep 1.8x slower (measured,
-        13k-row chunks, 20 non-zeros a row).  Shuffling once converges as
+        jumping between rows, which slowed the SVRG sweep down.  Shuffling once converges as
         well as reshuffling every pass (Mishchenko, Khaled and Richtarik,
         2020, "Random Reshuffling: simple analysis with vast improvements").
         """
@@ -219,7 +218,7 @@ class CSRView:
 
     Not a scipy matrix on purpose: scipy copies index/data arrays that are
     views of a much larger array (``prune``), and a chunk's data *is* a view
-    of its shard's; that copy was 40% of shard set-up (measured, 500k rows).
+    of its shard's; that copy was a large share of shard set-up.
     """
 
     __slots__ = ("indptr", "indices", "data", "shape")

@@ -58,8 +58,8 @@ def n_factors_of(width, rule):
     return (width - 6) // 4 if rule == RULE_AMSGRAD else width - 2
 
 
-# Reassociation lets LLVM vectorise the dot product and the gradient-norm sums
-# (1.5-1.8x measured); no "nnan"/"ninf": non-finite values must propagate to
+# Reassociation lets LLVM vectorise the dot product and the gradient-norm sums;
+# no "nnan"/"ninf": non-finite values must propagate to
 # the caller's finiteness check.  error_model="numpy": no zero-division checks
 # in the inner loop (G >= 1 and k >= 1 by construction).
 @njit(nogil=True, cache=True, error_model="numpy",

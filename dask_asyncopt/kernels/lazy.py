@@ -25,8 +25,8 @@ def materialise(w, last, hist_d, hist_s, now, ids, skip):
 
     One loop over ``ids`` here, called once per kernel: a per-coordinate call
     of a helper taking the arrays was not inlined by LLVM (nor, with Numba's
-    ``inline="always"``, free of reference counting) and cost ~45 ns per
-    coordinate, 25x the copy it guarded (measured, 46k coordinates).
+    ``inline="always"``, free of reference counting) and cost many times the
+    copy it guarded.
     """
     if now == 0:  # an empty history (SVRG's identity prox maps): all current
         return
@@ -100,7 +100,7 @@ def add_delta(w, last, hist_d, hist_s, now, ids, delta, skip):
 @njit(nogil=True, cache=True)
 def add_rows(target, ids, values):
     """``target[ids] += values`` for distinct ``ids`` (NumPy's fancy-indexed add
-    allocates and took 0.4 ms per 46k-coordinate snapshot part, measured)."""
+    allocates a temporary per call)."""
     for i in range(ids.shape[0]):
         for k in range(target.shape[1]):
             target[ids[i], k] += values[i, k]
@@ -129,8 +129,7 @@ def step_replica(w, ids, delta, prox_d, prox_s, skip):
     place: NumPy's fancy indexing and masked soft-threshold would allocate
     model-sized temporaries at every step, which costs a page-faulting
     ``mmap`` each on Dask's process workers (their nanny sets
-    ``MALLOC_TRIM_THRESHOLD_``; measured: 2.7 ms instead of 0.9 ms per step
-    on 50k coordinates).
+    ``MALLOC_TRIM_THRESHOLD_``): several times the step itself.
     """
     n_outputs = w.shape[1]
     for i in range(ids.shape[0]):

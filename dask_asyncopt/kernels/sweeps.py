@@ -38,9 +38,9 @@ def clip(dloss):
 
 # The row kernels below loop over outputs outermost and keep a row's
 # prediction and derivative in scalars: accumulated in an array element
-# instead, every term is a store LLVM must assume may alias the weights, and
-# the SVRG sweep and snapshot ran 1.2-1.5x slower (measured, K = 1, 13k-row
-# chunks).  Outputs are independent (one-vs-rest), so the order changes nothing.
+# instead, every term is a store LLVM must assume may alias the weights, which
+# slowed the SVRG sweep and snapshot down.  Outputs are independent
+# (one-vs-rest), so the order changes nothing.
 @njit(nogil=True, cache=True)
 def dot_csr(indices, data, start, end, w, k, intercept):
     """``x_r . w[:, k]`` for the CSR row ``start:end``, plus ``w[intercept, k]``."""
@@ -240,10 +240,10 @@ def snapshot_csr(indptr, indices, data, Y, wg, intercept, loss, epsilon, dsnap,
     Y : (n_rows, K) targets.
     wg : (n_local, 2K): columns ``:K`` the snapshot weights (not modified; not
         read when ``at_zero``, the snapshot at ``w = 0`` of a cold start: no
-        random reads of ``w``, 40% of the pass), columns ``K:`` the gradient
-        sum ``sum_r dsnap[r] x_r``, accumulated in place.  Side by side, a
-        non-zero's read and update touch one cache line instead of two: the
-        pass ran 1.4x faster (measured, 13k-row chunks, 93k coordinates).
+        random reads of ``w``, a large part of the pass), columns ``K:`` the
+        gradient sum ``sum_r dsnap[r] x_r``, accumulated in place.  Side by
+        side, a non-zero's read and update touch one cache line instead of
+        two.
     intercept : local index of the intercept in ``wg`` or ``-1``.
     loss : int, epsilon : float
     dsnap : (n_rows, K) output, derivative of each row's loss at ``w``.
@@ -335,7 +335,7 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
     loss_sum : float
         Sum of the rows' losses before their steps (progressive loss) when
         ``with_loss``, else 0: the solvers take the exact loss from the
-        snapshot pass, and the loss's logarithm is ~8% of a sweep (measured).
+        snapshot pass, and the loss's logarithm is a visible share of a sweep.
     """
     n_outputs = (packed.shape[1] - 2) // 2
     scale_col = 2 * n_outputs

@@ -35,7 +35,7 @@ def prox(v, threshold, divisor):
 
     Branch-free (``max``/``copysign``): on a model whose coordinates are about
     half zero, the sign tests of a branching soft-threshold mispredict on
-    every other non-zero, which made the SVRG sweep 2.2x slower.  The one
+    every other non-zero, which slowed the SVRG sweep down.  The one
     branch left skips the division of pure L1 (``divisor == 1``), the same
     for every call of a fit, so it is always predicted.
     """

@@ -90,9 +90,9 @@ GATE_WAIT = 0.001
 #: In a fit without barriers a loop waits while it has made more than this many
 #: passes over its rows per pass of the slowest loop (plus one): plain SGD
 #: over-fits the rows it sees most, and without a bound a straggler's shard is
-#: left behind (measured, 200k x 50k L1, one of 2 workers 4x slower, 8 epochs:
-#: unbounded, the fast loop took 86-87% of the samples and ended 3.0-3.7% above
-#: sync's objective; with 4, 80% and 0.8-1.3%, still 3.2-3.4x faster than sync).
+#: left behind: with one of two workers 4x slower, unbounded, the fast loop took
+#: most of the samples and the fit ended percents above sync's objective; a bound
+#: of 4 keeps it within about 1% and still several times faster than sync.
 MAX_LEAD = 4.0
 
 #: A loop takes at least this fraction of its own shard per epoch, even when the
@@ -462,11 +462,10 @@ class Replicas:
     row.  Then it moves every replica to that mean by a shift
     (:meth:`Replica.shift`, sum-preserving, the loops' steps since the read
     are kept): with a straggling active loop few exchanges happen, and without
-    this global average the replicas drift apart (measured, 200k x 50k L1, one
-    of 2 workers 4x slower, 8 epochs: +2.8% objective vs sync without it,
-    +0.5% with it).  Weighting each loop's steps by its share of the rows over
-    its share of the samples did worse (+2.7% to +3.8%): a straggler's few
-    steps, scaled up ~3x, land on a stale replica.
+    this global average the replicas drift apart (the objective ends percents
+    above sync's).  Weighting each loop's steps by its share of the rows over
+    its share of the samples did worse: a straggler's few steps, scaled up,
+    land on a stale replica.
 
     Variance-reduced and rule fits need every replica at one point for the
     snapshot pass: there each epoch is a task per loop, then the driver

@@ -37,9 +37,8 @@ from .handles import bind
 
 # Normalised SVRG sweeps measure every row as 1 in the preconditioner's metric; their
 # step is 1 / (L * NORMALISED_SQ_NORM), half the row's own 1 / L.  Prox-SVRG's theory asks
-# for at most 1 / (4L) (Xiao and Zhang 2014); 1 / L converged 1.1-2.5x slower per epoch on
-# 7 of 9 data sets (classification, multiclass and regression, L1, L2 and elastic net) and
-# was at most 1.3e-4 better on the other 2 (see docs/design.md, "The SVRG step").
+# for at most 1 / (4L) (Xiao and Zhang 2014); 1 / L needed more epochs on most data sets
+# (docs/design.md, "Proximal SVRG on blocks").
 NORMALISED_SQ_NORM = 2.0
 
 

@@ -201,7 +201,7 @@ class Run:
     def handles(self):
         """The driver's handles of the fit's actors (direct calls to those in this
         process: through their actors, the statistics and checkpoint reads
-        between two epochs took ~3 ms of a thread cluster's event loop)."""
+        between two epochs would take turns on a thread cluster's event loop)."""
         if self._handles is None:
             self._handles = bind(self.actors)
         return self._handles

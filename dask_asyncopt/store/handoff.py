@@ -1,9 +1,8 @@
 """The hand-off between long-running worker loops and the driver, once per epoch.
 
 A fit runs one task per worker loop for all its epochs instead of one per
-epoch: a task round trip through the scheduler cost 13-17 ms per epoch on a
-thread ``LocalCluster`` (measured), about as much as the kernels of a
-20k-row epoch.  At the end of each epoch every loop *posts* its report to
+epoch: a task round trip through the scheduler per epoch costs about as
+much as the kernels of a small epoch.  At the end of each epoch every loop *posts* its report to
 block 0 and waits for the driver's *decision*: stop, or go on with the next
 sample target and changed settings (a halved step, a smaller ``eta0``).  While
 the loops wait, the driver reads the blocks (statistics, coefficients for
