@@ -16,8 +16,8 @@ SVRG (see :mod:`dask_asyncopt.kernels.sweeps`): each row contributes
 import numpy as np
 from numba import njit
 
-from .sweeps import clip, dot_csr, dot_dense
 from ..objective.losses import loss_derivative, loss_value
+from .sweeps import clip, dot_csr, dot_dense
 
 
 @njit(nogil=True, cache=True)
