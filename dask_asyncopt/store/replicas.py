@@ -177,7 +177,7 @@ class Replica:
         return staleness
 
     def apply_grads(self, ids, ptr, g, pen, rows, read_version):
-        """Apply packed minibatch gradients with the rule (see :mod:`dask_asyncopt.objective.rules`).
+        """Apply packed minibatch gradients with the rule (:mod:`~dask_asyncopt.objective.rules`).
 
         Parameters
         ----------
