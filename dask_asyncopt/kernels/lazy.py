@@ -144,3 +144,22 @@ def step_replica(w, ids, delta, prox_d, prox_s, skip):
             w[j, k] = prox(w[j, k], prox_s, prox_d)
 
 
+
+
+@njit(nogil=True, cache=True)
+def add_matching(dst_ids, dst, src_ids, src):
+    """``dst[p] += src[q]`` wherever ``dst_ids[p] == src_ids[q]``; both id arrays
+    sorted ascending (a chunk's ids in one block are).  One merge pass: a loop
+    that read a chunk ahead adds its own update of the chunk before, which the
+    block applied after that read."""
+    q = 0
+    n_src = src_ids.shape[0]
+    for p in range(dst_ids.shape[0]):
+        j = dst_ids[p]
+        while q < n_src and src_ids[q] < j:
+            q += 1
+        if q == n_src:
+            return
+        if src_ids[q] == j:
+            for k in range(dst.shape[1]):
+                dst[p, k] += src[q, k]

@@ -264,7 +264,7 @@ def run_gossip_epoch(shard, actors, config, rank, target):
     PassReport
     """
     secede()
-    handles = bind(actors)
+    handles = bind(actors, config=config)
     me = own_replica(handles, rank)
     n_loops = config.n_loops
     gossip = Gossip(me, handles, rank, n_loops, config.timeout)
@@ -341,7 +341,7 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     loss at the snapshot.
     """
     secede()
-    handles = bind(actors)
+    handles = bind(actors, config=config)
     me = own_replica(handles, rank)
     full = me.read(None).values
     grad = np.zeros_like(full)
@@ -437,11 +437,11 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
                 Replica, i, n_loops, problem.n_coords, problem.n_outputs, intercept, init,
                 copy.deepcopy(problem.rule), problem.penalty,
                 actor=True, workers=[addr], key=f"asyncopt-replica-{i}-{token}"))
-        run.actors = client.gather(futures)
+        run.actors = run.connect(futures)
         run.config = LoopConfig(mode="gossip", kernel=kernel_args(problem),
                                 penalty=problem.penalty, n_loops=n_loops,
                                 timeout=settings.timeout, n_blocks=settings.n_blocks,
-                                t_start=t_start)
+                                t_start=t_start, channel=run.channel, homes=run.homes)
         topology = Replicas(run, problem, n_samples, t_start)
         drive(run, topology)
         return epochs_result(run, topology.mean, t_start + topology.total)

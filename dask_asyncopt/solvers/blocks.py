@@ -98,12 +98,13 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
                 precondition=problem.svrg is not None and problem.svrg.step is None,
                 **extra, actor=True, workers=[workers[b % len(workers)]],
                 key=f"asyncopt-block-{b}-{token}"))
-        run.actors = client.gather(futures)
+        run.actors = run.connect(futures)
         run.config = LoopConfig(
             mode=mode, kernel=kernel_args(problem), penalty=problem.penalty,
             n_loops=len(shards), timeout=settings.timeout,
             bounded=mode == "async" and settings.max_staleness is not None,
-            zero_start=init is None, block_sizes=tuple(sizes))
+            zero_start=init is None, block_sizes=tuple(sizes), channel=run.channel,
+            homes=run.homes)
         topology = Blocks(run, problem, n_samples, t_start, n_blocks, init)
         drive(run, topology)
         return epochs_result(run, topology.model(), topology.total)

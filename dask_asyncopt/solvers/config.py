@@ -175,6 +175,8 @@ class LoopConfig:
     n_blocks: int = 1  # replicas: how the shards number coordinates
     t_start: int = 0  # replicas: samples of earlier fits
     gate: int | None = None  # replicas without barriers: samples per epoch
+    channel: str | None = None  # the fit's exchange channel (see .channel), if any
+    homes: dict = field(default_factory=dict)  # actor key -> address of its worker
 
     @property
     def sync(self):
@@ -201,6 +203,8 @@ class FactorLoopConfig:
     first_epoch: int = 1  # sync tickets count epochs from a restart
     offsets: np.ndarray | None = None  # gossip: each item block's rows in a replica
     n_values: int = 0  # gossip: factor and bias columns (what the item step scales)
+    channel: str | None = None  # the fit's exchange channel (see .channel), if any
+    homes: dict = field(default_factory=dict)  # actor key -> address of its worker
 
 
 class Decision(NamedTuple):

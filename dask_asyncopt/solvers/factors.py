@@ -124,13 +124,14 @@ def fit(client, shards, loop_workers, layout, mu, problem, settings, seed):
                 problem.init_scale, [seed, 0, w], inits_u[w], width, actor=True,
                 workers=[loop_workers[w]], key=f"asyncopt-mf-users-{w}-{token}"))
         futures.extend(side.submit(client, layout, problem, seed, inits_v, loop_workers, token))
-        actors = client.gather(futures)
+        actors = run.connect(futures)
         run.actors = actors[:n_loops]  # the driver reads the user blocks directly
         items = side(actors[n_loops:], layout, settings.timeout)
         run.config = items.loop_config(FactorLoopConfig(
             settings.solver, n_loops, mu, problem.eta0, problem.reg_factors, problem.reg_biases,
             problem.rule, tuple(problem.adam), settings.timeout,
-            first_epoch=settings.first_epoch), problem.n_factors + 1)
+            first_epoch=settings.first_epoch, channel=run.channel, homes=run.homes),
+            problem.n_factors + 1)
         topology = Factors(run, items, layout, problem)
         drive(run, topology)
         return epochs_result(run, topology.model(), topology.ratings)

@@ -26,7 +26,7 @@ from ..kernels.sweeps import P_EPSILON
 from ..objective.penalties import sparse_penalty_scale
 from .config import PassReport
 from .handles import bind
-from .loop import check_finite, epoch_then_snapshot, is_csr, pull
+from .loop import check_finite, epoch_then_snapshot, flush, is_csr, pull, push
 
 # Measured defaults: rows per gradient and gradients per exchange on small
 # shards, and the exchanges per epoch a loop aims at on large ones.
@@ -90,7 +90,7 @@ def split_blocks(chunk, ptr, idx, g, pen):
 def run_grad_epoch(shard, actors, config, worker, target):
     """:func:`grad_epoch` as a task of its own."""
     secede()
-    return grad_epoch(shard, bind(actors, shard, worker), config, worker, target)
+    return grad_epoch(shard, bind(actors, shard, worker, config), config, worker, target)
 
 
 def grad_epoch(shard, handles, config, worker, target):
@@ -100,7 +100,6 @@ def grad_epoch(shard, handles, config, worker, target):
     """
     sync = config.sync
     timeout = config.timeout
-    push = "wait" if config.bounded else "call"  # may wait for admission
     loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
     started = time.perf_counter()
     while sync or n_samples < shard.n_rows:
@@ -116,15 +115,13 @@ def grad_epoch(shard, handles, config, worker, target):
         parts = split_blocks(chunk, ptr, idx, g, pen)
         kernel_time += time.perf_counter() - tick
         check_finite(chunk_loss, g)
-        calls = [getattr(h, push)("push_grads", worker, *part, out_rows, r.version,
-                                  timeout=timeout)
-                 for h, part, r in zip(handles, parts, replies, strict=True)]
-        for c in calls:
-            c.result(timeout)
+        push(handles, worker, "push_grads", [(*part, out_rows) for part in parts], replies,
+             timeout)
         shard.round += 1
         loss_sum += chunk_loss
         n_samples += chunk.n_rows
         steps += 1
+    flush(handles, timeout)
     return PassReport(worker, loss_sum, n_samples, kernel_time, time.perf_counter() - started,
                       steps=steps)
 

@@ -17,8 +17,13 @@ through a :class:`Handle`:
   twin, which waits without holding a thread of that worker (see
   :mod:`~dask_asyncopt.store.waits`).
 
-Both return something with ``result(timeout)`` and ``done()``.  A loop with a
-shard also names each chunk's coordinates once per fit to every remote block
+Both return something with ``result(timeout)`` and ``done()``.  On a cluster
+with worker processes the fit registers a channel (:mod:`.channel`) and a
+loop's handles to objects on other workers use it instead of the actors:
+one ordered connection per pair of workers, requests served on their own
+thread over there (a waiting method blocks only its link), and
+:meth:`Handle.send` for requests that need no reply.  A loop with a shard
+also names each chunk's coordinates once per fit to every remote block
 (:class:`~dask_asyncopt.store.blocks.IdSet`).
 """
 
@@ -26,6 +31,7 @@ from distributed import Worker, get_worker
 from distributed.core import Status
 
 from ..store.blocks import IdSet
+from . import channel
 
 
 class Ready:
@@ -46,19 +52,21 @@ class Ready:
 class Handle:
     """One store object of a fit, as a caller reaches it.
 
-    ``obj`` is the object when it lives in this process, else ``None``.
-    ``sent`` (kept on the caller's shard) records which chunks' ids this
-    caller has sent to the object; ``loop`` makes their names unique across
-    loops.
+    ``obj`` is the object when it lives in this process, else ``None``;
+    ``link`` the channel's link to the object's worker, when the fit has a
+    channel.  ``sent`` (kept on the caller's shard) records which chunks' ids
+    this caller has sent to the object; ``loop`` makes their names unique
+    across loops.
     """
 
-    __slots__ = ("actor", "obj", "sent", "loop")
+    __slots__ = ("actor", "obj", "sent", "loop", "link")
 
-    def __init__(self, actor, obj=None, sent=None, loop=0):
+    def __init__(self, actor, obj=None, sent=None, loop=0, link=None):
         self.actor = actor
         self.obj = obj
         self.sent = sent
         self.loop = loop
+        self.link = link
 
     @property
     def local(self):
@@ -68,13 +76,34 @@ class Handle:
         """``method(*args, **kwargs)`` on the object; it must not wait for others."""
         if self.obj is not None:
             return Ready(getattr(self.obj, method)(*args, **kwargs))
+        if self.link is not None:
+            return self.link.call(self.actor.key, method, args, kwargs)
         return getattr(self.actor, method)(*args, separate_thread=False, **kwargs)
 
     def wait(self, method, *args, **kwargs):
         """A call that may wait inside the store for other callers."""
         if self.obj is not None:
             return Ready(getattr(self.obj, method)(*args, **kwargs))
+        if self.link is not None:  # served on the link's own thread over there
+            return self.link.call(self.actor.key, method, args, kwargs)
         return getattr(self.actor, method + "_async")(*args, **kwargs)
+
+    def send(self, method, *args, **kwargs):
+        """A call whose reply nobody needs (a push): through a link it costs no round
+        trip, and the caller's next call on the link sees it applied; a failure
+        fails that next call.  Elsewhere it is a call waited for."""
+        if self.obj is not None:
+            getattr(self.obj, method)(*args, **kwargs)
+        elif self.link is not None:
+            self.link.call(self.actor.key, method, args, kwargs, reply=False)
+        else:
+            self.wait(method, *args, **kwargs).result(kwargs.get("timeout"))
+
+    def flush(self):
+        """Something to wait on until every call sent before was applied."""
+        if self.link is not None:
+            return self.link.flush()
+        return Ready(None)
 
     def ids(self, ids):
         """How this caller names coordinates ``ids`` of a chunk to the object: the
@@ -103,15 +132,24 @@ def objects_here():
     return here
 
 
-def bind(actors, shard=None, loop=0):
+def bind(actors, shard=None, loop=0, config=None):
     """Handles of ``actors``: the objects themselves where they live in this process.
 
     With ``shard`` (of worker loop ``loop``), handles to remote objects send
-    each chunk's ids once per fit.
+    each chunk's ids once per fit.  With a ``config`` naming the fit's channel
+    (``channel``, and ``homes``: the worker of each actor), remote objects are
+    reached through its links.
     """
     here = objects_here()
     if shard is not None and not hasattr(shard, "sent_ids"):
         shard.sent_ids = {}  # actor key -> names of the ids sent to it
-    return [Handle(a, here.get(a.key),
-                   None if shard is None else shard.sent_ids.setdefault(a.key, set()), loop)
-            for a in actors]
+    exchange = channel.here(getattr(config, "channel", None))
+    handles = []
+    for a in actors:
+        obj = here.get(a.key)
+        link = None
+        if obj is None and exchange is not None:
+            link = exchange.link(config.homes[a.key], config.timeout)
+        sent = None if shard is None else shard.sent_ids.setdefault(a.key, set())
+        handles.append(Handle(a, obj, sent, loop, link))
+    return handles

@@ -16,7 +16,7 @@ import time
 import numpy as np
 from distributed import secede
 
-from ..kernels.lazy import gather_terms
+from ..kernels.lazy import add_matching, gather_terms
 from ..kernels.sweeps import (
     P_EPSILON,
     all_finite,
@@ -32,6 +32,7 @@ from ..kernels.sweeps import (
 )
 from ..objective.schedules import svrg_step
 from ..store.blocks import add_snapshot_part
+from ..store.replies import Pulled
 from .config import EpochReport, PassReport
 from .handles import bind
 
@@ -76,67 +77,100 @@ def _combine(chunk, delta, prox_d, prox_s, n_loops):
     return delta, prox_d, prox_s
 
 
-def pull(handles, chunk, worker, config, shard, snapshot=False, out=None):
+def request(handles, chunk, worker, config, shard, snapshot=False):
+    """Send the chunk's reads to the blocks on other workers, all at once; the
+    pending calls, by block."""
+    timeout = config.timeout
+    sync = config.sync and worker >= 0
+    min_version = shard.round if sync else None
+    return {i: (h.wait("pull_when", h.ids(ids), min_version, timeout, snapshot) if sync
+                else h.call("pull", h.ids(ids), worker, snapshot))
+            for i, (h, ids) in enumerate(zip(handles, chunk.block_ids, strict=True))
+            if not h.local}
+
+
+def whole_blocks(handles, shard, config):
+    """For a pass that reads every chunk once while no loop writes (a snapshot or
+    loss pass): each remote block's values in one read, when they are fewer
+    than the pass's chunks would read from it one by one.  By block."""
+    reads = {}
+    for i, h in enumerate(handles):
+        per_chunk = sum(int(c.bounds[i + 1] - c.bounds[i]) for c in shard.chunks)
+        if not h.local and config.block_sizes and config.block_sizes[i] <= per_chunk:
+            reads[i] = h.call("pull", None, -1)
+    return {i: call.result(config.timeout).values for i, call in reads.items()}
+
+
+def pull(handles, chunk, worker, config, shard, snapshot=False, out=None, calls=None,
+         blocks=None):
     """Read the chunk's coordinates from every block into the local weight vector.
 
-    Requests to other workers go out first, all at once; blocks on this worker
-    then write their values straight into their rows of ``out`` (no reply
-    array to allocate and concatenate: a model-sized copy per chunk).  Returns
-    the replies (one :class:`~dask_asyncopt.store.replies.Pulled` per block; a
-    local block's values are ``None``) and the values, in ``out`` when given.
+    Requests to other workers go out first, all at once (or were sent before:
+    ``calls``, see :func:`request`); blocks on this worker then write their
+    values straight into their rows of ``out`` (no reply array to allocate and
+    concatenate: a model-sized copy per chunk).  ``blocks`` holds whole remote
+    blocks read once for the pass (:func:`whole_blocks`).  Returns the replies
+    (one :class:`~dask_asyncopt.store.replies.Pulled` per block; a local
+    block's values are ``None``) and the values, in ``out`` when given.
     """
     timeout = config.timeout
     sync = config.sync and worker >= 0
     b = chunk.bounds
     if out is None:
         out = np.empty((b[-1], chunk.Y.shape[1]))
-    pairs = list(zip(handles, chunk.block_ids, strict=True))
-    calls = {i: (h.wait("pull_when", h.ids(ids), shard.round, timeout, snapshot) if sync
-                 else h.call("pull", h.ids(ids), worker, snapshot))
-             for i, (h, ids) in enumerate(pairs) if not h.local}
-    replies = [None] * len(pairs)
-    for i, (h, ids) in enumerate(pairs):
+    blocks = blocks or {}
+    if calls is None:
+        calls = {i: c for i, c in request(handles, chunk, worker, config, shard,
+                                          snapshot).items() if i not in blocks}
+    replies = [None] * len(handles)
+    for i, (h, ids) in enumerate(zip(handles, chunk.block_ids, strict=True)):
         if h.local:
             dest = out[b[i]:b[i + 1]]
             replies[i] = (h.obj.pull_when(ids, shard.round, timeout, snapshot, dest) if sync
                           else h.obj.pull(ids, worker, snapshot, dest))
+        elif i in blocks:
+            if ids is None:
+                out[b[i]:b[i + 1]] = blocks[i]
+            else:  # no temporary: "clip" does not buffer
+                np.take(blocks[i], ids, axis=0, out=out[b[i]:b[i + 1]], mode="clip")
+            replies[i] = Pulled(None, 0)
     for i, call in calls.items():
         replies[i] = call.result(timeout)
         out[b[i]:b[i + 1]] = replies[i].values
     return replies, out
 
 
-def _pull_packed(handles, chunk, worker, config, shard, packed, terms):
+def _pull_packed(handles, chunk, worker, config, shard, packed, terms, ahead=None):
     """The SVRG read of a CSR chunk, into the sweep's ``packed`` rows.
 
     Blocks on this worker write ``[values | drift | penalty scale | precond]``
     of the chunk's coordinates straight into them (one Numba pass per block, GIL
     released) instead of returning arrays to concatenate and pack: that glue
     was a third of a chunk's time next to the sweep.  Blocks on other workers
-    send only the values; the other columns come from ``terms``
-    (:meth:`BlockServer.svrg_terms`, fetched once per epoch).  Returns replies
-    shaped like :func:`pull`'s.
+    send only the values (or were read ahead: ``ahead``, replies by block);
+    the other columns come from ``terms`` (:meth:`BlockServer.svrg_terms`,
+    fetched once per epoch).  Returns replies shaped like :func:`pull`'s.
     """
     sync = config.sync and worker >= 0
     min_version = shard.round if sync else None
     timeout = config.timeout
     n_outputs = chunk.Y.shape[1]
     b = chunk.bounds
-    pairs = list(zip(handles, chunk.block_ids, strict=True))
-    # remote reads in flight first, then the local blocks' writes
-    calls = {i: (h.wait("pull_when", h.ids(ids), min_version, timeout) if sync
-                 else h.call("pull", h.ids(ids), worker))
-             for i, (h, ids) in enumerate(pairs) if not h.local}
-    replies = [None] * len(pairs)
-    for i, (h, ids) in enumerate(pairs):
+    calls = request(handles, chunk, worker, config, shard) if ahead is None else {}
+    replies = [None] * len(handles)
+    for i, (h, ids) in enumerate(zip(handles, chunk.block_ids, strict=True)):
         if h.local:
             replies[i] = h.obj.pull_packed(ids, packed[b[i]:b[i + 1]], worker, min_version,
                                            timeout)
     for i, call in calls.items():
         replies[i] = call.result(timeout)
-        rows = packed[b[i]:b[i + 1]]
-        rows[:, :n_outputs] = replies[i].values
-        gather_terms(*terms[i], chunk.block_ids[i], rows)
+    for i, reply in (ahead or {}).items():
+        replies[i] = reply
+    for i, h in enumerate(handles):
+        if not h.local:
+            rows = packed[b[i]:b[i + 1]]
+            rows[:, :n_outputs] = replies[i].values
+            gather_terms(*terms[i], chunk.block_ids[i], rows)
     return replies
 
 
@@ -244,24 +278,38 @@ def sweep_epoch(shard, handles, config, worker, target):
     # scale change only when a snapshot completes (between epochs), so they come
     # once per epoch here (for blocks in this process, references to them).
     terms = [h.call("svrg_terms").result(timeout) for h in handles] if svrg else None
+    # Asynchronous SVRG loops read the next chunk from other workers' blocks while
+    # they sweep this one (:func:`_read_ahead`); a sync round or admission under
+    # max_staleness must see this chunk's push first.
+    read_ahead = svrg and not sync and not config.bounded and not all(
+        h.local for h in handles)
+    ahead = None
     loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
     started = time.perf_counter()
     # Asynchronous loops each take exactly their own shard once per epoch: were a
     # faster loop to take more, its shard would weigh more in the objective and
     # the iterates would converge to the optimum of that skewed objective.
     while sync or n_samples < shard.n_rows:
-        chunk, rows = shard.next_chunk()
+        if ahead is None:
+            chunk, rows = shard.next_chunk()
+            early = None
+        else:
+            chunk, rows, early = ahead
+            ahead = None
         n_outputs = chunk.Y.shape[1]
         w0, w, packed = scratch(shard, chunk.bounds[-1], n_outputs)
         packed_read = svrg and is_csr(chunk)
         if packed_read:
-            replies = _pull_packed(handles, chunk, worker, config, shard, packed, terms)
+            replies = _pull_packed(handles, chunk, worker, config, shard, packed, terms, early)
         else:
             replies, w0 = pull(handles, chunk, worker, config, shard, out=w0)
         samples = max(r.samples for r in replies)
         if sync and samples >= target:
             shard.put_back(chunk)
             break
+        if read_ahead and packed_read and n_samples + chunk.n_rows < shard.n_rows:
+            following = shard.next_chunk()
+            ahead = (*following, request(handles, following[0], worker, config, shard))
         tick = time.perf_counter()
         if svrg:
             if packed_read:
@@ -286,19 +334,62 @@ def sweep_epoch(shard, handles, config, worker, target):
         kernel_time += time.perf_counter() - tick
         check_finite(chunk_loss, finite=finite)
         b = chunk.bounds
-        push = "wait" if config.bounded else "call"  # may wait for admission
-        calls = [getattr(h, push)("push", worker, h.ids(ids), delta[b[i]:b[i + 1]], prox_d,
-                                  prox_s, chunk.n_rows, r.version, timeout=timeout)
-                 for i, (h, ids, r) in enumerate(zip(handles, chunk.block_ids, replies,
-                                                     strict=True))]
-        for c in calls:
-            c.result(timeout)
+        push(handles, worker, "push",
+             [(h.ids(ids), delta[b[i]:b[i + 1]], prox_d, prox_s, chunk.n_rows)
+              for i, (h, ids) in enumerate(zip(handles, chunk.block_ids, strict=True))],
+             replies, timeout)
+        if ahead is not None:
+            ahead = _read_ahead(ahead, chunk, delta, timeout)
         shard.round += 1
         loss_sum += chunk_loss
         n_samples += chunk.n_rows
         steps += 1
+    flush(handles, timeout)
     return PassReport(worker, loss_sum, n_samples, kernel_time, time.perf_counter() - started,
                       steps=steps)
+
+
+def _read_ahead(ahead, chunk, delta, timeout):
+    """The replies of a chunk read ahead from remote blocks, as if read after this
+    loop's push of ``chunk`` (``delta``).
+
+    The read went out before the push on the same link, so the block served it
+    first: it misses this loop's own update.  Adding that update where the two
+    chunks share coordinates (:func:`~dask_asyncopt.kernels.lazy.add_matching`)
+    gives what a read after the push would have given, short of other loops'
+    updates, which an asynchronous read misses anyway; the version counts the
+    push as read.  Exact because the SVRG blocks add a delta and nothing else
+    (their prox maps are the identity).
+    """
+    following, rows, calls = ahead
+    replies = {}
+    for i, call in calls.items():
+        reply = call.result(timeout)
+        if not reply.values.flags.writeable:
+            reply = reply._replace(values=reply.values.copy())
+        add_matching(following.block_ids[i], reply.values, chunk.block_ids[i],
+                     delta[chunk.bounds[i]:chunk.bounds[i + 1]])
+        replies[i] = reply._replace(version=reply.version + 1)
+    return following, rows, replies
+
+
+def push(handles, worker, method, parts, replies, timeout):
+    """Send every block its part of a chunk's update (``parts[i]``: the arguments of
+    ``method`` for block ``i`` between the loop's index and the read's version)
+    without waiting: through a channel link a push costs no round trip (its
+    arrays are copied: the loop reuses its work arrays before the link has
+    written them), in this process it is a call."""
+    for h, args, r in zip(handles, parts, replies, strict=True):
+        if h.link is not None:
+            args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+        h.send(method, worker, *args, r.version, timeout=timeout)
+
+
+def flush(handles, timeout):
+    """Wait until every push this loop sent was applied (before it reports a pass:
+    the driver then reads the blocks)."""
+    for call in [h.flush() for h in handles]:
+        call.result(timeout)
 
 
 def loss_pass(shard, handles, config, worker):
@@ -312,9 +403,10 @@ def loss_pass(shard, handles, config, worker):
     epsilon = params[P_EPSILON]
     loss_sum, n_rows, kernel_time = 0.0, 0, 0.0
     started = time.perf_counter()
+    blocks = whole_blocks(handles, shard, config)
     for chunk in shard.chunks:
         w = scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])[0]
-        _, w = pull(handles, chunk, -1, config, shard, out=w)
+        _, w = pull(handles, chunk, -1, config, shard, out=w, blocks=blocks)
         tick = time.perf_counter()
         if is_csr(chunk):
             X = chunk.X
@@ -387,7 +479,7 @@ def run_snapshot(shard, actors, config, worker, first):
     task of its own (a rule fit's first snapshot, before its epochs; see
     :func:`snapshot_pass`)."""
     secede()
-    return snapshot_pass(shard, bind(actors, shard, worker), config, worker, first)
+    return snapshot_pass(shard, bind(actors, shard, worker, config), config, worker, first)
 
 
 def snapshot_pass(shard, handles, config, worker, first):
@@ -404,14 +496,16 @@ def snapshot_pass(shard, handles, config, worker, first):
     sums = _loop_sums(shard, config.block_sizes, n_outputs, first)
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
+    # a cold start's first snapshot is at w = 0: nothing to read
+    at_zero = first and config.zero_start
+    blocks = {} if at_zero else whole_blocks(handles, shard, config)
     for index, chunk in enumerate(shard.chunks):
         wg = scratch(shard, chunk.bounds[-1], n_outputs, width=2 * n_outputs)[2]
-        # a cold start's first snapshot is at w = 0: nothing to read
-        at_zero = first and config.zero_start and is_csr(chunk)
-        if not at_zero:
-            pull(handles, chunk, -1, config, shard, out=wg[:, :n_outputs])
+        if not (at_zero and is_csr(chunk)):
+            pull(handles, chunk, -1, config, shard, out=wg[:, :n_outputs], blocks=blocks)
         tick = time.perf_counter()
-        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, config, at_zero=at_zero)
+        grad, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, config,
+                                                   at_zero=at_zero and is_csr(chunk))
         kernel_time += time.perf_counter() - tick
         b = chunk.bounds
         stats = _column_stats(chunk) if first else None
@@ -467,7 +561,7 @@ def run_epochs(shard, actors, config, worker, body, first, last, target, *args):
     The last epoch's report ends the task.
     """
     secede()
-    handles = bind(actors, shard, worker)
+    handles = bind(actors, shard, worker, config)
     timeout = config.timeout
     for k in range(first, last + 1):
         report, config = body(shard, handles, config, worker, target, k == first, k == last,

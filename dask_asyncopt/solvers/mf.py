@@ -174,8 +174,8 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
     started = time.perf_counter()
     timeout = config.timeout
     sync = config.solver == "sync"
-    user_block = bind([user_actor])[0]
-    blocks = bind(item_actors)
+    user_block = bind([user_actor], config=config)[0]
+    blocks = bind(item_actors, config=config)
     n_blocks = len(blocks)
     n_loops = config.n_loops
     got = user_block.wait("acquire", worker, None, timeout).result(timeout)

@@ -20,14 +20,18 @@ and matrix factorisation alike.  Epochs count from 1 in history rows,
 checkpoints and restarts.
 """
 
+import concurrent.futures
 import logging
 import math
+import threading
 import time
 from asyncio import CancelledError
 from dataclasses import dataclass, replace
 
-from distributed import wait
+from distributed import Worker, wait
+from distributed.core import Status
 
+from .channel import Exchange, plugin_name
 from .config import Decision, FitResult
 from .handles import bind
 from .loop import run_epochs
@@ -112,8 +116,35 @@ class Run:
         self.checkpoint = settings.resume
         self.best = None if settings.resume is None else settings.resume.best
         self._handles = None
+        self.channel = None  # the fit's exchange channel (token), when registered
+        self._waiter = concurrent.futures.ThreadPoolExecutor(1, "asyncopt-driver")
+        self._wake = threading.Event()
+        self.homes = {}  # actor key -> address of its worker
         self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
         self.started = time.perf_counter()
+
+    # ------------------------------------------------------------- the actors
+    def connect(self, futures):
+        """Wait for the fit's actors and learn their workers; when a loop or an
+        actor lives outside this process (worker processes), register the fit's
+        exchange channel (:mod:`.channel`).  Returns the actors."""
+        actors = self.client.gather(futures)
+        self.homes = {key: addrs[0] for key, addrs in self.client.who_has(futures).items()
+                      if addrs}
+        here = {w.address for w in list(Worker._instances)
+                if w.status in (Status.running, Status.paused)}
+        if any(a not in here for a in set(self.homes.values()) | set(self.loop_workers)):
+            self.client.register_plugin(Exchange(self.token), name=plugin_name(self.token))
+            self.channel = self.token
+        return actors
+
+    def close_channel(self):
+        if self.channel is not None:
+            self.channel = None
+            try:
+                self.client.unregister_worker_plugin(plugin_name(self.token))
+            except Exception:  # noqa: BLE001 - a lost cluster: nothing left to remove
+                pass
 
     # ------------------------------------------------------------- the loops
     def start_loops(self, func, name, epoch, *args):
@@ -129,6 +160,8 @@ class Run:
                                key=f"asyncopt-{name}-{i}-epoch-{epoch}-{self.token}")
             for i, (shard, addr) in enumerate(zip(self.shards, self.loop_workers,
                                                   strict=True))]
+        for future in self.loops:  # a loop that ends wakes a driver waiting for reports
+            future.add_done_callback(lambda _: self._wake.set())
         return list(self.loops)
 
     def gather_loops(self):
@@ -155,29 +188,50 @@ class Run:
         self.start_loops(run_epochs, f"{self.settings.solver}-loop", first, body, first, last,
                          target, *args)
 
-    def epoch_reports(self, epoch, poll=0.5):
-        """The loops' reports of ``epoch``, once all posted them.  Every ``poll``
-        seconds, checks the loop tasks: a failed one raises its error here."""
-        while True:
-            reports = self._collect(epoch, poll)
-            if reports is None:
-                # a loop's task ends after posting its last epoch: only failures count
-                failed = [f for f in self.loops if f.status in ("error", "cancelled")]
-                if failed:
-                    self.client.gather(failed)  # raises the loop's error
-                if all(f.status == "finished" for f in self.loops):
-                    reports = self._collect(epoch, 0.0)  # posted since the poll?
-                    if reports is None:
-                        raise RuntimeError(
-                            f"worker loops ended before reporting epoch {epoch}")
-            if reports is not None:
-                self.epochs = (epoch, self.epochs[1])
-                return reports
+    def epoch_reports(self, epoch):
+        """The loops' reports of ``epoch``, once all posted them; a failed loop task
+        raises its error here instead.
 
-    def _collect(self, epoch, wait):
+        No polling: the wait at block 0 runs on a helper thread, and this one
+        sleeps until that wait returns or a loop task ends (their futures'
+        callbacks wake it).
+        """
+        timeout = self.settings.timeout
+        woken = threading.Event()
+        self._wake = woken
         relay = self.handles()[0]  # block 0 relays the hand-off
-        return relay.wait("collect_epoch", epoch, len(self.loops), wait).result(
-            self.settings.timeout)
+        loops = list(self.loops)
+
+        def collect():  # an epoch may take longer than timeout: wait again while it runs
+            while True:
+                reports = relay.wait("collect_epoch", epoch, len(loops), timeout).result(
+                    2 * timeout)
+                if reports is not None or all(f.done() for f in loops):
+                    return reports
+
+        collect = self._waiter.submit(collect)
+        collect.add_done_callback(lambda _: woken.set())
+        while True:
+            woken.wait()
+            woken.clear()
+            failed = [f for f in self.loops if f.status in ("error", "cancelled")]
+            if failed:
+                self.client.gather(failed)  # raises the loop's error
+            if collect.done():
+                break
+            if all(f.done() for f in self.loops):
+                # a loop's task ends after its last post: the reports are on their way
+                try:
+                    collect.result(min(timeout, 30.0))
+                except concurrent.futures.TimeoutError:
+                    raise RuntimeError(
+                        f"worker loops ended before reporting epoch {epoch}") from None
+                break
+        reports = collect.result()
+        if reports is None:
+            raise RuntimeError(f"worker loops ended before reporting epoch {epoch}")
+        self.epochs = (epoch, self.epochs[1])
+        return reports
 
     def _decide(self, epoch, decision):
         self.handles()[0].call("decide", epoch, decision).result(self.settings.timeout)
@@ -318,6 +372,8 @@ def on_cluster(client, run, actors, body):
         raise
     finally:
         release(client, actors, run.loops)
+        run.close_channel()
+        run._waiter.shutdown(wait=False)
 
 
 def with_restarts(client, settings, attempt):
