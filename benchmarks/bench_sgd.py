@@ -40,8 +40,8 @@ per kept repeat), and the report gives the spread and the discards.  A fit of
 ours that fails because it saw no workers (a race in ``Client.scheduler_info``,
 see :func:`is_transient`) is re-run and counted in the report.
 
-``--n-samples/--n-features`` allow quick tries (e.g. 20000 x 10000, ~1 min);
-the default size takes about 2 minutes on 2 cores, 1M rows about 6.  The
+``--n-samples/--n-features`` allow quick tries (e.g. 20000 x 10000); on 2 cores
+the default size takes about a minute, 1M rows 5-10 minutes.  The
 foundation's speed targets are claimed at 1M x 100k (``docs/performance.md``): at the
 default 200k rows a fit takes 0.2-0.7 s and its fixed costs (cluster round
 trips, actor creation) weigh on the 1 -> 2 loop speedup.

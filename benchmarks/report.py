@@ -10,7 +10,8 @@ numbers are copied into ``docs/performance.md`` by hand.
 
 ``--out`` of every script goes to :func:`result_path`: a directory (the file is
 named as above in it), a ``.md`` file path (written as given), or ``-`` (the
-report goes to stdout only).
+report goes to stdout only).  The old ``--out docs/benchmarks.md`` means
+``benchmarks/results/``.
 """
 
 import datetime
@@ -23,6 +24,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
+#: where the scripts used to write; ``--out`` naming it means ``benchmarks/results/``
+LEGACY_DOC = ROOT / "docs" / "benchmarks.md"
 
 #: ``--out`` help shared by the scripts
 OUT_HELP = ("where the raw result goes: a directory (default benchmarks/results/, a new "
@@ -98,6 +101,10 @@ def result_path(benchmark, tag=None, out=None, when=None):
     """
     if out == "-":
         return None
+    if out is not None and Path(out).resolve() == LEGACY_DOC:
+        print(f"--out {out}: benchmark results no longer go into the docs; writing to "
+              f"{_shown(RESULTS)}/ instead", file=sys.stderr, flush=True)
+        out = None
     if out is not None and str(out).endswith(".md"):
         return Path(out)
     directory = RESULTS if out is None else Path(out)
