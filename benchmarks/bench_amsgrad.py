@@ -12,29 +12,30 @@ each epoch (both default estimators run variance reduction, whose snapshot pass
 evaluates it), and the epochs and wall time to the target are read from it.
 The wall time counts from the start of ``fit`` (the epoch's history row).
 
-Writes the section between the ``bench_amsgrad`` markers of ``docs/benchmarks.md``.
-Run: ``python benchmarks/bench_amsgrad.py`` (a few minutes).
+Run: ``python benchmarks/bench_amsgrad.py`` (a few minutes; ``--n-samples``,
+``--n-features``, ``--max-epochs``, ``--repeats`` for quick tries).  Writes its
+report to a new file ``benchmarks/results/bench_amsgrad-<date>-<commit>-<size>.md``
+(``--out``: see ``benchmarks/report.py``).
 """
 
+import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from report import OUT_HELP, command, size_label, write_result  # benchmarks/ on sys.path
 
 N, D, ALPHA = 20_000, 10_000, 1e-5
 MAX_EPOCHS = 40
 REPEATS = 2
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-START, END = "<!-- bench_amsgrad start -->", "<!-- bench_amsgrad end -->"
 
 
-def data():
+def data(n=N, d=D):
     from dask_asyncopt.datasets import make_sparse_classification
 
-    X, y = make_sparse_classification(N, D, random_state=0)
-    scales = 10.0 ** np.random.default_rng(1).uniform(-2, 1, size=D)
+    X, y = make_sparse_classification(n, d, random_state=0)
+    scales = 10.0 ** np.random.default_rng(1).uniform(-2, 1, size=d)
     return (X @ __import__("scipy.sparse").sparse.diags(scales)).tocsr(), y
 
 
@@ -44,13 +45,22 @@ def objective(X, y, coef, intercept):
 
 
 def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n-samples", type=int, default=N)
+    p.add_argument("--n-features", type=int, default=D)
+    p.add_argument("--max-epochs", type=int, default=MAX_EPOCHS)
+    p.add_argument("--repeats", type=int, default=REPEATS)
+    p.add_argument("--out", default=None, help=OUT_HELP)
+    args = p.parse_args()
+
     from distributed import Client, LocalCluster
     from sklearn.linear_model import LogisticRegression
 
     from dask_asyncopt import AsyncSGDClassifier
 
-    X, y = data()
-    ref = LogisticRegression(C=1.0 / (N * ALPHA), tol=1e-10, max_iter=20_000).fit(X, y)
+    n, d, max_epochs, repeats = args.n_samples, args.n_features, args.max_epochs, args.repeats
+    X, y = data(n, d)
+    ref = LogisticRegression(C=1.0 / (n * ALPHA), tol=1e-10, max_iter=20_000).fit(X, y)
     f_star = objective(X, y, ref.coef_, ref.intercept_)
     target = f_star * (1 + 1e-3)
     rows = []
@@ -62,10 +72,10 @@ def main():
         for optimizer in ("sgd", "amsgrad"):
             for solver in ("asyb", "sync"):
                 runs = []
-                for rep in range(REPEATS):
+                for rep in range(repeats):
                     est = AsyncSGDClassifier(loss="log_loss", penalty="l2", alpha=ALPHA,
                                              solver=solver, optimizer=optimizer, tol=None,
-                                             max_iter=MAX_EPOCHS, random_state=rep)
+                                             max_iter=max_epochs, random_state=rep)
                     tick = time.perf_counter()
                     est.fit(X, y)
                     wall = time.perf_counter() - tick
@@ -80,7 +90,9 @@ def main():
                         "epoch_time": wall / len(h)})
                     print(optimizer, solver, rep, runs[-1], flush=True)
                 rows.append((optimizer, solver, runs))
-    write(rows, f_star)
+    text = report(rows, f_star, n, d, max_epochs, repeats)
+    print(text)
+    write_result("bench_amsgrad", text, tag=size_label(n), out=args.out)
 
 
 def _fmt(runs, key, fmt):
@@ -88,23 +100,22 @@ def _fmt(runs, key, fmt):
     return " / ".join("not reached" if v is None else fmt.format(v) for v in vals)
 
 
-def write(rows, f_star):
+def report(rows, f_star, n, d, max_epochs, repeats):
     lines = [
-        START,
         "## AMSGrad vs SGD, async vs sync, badly scaled sparse data "
         "(`benchmarks/bench_amsgrad.py`)",
         "",
-        f"Command: `python benchmarks/bench_amsgrad.py`.  Machine: {platform.machine()}, "
+        f"Command: `{command()}`.  Machine: {platform.machine()}, "
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end, "
         "2-worker thread `LocalCluster`.",
-        f"Data: `make_sparse_classification({N}, {D}, random_state=0)`, columns scaled "
+        f"Data: `make_sparse_classification({n}, {d}, random_state=0)`, columns scaled "
         "log-uniformly over [1e-2, 1e1]; L2-logistic, alpha "
         f"{ALPHA:g}; F* = {f_star:.6f} (lbfgs, tol 1e-10); target F* (1 + 1e-3).  Default "
-        f"settings, `tol=None`, `max_iter={MAX_EPOCHS}`; {REPEATS} runs each "
-        "(random_state 0 / 1).",
+        f"settings, `tol=None`, `max_iter={max_epochs}`; {repeats} runs each "
+        f"(random_state {' / '.join(str(r) for r in range(repeats))}).",
         "",
         "| optimizer | solver | epochs to target | time to target (s) | gap after 5 epochs "
-        f"| gap after {MAX_EPOCHS} | s per epoch |",
+        f"| gap after {max_epochs} | s per epoch |",
         "|---|---|---|---|---|---|---|",
     ]
     for optimizer, solver, runs in rows:
@@ -112,15 +123,7 @@ def write(rows, f_star):
             f"| {optimizer} | {solver} | {_fmt(runs, 'epochs', '{}')} | "
             f"{_fmt(runs, 'time', '{:.2f}')} | {_fmt(runs, 'gap5', '{:.1e}')} | "
             f"{_fmt(runs, 'final', '{:.1e}')} | {_fmt(runs, 'epoch_time', '{:.2f}')} |")
-    lines.append(END)
-    text = DOC.read_text()
-    section = "\n".join(lines)
-    if START in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    print(section)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

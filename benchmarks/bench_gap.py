@@ -11,7 +11,8 @@ size saga needs thousands of epochs for ``tol=1e-8``, and taking the lower
 value can only make our gap look larger.  Ours is
 ``AsyncSGDClassifier(loss="log_loss", penalty=..., alpha=...)`` with every
 other parameter at its default, on a 2-worker thread ``LocalCluster``.
-Writes the ``bench_gap`` section of ``docs/benchmarks.md``.
+Writes its report to a new file ``benchmarks/results/bench_gap-<date>-<commit>-<size>.md``
+(``--out``: see ``benchmarks/report.py``).
 """
 
 import argparse
@@ -20,7 +21,7 @@ import time
 
 import numpy as np
 from distributed import Client, LocalCluster
-from report import write_section  # benchmarks/ is on sys.path when run as a script
+from report import OUT_HELP, size_label, write_result  # benchmarks/ is on sys.path
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from dask_asyncopt import AsyncSGDClassifier
@@ -39,6 +40,7 @@ def main():
     p.add_argument("--n-features", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--saga-tol", type=float, default=1e-6)
+    p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args()
     X, y = make_sparse_classification(args.n_samples, args.n_features,
                                       random_state=args.seed)
@@ -85,7 +87,8 @@ def main():
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
-    write_section("bench_gap", text)
+    print(text)
+    write_result("bench_gap", text, tag=size_label(args.n_samples), out=args.out)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_sgd.py [--n-samples N --n-features D --alpha A \
-        --data-seed S --nnz-per-row Z --out docs/benchmarks.md]
+        --data-seed S --nnz-per-row Z --out benchmarks/results --tag TAG]
 
 Everything is measured in one run on the same data (``make_sparse_classification``,
 20 non-zeros a row unless ``--nnz-per-row``; ``--data-seed`` draws other data of
@@ -29,7 +29,10 @@ D. Scaling: ``n_workers=1`` vs ``2`` on the 2-worker cluster, 5 epochs, in
    on 1 vs 2 threads without Dask.
 E. The default embedded cluster with threads vs processes: start and fit time.
 
-The report (markdown) goes to stdout and to ``--out``.  Every timed measurement
+The report (markdown) goes to stdout and to a new file
+``benchmarks/results/bench_sgd-<date>-<commit>-<tag>.md``, the tag naming the data
+(``200k``, ``1m``, ``1m-seed11-alpha1e-6``, ... unless ``--tag``; ``--out``: see
+``benchmarks/report.py``).  Every timed measurement
 also records how much CPU *other* processes used meanwhile (system busy time
 minus this process tree's CPU time); a repeat during which others used more than
 ``--max-foreign`` cores on average is discarded and run again (at most twice
@@ -37,9 +40,9 @@ per kept repeat), and the report gives the spread and the discards.  A fit of
 ours that fails because it saw no workers (a race in ``Client.scheduler_info``,
 see :func:`is_transient`) is re-run and counted in the report.
 
-``--n-samples/--n-features`` allow quick tries (e.g. 20000 x 10000, ~1 min);
-the default size takes about 2 minutes on 2 cores, 1M rows about 6.  The
-foundation's speed targets are claimed at 1M x 100k (``docs/status.md``): at the
+``--n-samples/--n-features`` allow quick tries (e.g. 20000 x 10000); on 2 cores
+the default size takes about a minute, 1M rows 5-10 minutes.  The
+foundation's speed targets are claimed at 1M x 100k (``docs/performance.md``): at the
 default 200k rows a fit takes 0.2-0.7 s and its fixed costs (cluster round
 trips, actor creation) weigh on the 1 -> 2 loop speedup.
 """
@@ -60,7 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
-from report import write_section  # benchmarks/ is on sys.path when run as a script
+from report import OUT_HELP, number_label, size_label, write_result  # benchmarks/ on sys.path
 
 TARGET_SK_RATIO = 0.5  # ours / scikit-learn time to target: at most this
 TARGET_DML_RATIO = 20.0  # dask-ml / ours time to target: at least this
@@ -219,9 +222,9 @@ def kernel_scaling(X, y, repeats):
     """
     import threading
 
-    from dask_asyncopt.inputs import auto_batch_size
-    from dask_asyncopt.kernels import sweep_csr_svrg
-    from dask_asyncopt.shards import make_shard
+    from dask_asyncopt.data.placement import auto_batch_size
+    from dask_asyncopt.data.shards import ShardLayout, make_shard
+    from dask_asyncopt.kernels.sweeps import sweep_csr_svrg
 
     rng = np.random.default_rng(1)
     perm = rng.permutation(X.shape[0])
@@ -229,9 +232,9 @@ def kernel_scaling(X, y, repeats):
     work = []
     for half in np.array_split(perm, 2):
         Xh = X[half]
-        shard = make_shard(Xh, Y[half], n_features=X.shape[1], n_blocks=2,
-                           fit_intercept=True,
-                           batch_size=auto_batch_size(Xh.shape[0], Xh.nnz), seed=0)
+        layout = ShardLayout(n_features=X.shape[1], n_blocks=2, fit_intercept=True,
+                             batch_size=auto_batch_size(Xh.shape[0], Xh.nnz))
+        shard = make_shard(Xh, Y[half], layout, seed=0)
         for chunk in shard.chunks:
             n_local = chunk.bounds[-1]
             packed = np.zeros((n_local, 4))  # w | drift | penalty scale | precond
@@ -570,9 +573,12 @@ def parse_args(argv=None):
                    help="random_state of make_sparse_classification (other data, same law)")
     p.add_argument("--nnz-per-row", type=int, default=20,
                    help="features drawn per row by make_sparse_classification")
-    p.add_argument("--out", default="docs/benchmarks.md")
-    p.add_argument("--section", default="bench_sgd",
-                   help="name of the section of --out to replace (one per data size)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
+    p.add_argument("--tag", "--section", dest="tag", default=None,
+                   help="last part of the result file's name (default: from the data "
+                        "size, and the seed, alpha, features, non-zeros a row when not "
+                        "the defaults); --section, a leading 'bench_sgd_' dropped, is "
+                        "the old name of this option")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     p.add_argument("--max-epochs", type=int, default=48,
                    help="largest max_iter tried for our estimator")
@@ -583,6 +589,24 @@ def parse_args(argv=None):
     p.add_argument("--max-foreign", type=float, default=0.25,
                    help="discard a repeat if other processes used more cores than this")
     return p.parse_args(argv)
+
+
+def result_tag(args):
+    """The result file's tag: ``--tag`` or the data (``200k``, ``1m-seed11-alpha1e-6``)."""
+    if args.tag is not None:
+        tag = args.tag.removeprefix("bench_sgd").lstrip("_-")
+        if tag:
+            return tag
+    parts = [size_label(args.n_samples)]
+    if args.n_features != 100_000:
+        parts.append(f"{size_label(args.n_features)}-features")
+    if args.nnz_per_row != 20:
+        parts.append(f"nnz{args.nnz_per_row}")
+    if args.data_seed != 0:
+        parts.append(f"seed{args.data_seed}")
+    if args.alpha != 5e-6:
+        parts.append(f"alpha{number_label(args.alpha)}")
+    return "-".join(parts)
 
 
 def main(argv=None):
@@ -1068,8 +1092,7 @@ def main(argv=None):
 
     text = rep.text()
     print(text)
-    write_section(args.section, text, args.out)
-    log(f"wrote the {args.section} section of {args.out}")
+    write_result("bench_sgd", text, tag=result_tag(args), out=args.out)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,15 @@ Run from the repository root::
 Each available ``solver`` (and ``optimizer``) fits the same L1-logistic problem
 with default settings on a 2-worker thread ``LocalCluster``; the script plots
 ``history_.objective - F*`` against wall time (``F*``: the best objective of a
-long fit) to ``docs/img/objective_vs_time.png`` and writes the
-``bench_solvers`` section of ``docs/benchmarks.md``.  Each configuration is fitted
-twice and the second fit is plotted (the first loads the Numba kernels).
+long fit).  Each configuration is fitted twice and the second fit is plotted (the
+first loads the Numba kernels).  Writes its report to a new file
+``benchmarks/results/bench_solvers-<date>-<commit>-<size>.md`` and the plot next to
+it (same name, ``.png``; ``--out``: see ``benchmarks/report.py``).  The figure of
+``docs/performance.md`` (``docs/img/objective_vs_time.png``) is a copy of such a
+plot, updated by hand.
 """
 
 import argparse
-import datetime
-import os
-import platform
-from pathlib import Path
 
 import matplotlib
 
@@ -24,13 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
-from report import write_section  # noqa: E402  benchmarks/ is on sys.path as a script
+from report import OUT_HELP, result_path, size_label, write_result  # noqa: E402
 
 from dask_asyncopt import AsyncSGDClassifier  # noqa: E402
 from dask_asyncopt.datasets import make_sparse_classification  # noqa: E402
 from dask_asyncopt.solvers import SOLVERS  # noqa: E402
-
-IMG = Path(__file__).resolve().parents[1] / "docs" / "img" / "objective_vs_time.png"
 
 
 def objective(X, y, coef, intercept, alpha):
@@ -51,6 +48,7 @@ def main():
     p.add_argument("--n-features", type=int, default=100_000)
     p.add_argument("--alpha", type=float, default=1e-5)
     p.add_argument("--max-iter", type=int, default=15)
+    p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args()
     X, y = make_sparse_classification(args.n_samples, args.n_features, random_state=4)
     fits = {}
@@ -64,7 +62,7 @@ def main():
             fits[solver, optimizer] = est
             print(solver, optimizer, est.history_.objective.iloc[-1], flush=True)
     f_star = min(objective(X, y, e.coef_, e.intercept_, args.alpha) for e in fits.values())
-    IMG.parent.mkdir(parents=True, exist_ok=True)
+    result = result_path("bench_solvers", size_label(args.n_samples), args.out)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = []
     for (solver, optimizer), est in fits.items():
@@ -80,26 +78,30 @@ def main():
     ax.set_title(f"L1 logistic, {args.n_samples:,} x {args.n_features:,}, 2 workers")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(IMG, dpi=110)
+    figure = []
+    if result is not None:
+        plot = result.with_suffix(".png")
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot, dpi=110)
+        figure = [f"![objective - F* against wall time]({plot.name})", ""]
     text = "\n".join([
         "## Solvers: objective against time (`benchmarks/bench_solvers.py`)",
         "",
         f"`python benchmarks/bench_solvers.py --n-samples {args.n_samples} --n-features "
-        f"{args.n_features} --alpha {args.alpha:g} --max-iter {args.max_iter}` on "
-        f"{datetime.date.today()}, `nproc` = {os.cpu_count()}, {platform.platform()}; "
+        f"{args.n_features} --alpha {args.alpha:g} --max-iter {args.max_iter}`; "
         "2-worker thread cluster; `make_sparse_classification(..., random_state=4)`, "
         "L1 logistic regression, default settings except `max_iter`, `tol=None`. "
         "F* = the lowest exact objective among these fits. The machine may have been "
         "shared with other jobs: compare the curves, not absolute times.",
         "",
-        "![objective - F* against wall time](img/objective_vs_time.png)",
-        "",
+        *figure,
         "| solver | optimizer | epochs | fit time in history (s) | s / epoch | exact F "
         "| relative gap to F* |",
         "|---|---|---|---|---|---|---|",
         *rows,
     ])
-    write_section("bench_solvers", text)
+    print(text)
+    write_result("bench_solvers", text, out=args.out, path=result)
 
 
 if __name__ == "__main__":

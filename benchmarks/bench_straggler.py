@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_straggler.py [--n-samples N --n-features D --epochs E \
-        --slowdown 4 --period 0.1 --repeats 2 --out docs/benchmarks.md]
+        --slowdown 4 --period 0.1 --repeats 2 --out benchmarks/results]
 
 A process ``LocalCluster`` with 2 workers (1 thread each).  One worker's
 process is slowed from outside the algorithm: a helper thread of this driver
@@ -23,8 +23,9 @@ epochs and, for adpsgd, the share of samples the slow worker's loop took.
 The slowed worker is the one holding loop 1 (an active replica in adpsgd)
 and, with ``--both``, in a second run loop 0 (a passive replica).
 
-The report (markdown) goes to stdout and is appended to ``--out`` under a
-"Straggler" heading (an existing section of that name is replaced).
+The report (markdown) goes to stdout and to a new file
+``benchmarks/results/bench_straggler-<date>-<commit>-<size>.md`` (``--out``: see
+``benchmarks/report.py``).
 """
 
 import argparse
@@ -37,7 +38,7 @@ import sys
 import time
 
 import numpy as np
-from report import write_section  # benchmarks/ is on sys.path as a script
+from report import OUT_HELP, size_label, write_result  # benchmarks/ is on sys.path
 
 from dask_asyncopt.stragglers import DutyCycle
 
@@ -88,7 +89,7 @@ def main():
     parser.add_argument("--both", action="store_true")
     parser.add_argument("--solvers", default="sync,asyb,adpsgd")
     parser.add_argument("--seed", type=int, default=0, help="data and estimator seed")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help=OUT_HELP)
     args = parser.parse_args()
 
     from distributed import Client, LocalCluster
@@ -127,8 +128,7 @@ def main():
                       flush=True)
     report = _report(args, results, solvers, load_before, time.perf_counter() - started)
     print(report)
-    if args.out:
-        _write(args.out, report)
+    write_result("bench_straggler", report, tag=size_label(args.n_samples), out=args.out)
 
 
 def _report(args, results, solvers, load_before, elapsed):
@@ -197,10 +197,6 @@ READING = """### Reading these numbers
   that reason (2.7 ms -> 0.9 ms per step at 50k coordinates).
 - Times vary +-15% between runs on this shared 2-core machine (the duty cycle's
   phase against each fit's rounds)."""
-
-
-def _write(path, report):
-    write_section("bench_straggler", report, path)
 
 
 if __name__ == "__main__":

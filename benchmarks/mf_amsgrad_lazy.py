@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from dask_asyncopt.datasets import make_ratings
-from dask_asyncopt.mf_kernels import (
+from dask_asyncopt.kernels.factors import (
     RULE_ADAGRAD,
     RULE_AMSGRAD,
     RULE_SGD,

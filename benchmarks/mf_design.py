@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from dask_asyncopt.datasets import make_ratings
-from dask_asyncopt.mf_kernels import RULE_ADAGRAD, sgd_ratings, squared_error_sum
+from dask_asyncopt.kernels.factors import RULE_ADAGRAD, sgd_ratings, squared_error_sum
 
 K, ETA, REG_F, REG_B, INIT, EPOCHS, LOOPS = 32, 0.1, 0.04, 0.05, 0.01, 20, 2
 

@@ -18,7 +18,7 @@ def test_docs_build_without_warnings(tmp_path):
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, f"sphinx failed:\n{proc.stderr}\n{proc.stdout}"
     for page in ("index", "install", "user_guide", "cluster", "examples", "api",
-                 "benchmarks", "status"):
+                 "performance", "design"):
         assert (out / f"{page}.html").is_file(), page
     api = (out / "api.html").read_text()
     for name in ("AsyncSGDClassifier", "AsyncSGDRegressor", "plotting.plot_history",
