@@ -73,6 +73,14 @@ def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, precond
 
 
 @njit(nogil=True, cache=True)
+def gather_rows(source, ids, out):
+    """``out[:] = source[ids]`` without the temporary of NumPy's fancy indexing."""
+    for i in range(ids.shape[0]):
+        for k in range(source.shape[1]):
+            out[i, k] = source[ids[i], k]
+
+
+@njit(nogil=True, cache=True)
 def gather_terms(drift, scale, precond, ids, out):
     """Columns ``K:`` of the SVRG sweeps' layout ``out`` (``(len(ids), 2K + 2)``):
     ``drift``, ``scale`` and ``precond`` of coordinates ``ids``, without the

@@ -15,7 +15,6 @@ of one feature (one-vs-rest classes) are contiguous.
 """
 
 
-import numpy as np
 from numba import njit
 
 from ..objective.losses import loss_and_derivative, loss_derivative, loss_value
@@ -172,11 +171,13 @@ def subtract_finite(a, b, out):
 
 @njit(nogil=True, cache=True)
 def all_finite(a):
-    """Whether every entry of the 1-d array ``a`` is finite (no temporaries)."""
+    """Whether every entry of the 2-d array ``a`` (any strides) is finite, without
+    the copy NumPy makes of a strided view."""
+    check = 0.0
     for i in range(a.shape[0]):
-        if not np.isfinite(a[i]):
-            return False
-    return True
+        for k in range(a.shape[1]):
+            check += a[i, k] * 0.0  # NaN as soon as one entry is NaN or infinite
+    return check == 0.0
 
 
 @njit(nogil=True, cache=True)

@@ -441,7 +441,7 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
         run.config = LoopConfig(mode="gossip", kernel=kernel_args(problem),
                                 penalty=problem.penalty, n_loops=n_loops,
                                 timeout=settings.timeout, n_blocks=settings.n_blocks,
-                                t_start=t_start, channel=run.channel, homes=run.homes)
+                                t_start=t_start, channel=run.channel)
         topology = Replicas(run, problem, n_samples, t_start)
         drive(run, topology)
         return epochs_result(run, topology.mean, t_start + topology.total)

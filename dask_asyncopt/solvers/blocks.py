@@ -103,8 +103,7 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
             mode=mode, kernel=kernel_args(problem), penalty=problem.penalty,
             n_loops=len(shards), timeout=settings.timeout,
             bounded=mode == "async" and settings.max_staleness is not None,
-            zero_start=init is None, block_sizes=tuple(sizes), channel=run.channel,
-            homes=run.homes)
+            zero_start=init is None, block_sizes=tuple(sizes), channel=run.channel)
         topology = Blocks(run, problem, n_samples, t_start, n_blocks, init)
         drive(run, topology)
         return epochs_result(run, topology.model(), topology.total)

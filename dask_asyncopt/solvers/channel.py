@@ -17,10 +17,10 @@ security settings and worker handlers -- and strips the rest:
   thread of that link (a request may wait inside the store -- a sync round,
   admission under ``max_staleness`` -- without holding the event loop or
   other links) and writes the replies back on the same connection.
-* A request without a reply (``reply=False``: a push) costs no round trip;
-  since a link is ordered, the loop's next read on it sees the push applied.
-  A failed request without a reply fails the link: the loop's next call on
-  it raises that error.
+* A request without a reply (``reply=False``: a push) costs no round trip and
+  travels with the next request that has one (a read); since a link is
+  ordered, that read sees the push applied.  A failed request without a
+  reply fails the link: the loop's next call on it raises that error.
 * numpy arrays travel as zero-copy frames; anything msgpack cannot encode
   (named replies, id sets, exceptions) is pickled out of band.  A request's
   arrays must not change until the request is written: callers pass arrays
@@ -28,6 +28,7 @@ security settings and worker handlers -- and strips the rest:
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
 import threading
@@ -55,6 +56,10 @@ def _wrap(x):
     if t is dict and all(type(k) is str for k in x):
         return {k: _wrap(v) for k, v in x.items()}
     return to_serialize(x)
+
+
+#: longest wait for a link's connection (a lost worker's address refuses until then)
+CONNECT_TIMEOUT = 10.0
 
 
 def plugin_name(token):
@@ -95,15 +100,19 @@ class Exchange(WorkerPlugin):
 
     # ------------------------------------------------------------ callers
     def link(self, address, timeout):
-        """The link from this worker to the worker at ``address`` (opened on first
-        use; safe from any thread)."""
+        """The link from this worker to the worker at ``address``, safe from any
+        thread.  It connects in the background: requests wait in its outbox,
+        and a peer that cannot be reached within ``timeout`` (at most
+        :data:`CONNECT_TIMEOUT`) fails them, instead of a loop blocking on a
+        lost worker's address."""
         with self.lock:
             link = self.links.get(address)
             if link is None or link.error is not None:
                 if self.closed:
                     raise ChannelError(f"the fit's channel {self.token} was closed")
                 link = Link(self, address)
-                asyncio.run_coroutine_threadsafe(link.open(), self.loop).result(timeout)
+                self.loop.call_soon_threadsafe(
+                    self._spawn, link.open(min(timeout, CONNECT_TIMEOUT)))
                 self.links[address] = link
             return link
 
@@ -153,23 +162,34 @@ class Link:
         self.address = address
         self.loop = exchange.loop
         self.comm = None
-        self.buffer = []
+        self.outbox = collections.deque()
+        self.wake = asyncio.Event()  # set from loop threads with call_soon_threadsafe
         self.pending = {}
         self.ids = itertools.count()
         self.error = None
         self.n_calls = 0
 
-    async def open(self):
-        self.comm = await connect(self.address, **self.exchange.worker.connection_args)
-        self.comm.allow_offload = False  # a thread hop per large message: latency
-        await self.comm.write({"op": self.exchange.op, "reply": False})
-        self.wake = asyncio.Event()
+    async def open(self, timeout):
+        try:
+            self.comm = await connect(self.address, timeout=timeout,
+                                      **self.exchange.worker.connection_args)
+            self.comm.allow_offload = False  # a thread hop per large message: latency
+            await self.comm.write({"op": self.exchange.op, "reply": False})
+        except Exception as exc:  # noqa: BLE001 - a lost peer: fail what waits for it
+            self.fail(exc)
+            return
         self.exchange._spawn(self._writer())
         self.exchange._spawn(self._reader())
 
     def call(self, key, method, args, kwargs, reply=True):
         """Send ``method(*args, **kwargs)`` to the actor ``key``; a
-        ``concurrent.futures.Future`` of its result, or ``None`` without reply."""
+        ``concurrent.futures.Future`` of its result.
+
+        Without ``reply`` (``None`` is returned) the request waits in the outbox
+        for the next one with a reply (or :meth:`flush`) and travels with it: a
+        loop's push and its next read are one message, one wake-up of each
+        event loop.
+        """
         if self.error is not None:
             raise self.error
         rid = future = None
@@ -178,24 +198,26 @@ class Link:
             future = concurrent.futures.Future()
             self.pending[rid] = future
         self.n_calls += 1
-        self.loop.call_soon_threadsafe(self._enqueue, [rid, key, method, _wrap(args),
-                                                       _wrap(kwargs)])
+        self.outbox.append([rid, key, method, _wrap(args), _wrap(kwargs)])
+        if reply:
+            self.loop.call_soon_threadsafe(self.wake.set)
+            if self.error is not None and not future.done():  # failed meanwhile
+                future.set_exception(ChannelError(
+                    f"the link to {self.address} failed: {self.error!r}"))
         return future
 
     def flush(self):
         """A future that completes once every request sent before it was served."""
         return self.call(None, None, (), {})
 
-    def _enqueue(self, request):
-        self.buffer.append(request)
-        self.wake.set()
-
     async def _writer(self):
         try:
             while True:
                 await self.wake.wait()
                 self.wake.clear()
-                batch, self.buffer = self.buffer, []
+                batch = []
+                while self.outbox:  # appended by loop threads, in their order
+                    batch.append(self.outbox.popleft())
                 if batch:
                     await self.comm.write(batch)
         except Exception as exc:  # noqa: BLE001 - the link is dead

@@ -176,7 +176,6 @@ class LoopConfig:
     t_start: int = 0  # replicas: samples of earlier fits
     gate: int | None = None  # replicas without barriers: samples per epoch
     channel: str | None = None  # the fit's exchange channel (see .channel), if any
-    homes: dict = field(default_factory=dict)  # actor key -> address of its worker
 
     @property
     def sync(self):
@@ -204,7 +203,6 @@ class FactorLoopConfig:
     offsets: np.ndarray | None = None  # gossip: each item block's rows in a replica
     n_values: int = 0  # gossip: factor and bias columns (what the item step scales)
     channel: str | None = None  # the fit's exchange channel (see .channel), if any
-    homes: dict = field(default_factory=dict)  # actor key -> address of its worker
 
 
 class Decision(NamedTuple):

@@ -130,7 +130,7 @@ def fit(client, shards, loop_workers, layout, mu, problem, settings, seed):
         run.config = items.loop_config(FactorLoopConfig(
             settings.solver, n_loops, mu, problem.eta0, problem.reg_factors, problem.reg_biases,
             problem.rule, tuple(problem.adam), settings.timeout,
-            first_epoch=settings.first_epoch, channel=run.channel, homes=run.homes),
+            first_epoch=settings.first_epoch, channel=run.channel),
             problem.n_factors + 1)
         topology = Factors(run, items, layout, problem)
         drive(run, topology)

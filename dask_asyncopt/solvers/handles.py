@@ -27,7 +27,9 @@ also names each chunk's coordinates once per fit to every remote block
 (:class:`~dask_asyncopt.store.blocks.IdSet`).
 """
 
-from distributed import Worker, get_worker
+from typing import NamedTuple
+
+from distributed import Actor, Worker, get_worker
 from distributed.core import Status
 
 from ..store.blocks import IdSet
@@ -49,24 +51,46 @@ class Ready:
         return self.value
 
 
+class StoreRef(NamedTuple):
+    """Where a store object is: its actor's key and its worker's address.
+
+    Worker loops get these, not ``Actor`` objects: an ``Actor`` in a task's
+    arguments is a dependency of the task (its worker fetches a copy of the
+    actor's key) and binds a client on the worker, and a copy of a lost
+    worker's actor stays on the survivors.
+    """
+
+    key: str
+    address: str
+    cls: type = None
+
+    @classmethod
+    def of(cls, actor):
+        return actor if isinstance(actor, cls) else cls(actor.key, actor._address, actor._cls)
+
+
 class Handle:
     """One store object of a fit, as a caller reaches it.
 
     ``obj`` is the object when it lives in this process, else ``None``;
     ``link`` the channel's link to the object's worker, when the fit has a
-    channel.  ``sent`` (kept on the caller's shard) records which chunks' ids
-    this caller has sent to the object; ``loop`` makes their names unique
-    across loops.
+    channel; otherwise calls go through the object's ``actor``.  ``sent``
+    (kept on the caller's shard) records which chunks' ids this caller has
+    sent to the object; ``loop`` makes their names unique across loops.
     """
 
-    __slots__ = ("actor", "obj", "sent", "loop", "link")
+    __slots__ = ("ref", "obj", "sent", "loop", "link", "actor")
 
-    def __init__(self, actor, obj=None, sent=None, loop=0, link=None):
-        self.actor = actor
+    def __init__(self, ref, obj=None, sent=None, loop=0, link=None):
+        self.ref = StoreRef.of(ref)
         self.obj = obj
         self.sent = sent
         self.loop = loop
         self.link = link
+        self.actor = ref if isinstance(ref, Actor) else None
+        if obj is None and link is None and self.actor is None:
+            # made here, in the binding thread: an Actor binds the thread's client
+            self.actor = Actor(self.ref.cls, self.ref.address, self.ref.key)
 
     @property
     def local(self):
@@ -77,7 +101,7 @@ class Handle:
         if self.obj is not None:
             return Ready(getattr(self.obj, method)(*args, **kwargs))
         if self.link is not None:
-            return self.link.call(self.actor.key, method, args, kwargs)
+            return self.link.call(self.ref.key, method, args, kwargs)
         return getattr(self.actor, method)(*args, separate_thread=False, **kwargs)
 
     def wait(self, method, *args, **kwargs):
@@ -85,7 +109,7 @@ class Handle:
         if self.obj is not None:
             return Ready(getattr(self.obj, method)(*args, **kwargs))
         if self.link is not None:  # served on the link's own thread over there
-            return self.link.call(self.actor.key, method, args, kwargs)
+            return self.link.call(self.ref.key, method, args, kwargs)
         return getattr(self.actor, method + "_async")(*args, **kwargs)
 
     def send(self, method, *args, **kwargs):
@@ -95,7 +119,7 @@ class Handle:
         if self.obj is not None:
             getattr(self.obj, method)(*args, **kwargs)
         elif self.link is not None:
-            self.link.call(self.actor.key, method, args, kwargs, reply=False)
+            self.link.call(self.ref.key, method, args, kwargs, reply=False)
         else:
             self.wait(method, *args, **kwargs).result(kwargs.get("timeout"))
 
@@ -132,24 +156,24 @@ def objects_here():
     return here
 
 
-def bind(actors, shard=None, loop=0, config=None):
-    """Handles of ``actors``: the objects themselves where they live in this process.
+def bind(refs, shard=None, loop=0, config=None):
+    """Handles of the store objects ``refs`` (:class:`StoreRef` or ``Actor``): the
+    objects themselves where they live in this process.
 
     With ``shard`` (of worker loop ``loop``), handles to remote objects send
-    each chunk's ids once per fit.  With a ``config`` naming the fit's channel
-    (``channel``, and ``homes``: the worker of each actor), remote objects are
-    reached through its links.
+    each chunk's ids once per fit.  With a ``config`` naming the fit's channel,
+    remote objects are reached through its links.
     """
     here = objects_here()
     if shard is not None and not hasattr(shard, "sent_ids"):
         shard.sent_ids = {}  # actor key -> names of the ids sent to it
     exchange = channel.here(getattr(config, "channel", None))
     handles = []
-    for a in actors:
-        obj = here.get(a.key)
+    for ref in refs:
+        obj = here.get(ref.key)
         link = None
         if obj is None and exchange is not None:
-            link = exchange.link(config.homes[a.key], config.timeout)
-        sent = None if shard is None else shard.sent_ids.setdefault(a.key, set())
-        handles.append(Handle(a, obj, sent, loop, link))
+            link = exchange.link(StoreRef.of(ref).address, config.timeout)
+        sent = None if shard is None else shard.sent_ids.setdefault(ref.key, set())
+        handles.append(Handle(ref, obj, sent, loop, link))
     return handles

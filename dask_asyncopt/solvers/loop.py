@@ -16,7 +16,7 @@ import time
 import numpy as np
 from distributed import secede
 
-from ..kernels.lazy import add_matching, gather_terms
+from ..kernels.lazy import add_matching, gather_rows, gather_terms
 from ..kernels.sweeps import (
     P_EPSILON,
     all_finite,
@@ -77,16 +77,16 @@ def _combine(chunk, delta, prox_d, prox_s, n_loops):
     return delta, prox_d, prox_s
 
 
-def request(handles, chunk, worker, config, shard, snapshot=False):
-    """Send the chunk's reads to the blocks on other workers, all at once; the
-    pending calls, by block."""
+def request(handles, chunk, worker, config, shard, snapshot=False, skip=()):
+    """Send the chunk's reads to the blocks on other workers (but ``skip``), all at
+    once; the pending calls, by block."""
     timeout = config.timeout
     sync = config.sync and worker >= 0
     min_version = shard.round if sync else None
     return {i: (h.wait("pull_when", h.ids(ids), min_version, timeout, snapshot) if sync
                 else h.call("pull", h.ids(ids), worker, snapshot))
             for i, (h, ids) in enumerate(zip(handles, chunk.block_ids, strict=True))
-            if not h.local}
+            if not h.local and i not in skip}
 
 
 def whole_blocks(handles, shard, config):
@@ -120,8 +120,7 @@ def pull(handles, chunk, worker, config, shard, snapshot=False, out=None, calls=
         out = np.empty((b[-1], chunk.Y.shape[1]))
     blocks = blocks or {}
     if calls is None:
-        calls = {i: c for i, c in request(handles, chunk, worker, config, shard,
-                                          snapshot).items() if i not in blocks}
+        calls = request(handles, chunk, worker, config, shard, snapshot, skip=blocks)
     replies = [None] * len(handles)
     for i, (h, ids) in enumerate(zip(handles, chunk.block_ids, strict=True)):
         if h.local:
@@ -131,8 +130,8 @@ def pull(handles, chunk, worker, config, shard, snapshot=False, out=None, calls=
         elif i in blocks:
             if ids is None:
                 out[b[i]:b[i + 1]] = blocks[i]
-            else:  # no temporary: "clip" does not buffer
-                np.take(blocks[i], ids, axis=0, out=out[b[i]:b[i + 1]], mode="clip")
+            else:
+                gather_rows(blocks[i], ids, out[b[i]:b[i + 1]])
             replies[i] = Pulled(None, 0)
     for i, call in calls.items():
         replies[i] = call.result(timeout)
@@ -229,7 +228,7 @@ def check_finite(loss, delta=None, finite=True):
     """Raise unless ``loss``, every entry of ``delta`` and the flag ``finite``
     (a kernel's own check) say the numbers are finite."""
     if not (finite and math.isfinite(loss)
-            and (delta is None or all_finite(np.ravel(delta)))):
+            and (delta is None or all_finite(delta.reshape(delta.shape[0], -1)))):
         raise FloatingPointError(
             "the loss or the coefficients became non-finite: the step size is too "
             "large for this data; lower eta0 (or alpha with learning_rate='optimal') "

@@ -266,7 +266,7 @@ class CheckedOutItems:
         return config
 
     def loop_args(self):
-        return ([h.actor for h in self.handles],)
+        return ([h.ref for h in self.handles],)
 
     def _call_all(self, method, *args):
         calls = [h.call(method, *args) for h in self.handles]

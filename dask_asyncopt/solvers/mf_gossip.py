@@ -130,7 +130,7 @@ class GossipItems:
         return replace(config, offsets=self.offsets, n_values=n_values)
 
     def loop_args(self):
-        return ([h.actor for h in self.handles],)
+        return ([h.ref for h in self.handles],)
 
     def _call_all(self, method, *args):
         calls = [h.call(method, *args) for h in self.handles]

@@ -33,7 +33,7 @@ from distributed.core import Status
 
 from .channel import Exchange, plugin_name
 from .config import Decision, FitResult
-from .handles import bind
+from .handles import StoreRef, bind
 from .loop import run_epochs
 from .steps import STOP, EarlyStopping
 
@@ -119,7 +119,6 @@ class Run:
         self.channel = None  # the fit's exchange channel (token), when registered
         self._waiter = concurrent.futures.ThreadPoolExecutor(1, "asyncopt-driver")
         self._wake = threading.Event()
-        self.homes = {}  # actor key -> address of its worker
         self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
         self.started = time.perf_counter()
 
@@ -127,16 +126,19 @@ class Run:
     def connect(self, futures):
         """Wait for the fit's actors and learn their workers; when a loop or an
         actor lives outside this process (worker processes), register the fit's
-        exchange channel (:mod:`.channel`).  Returns the actors."""
+        exchange channel (:mod:`.channel`).  Returns the actors as
+        :class:`~.handles.StoreRef` (what loops and handles take)."""
         actors = self.client.gather(futures)
-        self.homes = {key: addrs[0] for key, addrs in self.client.who_has(futures).items()
-                      if addrs}
+        homes = self.client.who_has(futures)
+        refs = [StoreRef(f.key, homes[f.key][0], a._cls) for f, a in zip(futures, actors,
+                                                                       strict=True)]
         here = {w.address for w in list(Worker._instances)
                 if w.status in (Status.running, Status.paused)}
-        if any(a not in here for a in set(self.homes.values()) | set(self.loop_workers)):
+        if any(r.address not in here for r in refs) or any(
+                a not in here for a in self.loop_workers):
             self.client.register_plugin(Exchange(self.token), name=plugin_name(self.token))
             self.channel = self.token
-        return actors
+        return refs
 
     def close_channel(self):
         if self.channel is not None:
@@ -340,8 +342,11 @@ def lost_workers(client, workers, patience=5.0):
         time.sleep(0.2)
 
 
-def release(client, actors, loops):
-    """Stop running loops, then free the actors: nothing is left on the cluster."""
+def release(client, actors, loops, waited=None):
+    """Stop running loops, then free the actors: nothing is left on the cluster.
+
+    ``waited``: the loops to wait for (default: all; not those of a lost worker,
+    whose tasks never end)."""
     if loops:
         for actor in actors:
             if actor.status == "finished":
@@ -351,7 +356,7 @@ def release(client, actors, loops):
                     pass
         # Loops notice the stop at their next exchange; wait so none outlives the fit.
         try:
-            wait(loops, timeout=30)
+            wait(loops if waited is None else waited, timeout=30)
         except TimeoutError:
             logger.warning("worker loops still running 30 s after the fit stopped")
         except (Exception, CancelledError):  # noqa: BLE001 - loops failed or were lost
@@ -363,6 +368,7 @@ def on_cluster(client, run, actors, body):
     """Run ``body()`` with ``actors`` (futures) released afterwards, whatever happens;
     a failure that lost a worker becomes :class:`WorkerLost`."""
     workers = sorted(client.nthreads())
+    lost = set()
     try:
         return body()
     except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
@@ -371,7 +377,9 @@ def on_cluster(client, run, actors, body):
             raise WorkerLost(lost, run.checkpoint, run.history) from exc
         raise
     finally:
-        release(client, actors, run.loops)
+        release(client, actors, run.loops, [
+            f for f, address in zip(run.loops, run.loop_workers, strict=False)
+            if address not in lost])
         run.close_channel()
         run._waiter.shutdown(wait=False)
 
