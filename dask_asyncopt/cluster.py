@@ -12,14 +12,30 @@ the data is shared rather than serialised to worker processes, and start-up
 takes a fraction of a process cluster's (``docs/performance.md`` compares
 the deployments).  Set ``dask.config.set({"asyncopt.processes": True})`` for
 process workers (isolation, a killed worker does not kill the session).
+
+A fit called *inside a Dask task* (``joblib.parallel_backend("dask")``
+around ``GridSearchCV``/``cross_val_score``, or ``client.submit(est.fit,
+...)``) runs on the cluster of that task, through its worker's client, and
+the task secedes from the worker's thread pool while the fit waits
+(:func:`fit_client`): the fit's block actors, shards and loops are pinned to
+the cluster's workers and need the slot the task holds.
+
+A fit in a child process with no client (a ``loky``/``multiprocessing``
+joblib worker, e.g. ``GridSearchCV(n_jobs=2)``) cannot see a client of its
+parent: it starts its own embedded cluster there and warns
+(:class:`PrivateClusterWarning`).
 """
 
 import atexit
+import contextlib
+import multiprocessing
 import os
 import threading
+import warnings
 
 import dask
-from distributed import Client, LocalCluster
+import distributed
+from distributed import Client, LocalCluster, worker_client
 
 _lock = threading.Lock()
 _embedded = {}
@@ -65,14 +81,57 @@ def embedded_client():
         return client
 
 
+class PrivateClusterWarning(UserWarning):
+    """A fit in a child process found no Dask client: it starts a private cluster.
+
+    Raised (once per process) by :func:`get_client` in e.g. the joblib ``loky``
+    workers of ``GridSearchCV(n_jobs=2)``: a client of the parent process is not
+    visible there.  Use ``joblib.parallel_backend("dask")`` to run the fits as
+    tasks on your cluster, or filter this warning to accept private clusters.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from dask_asyncopt.cluster import PrivateClusterWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", PrivateClusterWarning)
+    """
+
+
+def _in_task():
+    """Whether this thread runs a Dask task (its worker is then known)."""
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _warn_private_cluster():
+    """No client in a child process: the parent's client (if any) is not
+    visible here; say so once per process, with the ways to use it."""
+    if multiprocessing.parent_process() is None or _embedded:
+        return
+    warnings.warn(
+        "fit() runs in a child process with no Dask client (e.g. a joblib 'loky' worker "
+        "of GridSearchCV(n_jobs>1)): it starts a private LocalCluster in this process, "
+        "not on a cluster of the parent process.  To run each fit as a task on your "
+        "cluster use `with joblib.parallel_backend('dask'):`; or keep n_jobs=None "
+        "(each fit is already parallel).", PrivateClusterWarning, stacklevel=2)
+
+
 def get_client():
-    """The client ``fit`` runs on: the active one if there is one, else the embedded one.
+    """The client ``fit`` runs on: the task's cluster, the active client, else the
+    embedded one.
 
     Returns
     -------
     distributed.Client
-        ``Client.current()`` when a client is active (e.g. inside
-        ``with Client(...):``), otherwise :func:`embedded_client`.
+        Inside a Dask task, the client of the worker running it (the fit runs on
+        that cluster, see :func:`fit_client`); else ``Client.current()`` when a
+        client is active (e.g. inside ``with Client(...):``); otherwise
+        :func:`embedded_client` (with a :class:`PrivateClusterWarning` in a
+        child process, e.g. a joblib ``loky`` worker).
 
     Examples
     --------
@@ -83,10 +142,45 @@ def get_client():
     ...         get_client() is client
     True
     """
+    if _in_task():
+        # This task's cluster: not a default client of this process (with thread
+        # workers, possibly another cluster's) nor an embedded cluster started
+        # inside a worker (whose scatters would go to the task's worker).
+        return distributed.get_client()
     try:
         return Client.current(allow_global=True)
     except ValueError:
+        _warn_private_cluster()
         return embedded_client()
+
+
+@contextlib.contextmanager
+def fit_client():
+    """The client of one fit, for the duration of the fit.
+
+    Inside a Dask task it is the task's worker client, and the task secedes
+    from its worker's thread pool until the fit ends (then rejoins):
+    ``distributed.worker_client``.  Without it, a fit in a task (e.g. under
+    ``joblib.parallel_backend("dask")``) waits forever for its block actors,
+    which are pinned to the cluster's workers and need the slot the task holds.
+    Elsewhere it is :func:`get_client`.
+
+    Yields
+    ------
+    distributed.Client
+
+    Examples
+    --------
+    >>> from dask_asyncopt.cluster import fit_client, get_client
+    >>> with fit_client() as client:  # not in a task: get_client()
+    ...     client is get_client()
+    True
+    """
+    if _in_task():
+        with worker_client() as client:
+            yield client
+    else:
+        yield get_client()
 
 
 @atexit.register

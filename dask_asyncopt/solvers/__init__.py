@@ -17,7 +17,7 @@ Matrix factorisation runs the same three over factor blocks (:mod:`.factors`).
 
 from contextlib import contextmanager
 
-from ..cluster import get_client
+from ..cluster import fit_client
 from .config import (
     SVRG,
     FactorProblem,
@@ -36,9 +36,11 @@ from .registry import ITEM_SIDES, SOLVERS
 def session():
     """The client a fit runs on (the active one, else the embedded cluster's),
     made current for the block: dask collections the estimator computes
-    before the fit (its classes, say) are computed there too."""
-    client = get_client()
-    with client.as_current():
+    before the fit (its classes, say) are computed there too.  Inside a Dask
+    task (joblib's "dask" backend) it is the task's cluster, and the task
+    secedes from its worker's thread pool until the block ends
+    (:func:`~dask_asyncopt.cluster.fit_client`)."""
+    with fit_client() as client, client.as_current():
         yield client
 
 
