@@ -78,7 +78,7 @@ from ..objective.schedules import svrg_step as base_svrg_step
 from ..store.replicas import Replica
 from .config import GradOptions, LoopConfig, PassReport, SVRGStep, kernel_args
 from .gradients import minibatch_gradients
-from .handles import bind
+from .handles import bind, remote_calls
 from .loop import check_finite, row_counts, snapshot_chunk, sweep_packed, sweep_sgd
 from .run import EpochResult, Run, drive, epochs_result, on_cluster, stopping, store_columns
 from .steps import HalvingSteps, RuleSteps, ScheduleSteps
@@ -329,7 +329,8 @@ def run_gossip_epoch(shard, actors, config, rank, target):
         steps += 1
     gossip.finish()
     return PassReport(rank, loss_sum, n_samples, kernel_time, time.perf_counter() - started,
-                      steps=steps, exchanges=gossip.n_sent, wait_time=gossip.wait_time)
+                      steps=steps, exchanges=gossip.n_sent, wait_time=gossip.wait_time,
+                      remote_calls=remote_calls(handles))
 
 
 def run_gossip_snapshot(shard, actors, config, rank, first):
@@ -365,7 +366,7 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     for c in calls:
         c.result(config.timeout)
     return PassReport(rank, loss_sum, n_rows, kernel_time, time.perf_counter() - started,
-                      max_sq_norm=max_sq_norm)
+                      max_sq_norm=max_sq_norm, remote_calls=remote_calls(handles))
 
 
 def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
@@ -560,7 +561,7 @@ class Replicas:
         now = time.perf_counter()
         done = np.array([s.samples for s in stats], dtype=np.int64)
         reports = [PassReport(s.block, s.loss_sum, int(d), s.kernel_time, now - self._last_row,
-                              exchanges=s.sent)
+                              exchanges=s.sent, remote_calls=s.sent)
                    for s, d in zip(stats, done - self._counted, strict=True)]
         self._counted, self._last_row = done, now
         self.total = int(done.sum())
@@ -572,7 +573,8 @@ class Replicas:
 
     def _result(self, epoch, loops, passes, stats, loss, objective, distance):
         taken = sum(r.samples for r in loops)
-        columns = store_columns(stats, passes)
+        columns = store_columns(stats, passes, sum(r.remote_calls for r in passes)
+                                + self.run.driver_calls())
         row = {"samples": max(s.samples for s in stats), "updates": columns.pop("updates"),
                "loss": loss, "objective": objective, "eta0": self.step, **columns,
                "consensus_distance": distance, "exchanges": sum(r.exchanges for r in loops),

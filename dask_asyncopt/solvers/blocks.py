@@ -181,7 +181,8 @@ class Blocks:
                 self.step = reports[0].eta
                 before = self._loss([r.start for r in reports]) + self.initial_penalty
         objective = loss + penalty
-        columns = store_columns(stats, passes)
+        columns = store_columns(stats, passes, sum(r.remote_calls for r in reports)
+                                + self.run.driver_calls())
         row = {"samples": self.total, "updates": columns.pop("updates"), "loss": loss,
                "objective": objective, "eta0": self.step, **columns}
         return EpochResult(

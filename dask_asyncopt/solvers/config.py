@@ -230,6 +230,7 @@ class PassReport:
     max_sq_norm: float = 0.0
     exchanges: int = 0
     wait_time: float = 0.0
+    remote_calls: int = 0  # calls to store objects in other processes
 
 
 class EpochReport(NamedTuple):
@@ -241,6 +242,7 @@ class EpochReport(NamedTuple):
     after: PassReport | None = None
     start: PassReport | None = None
     eta: float | None = None
+    remote_calls: int = 0  # the loop's calls to other processes this epoch
 
     def passes(self):
         return [p for p in (self.start, self.epoch, self.after) if p is not None]

@@ -164,7 +164,9 @@ class Factors:
         run.config = replace(run.config, eta=self.step)
         futures = [
             run.client.submit(self.items.loop, shard, run.actors[i], *self.items.loop_args(),
-                              run.config, i, epoch, workers=[addr], allow_other_workers=False,
+                              run.config, i, epoch,
+                              **self.items.loop_kwargs(run.settings.solver),
+                              workers=[addr], allow_other_workers=False,
                               pure=False, key=f"asyncopt-mf-{run.settings.solver}-loop-{i}-"
                                               f"epoch-{epoch}-{run.token}")
             for i, (shard, addr) in enumerate(zip(run.shards, run.loop_workers, strict=True))]
@@ -174,7 +176,8 @@ class Factors:
         n = sum(r.samples for r in reports)
         self.ratings += n
         wall = sum(r.wall_time for r in reports)
-        columns = store_columns(stats, reports)
+        columns = store_columns(stats, reports, sum(r.remote_calls for r in reports)
+                                + run.driver_calls())
         rmse = math.sqrt(sum(r.loss_sum for r in reports) / max(n, 1))
         row = {"ratings": n, "train_rmse": rmse, "updates": columns.pop("updates"),
                "eta0": self.step, **columns,

@@ -79,7 +79,7 @@ class Handle:
     sent to the object; ``loop`` makes their names unique across loops.
     """
 
-    __slots__ = ("ref", "obj", "sent", "loop", "link", "actor")
+    __slots__ = ("ref", "obj", "sent", "loop", "link", "actor", "n_calls")
 
     def __init__(self, ref, obj=None, sent=None, loop=0, link=None):
         self.ref = StoreRef.of(ref)
@@ -87,6 +87,7 @@ class Handle:
         self.sent = sent
         self.loop = loop
         self.link = link
+        self.n_calls = 0  # calls to another process (the history's remote_calls)
         self.actor = ref if isinstance(ref, Actor) else None
         if obj is None and link is None and self.actor is None:
             # made here, in the binding thread: an Actor binds the thread's client
@@ -100,6 +101,7 @@ class Handle:
         """``method(*args, **kwargs)`` on the object; it must not wait for others."""
         if self.obj is not None:
             return Ready(getattr(self.obj, method)(*args, **kwargs))
+        self.n_calls += 1
         if self.link is not None:
             return self.link.call(self.ref.key, method, args, kwargs)
         return getattr(self.actor, method)(*args, separate_thread=False, **kwargs)
@@ -108,6 +110,7 @@ class Handle:
         """A call that may wait inside the store for other callers."""
         if self.obj is not None:
             return Ready(getattr(self.obj, method)(*args, **kwargs))
+        self.n_calls += 1
         if self.link is not None:  # served on the link's own thread over there
             return self.link.call(self.ref.key, method, args, kwargs)
         return getattr(self.actor, method + "_async")(*args, **kwargs)
@@ -119,6 +122,7 @@ class Handle:
         if self.obj is not None:
             getattr(self.obj, method)(*args, **kwargs)
         elif self.link is not None:
+            self.n_calls += 1
             self.link.call(self.ref.key, method, args, kwargs, reply=False)
         else:
             self.wait(method, *args, **kwargs).result(kwargs.get("timeout"))
@@ -126,6 +130,7 @@ class Handle:
     def flush(self):
         """Something to wait on until every call sent before was applied."""
         if self.link is not None:
+            self.n_calls += 1
             return self.link.flush()
         return Ready(None)
 
@@ -154,6 +159,11 @@ def objects_here():
     except ValueError:  # not in a task: the driver
         pass
     return here
+
+
+def remote_calls(handles):
+    """Calls these handles made to other processes so far."""
+    return sum(h.n_calls for h in handles)
 
 
 def bind(refs, shard=None, loop=0, config=None):

@@ -34,7 +34,7 @@ from ..objective.schedules import svrg_step
 from ..store.blocks import add_snapshot_part
 from ..store.replies import Pulled
 from .config import EpochReport, PassReport
-from .handles import bind
+from .handles import bind, remote_calls
 
 # Normalised SVRG sweeps measure every row as 1 in the preconditioner's metric; their
 # step is 1 / (L * NORMALISED_SQ_NORM), half the row's own 1 / L.  Prox-SVRG's theory asks
@@ -562,9 +562,14 @@ def run_epochs(shard, actors, config, worker, body, first, last, target, *args):
     secede()
     handles = bind(actors, shard, worker, config)
     timeout = config.timeout
+    calls = 0
     for k in range(first, last + 1):
         report, config = body(shard, handles, config, worker, target, k == first, k == last,
                               *args)
+        # the post and the wait for the decision count for this epoch
+        made = remote_calls(handles) + 2 * (not handles[0].local)
+        report = report._replace(remote_calls=made - calls)
+        calls = made
         handles[0].call("post_epoch", k, worker, report).result(timeout)
         if k == last:
             break

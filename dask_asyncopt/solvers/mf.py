@@ -37,9 +37,9 @@ import numpy as np
 from distributed import secede
 
 from ..kernels.factors import RULE_SGD, n_factors_of, predict_pairs, row_width, sgd_ratings
-from ..store.factors import FactorBlock
+from ..store.factors import CheckoutTable, FactorBlock
 from .config import PassReport
-from .handles import bind
+from .handles import bind, remote_calls
 
 
 # --------------------------------------------------------------------- layout
@@ -168,14 +168,21 @@ def diverged(config):
         f"the factors became non-finite: the step size is too large for this data; {hint}")
 
 
-def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
-    """One pass of loop ``worker`` over its strata; returns its report."""
+def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch, table=None):
+    """One pass of loop ``worker`` over its strata; returns its report.
+
+    ``sync``: DSGD's schedule, each check-out at its ticket.  ``asyb``: the
+    check-out ``table`` hands the loop whichever block it has not visited
+    this epoch is free first (one call, no polling).  Check-ins are sent
+    without waiting (the block's next holder waits for them at the block).
+    """
     secede()  # a long-running task: free the worker's slot
     started = time.perf_counter()
     timeout = config.timeout
     sync = config.solver == "sync"
     user_block = bind([user_actor], config=config)[0]
     blocks = bind(item_actors, config=config)
+    checkout = None if table is None else bind([table], config=config)[0]
     n_blocks = len(blocks)
     n_loops = config.n_loops
     got = user_block.wait("acquire", worker, None, timeout).result(timeout)
@@ -186,29 +193,22 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
     if sync:
         todo = [(worker + s) % n_blocks for s in range(n_blocks)]
     else:
-        todo = list(shard.rng.permutation(n_blocks))
+        todo = [int(b) for b in shard.rng.permutation(n_blocks)]
     try:
         while todo:
             tick = time.perf_counter()
             if sync:
                 b = todo.pop(0)
-                reply = blocks[b].wait(
-                    "acquire", worker, sync_ticket(epoch - config.first_epoch, worker, b,
-                                                   n_loops, n_blocks), timeout).result(timeout)
+                ticket = sync_ticket(epoch - config.first_epoch, worker, b, n_loops, n_blocks)
             else:
-                b, reply = None, None
-                for cand in todo:  # any free block, first come first served
-                    reply = blocks[cand].wait("acquire", worker, None, 0.0).result(timeout)
-                    if reply is not None:
-                        b = cand
-                        break
-                if reply is None:  # all busy: wait a little on one of them
-                    b = todo[0]
-                    reply = blocks[b].wait("acquire", worker, None, 0.005).result(timeout)
-                    if reply is None:
-                        wait_time += time.perf_counter() - tick
-                        continue
+                b = checkout.wait("acquire_any", worker, todo, timeout).result(timeout)
+                if b is None:
+                    raise TimeoutError(
+                        f"no item block free for loop {worker} within {timeout} s "
+                        "(a worker loop is lost or stalled)")
                 todo.remove(b)
+                ticket = None
+            reply = blocks[b].wait("acquire", worker, ticket, timeout).result(timeout)
             if reply is None:
                 raise TimeoutError(
                     f"item block {b} not handed to loop {worker} within {timeout} s "
@@ -228,16 +228,21 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch):
                 blocks[b].call("give_back", worker).result(10)
                 raise
             kernel_time += time.perf_counter() - tick
-            blocks[b].call("release", worker, V, ratings.shape[0]).result(timeout)
+            blocks[b].send("release", worker, V, ratings.shape[0])  # V: not used again
+            if checkout is not None:
+                checkout.send("release", b)
             sse += part
             n_seen += ratings.shape[0]
             visits += 1
+        for call in [h.flush() for h in blocks]:  # every check-in applied
+            call.result(timeout)
     except BaseException:
         user_block.call("give_back", worker).result(10)
         raise
     user_block.call("release", worker, U, n_seen).result(timeout)
     return PassReport(worker, sse, n_seen, kernel_time, time.perf_counter() - started,
-                      steps=visits, wait_time=wait_time)
+                      steps=visits, wait_time=wait_time,
+                      remote_calls=remote_calls([user_block, *blocks]))
 
 
 class CheckedOutItems:
@@ -249,17 +254,22 @@ class CheckedOutItems:
     @staticmethod
     def submit(client, layout, problem, seed, inits, loop_workers, token):
         """One :class:`~dask_asyncopt.store.factors.FactorBlock` actor per item block,
-        spread over the workers."""
+        spread over the workers, and the check-out table on the first loop's
+        worker."""
         workers = sorted(client.nthreads())
         width = row_width(problem.n_factors, problem.rule)
+        n_blocks = len(layout.item_sizes)
         return [client.submit(FactorBlock, b, int(size), problem.n_factors, problem.init_scale,
                               [seed, 1, b], inits[b], width, actor=True,
                               workers=[workers[b % len(workers)]],
                               key=f"asyncopt-mf-items-{b}-{token}")
-                for b, size in enumerate(layout.item_sizes)]
+                for b, size in enumerate(layout.item_sizes)] + [
+            client.submit(CheckoutTable, n_blocks, actor=True, workers=[loop_workers[0]],
+                          key=f"asyncopt-mf-checkout-{token}")]
 
     def __init__(self, actors, layout, timeout):
-        self.handles = bind(actors)
+        self.handles = bind(actors[:-1])
+        self.table = actors[-1]
         self.timeout = timeout
 
     def loop_config(self, config, n_values):
@@ -267,6 +277,9 @@ class CheckedOutItems:
 
     def loop_args(self):
         return ([h.ref for h in self.handles],)
+
+    def loop_kwargs(self, solver):
+        return {} if solver == "sync" else {"table": self.table}
 
     def _call_all(self, method, *args):
         calls = [h.call(method, *args) for h in self.handles]

@@ -44,7 +44,7 @@ from ..store.factors import initial_rows
 from ..store.replicas import Replica
 from .adpsgd import Gossip, consensus, own_replica
 from .config import PassReport
-from .handles import bind
+from .handles import bind, remote_calls
 from .mf import diverged
 
 
@@ -100,7 +100,8 @@ def run_mf_gossip_epoch(shard, user_actor, replicas, config, worker, epoch):
         raise
     user_block.call("release", worker, U, n_seen).result(timeout)
     return PassReport(worker, sse, n_seen, kernel_time, time.perf_counter() - started,
-                      steps=visits, exchanges=gossip.n_sent, wait_time=gossip.wait_time)
+                      steps=visits, exchanges=gossip.n_sent, wait_time=gossip.wait_time,
+                      remote_calls=remote_calls([user_block, *handles]))
 
 
 class GossipItems:
@@ -131,6 +132,9 @@ class GossipItems:
 
     def loop_args(self):
         return ([h.ref for h in self.handles],)
+
+    def loop_kwargs(self, solver):
+        return {}
 
     def _call_all(self, method, *args):
         calls = [h.call(method, *args) for h in self.handles]

@@ -33,7 +33,7 @@ from distributed.core import Status
 
 from .channel import Exchange, plugin_name
 from .config import Decision, FitResult
-from .handles import StoreRef, bind
+from .handles import StoreRef, bind, remote_calls
 from .loop import run_epochs
 from .steps import STOP, EarlyStopping
 
@@ -262,6 +262,13 @@ class Run:
             self._handles = bind(self.actors)
         return self._handles
 
+    def driver_calls(self):
+        """The driver's calls to store objects in other processes since the last
+        time this was asked (its share of the history's ``remote_calls``)."""
+        made = remote_calls(self.handles())
+        counted, self._counted = getattr(self, "_counted", 0), made
+        return made - counted
+
     def call_blocks(self, method, *args):
         """Call ``method(*args)`` on every actor at once, then collect the replies."""
         calls = [h.call(method, *args) for h in self.handles() if not h.local]
@@ -415,9 +422,9 @@ def epochs_result(run, model, samples):
     return FitResult(model, run.history, len(run.history), samples, last)
 
 
-def store_columns(stats, reports):
-    """History columns every topology reports: updates applied, their staleness and
-    the loops' share of time in kernels."""
+def store_columns(stats, reports, remote_calls):
+    """History columns every topology reports: updates applied, their staleness,
+    the loops' share of time in kernels and the calls that crossed processes."""
     pushes = sum(s.pushes for s in stats)
     wall = sum(r.wall_time for r in reports)
     return {
@@ -425,6 +432,7 @@ def store_columns(stats, reports):
         "staleness_mean": sum(s.staleness_sum for s in stats) / max(pushes, 1),
         "staleness_max": max((s.staleness_max for s in stats), default=0),
         "compute_fraction": sum(r.kernel_time for r in reports) / max(wall, 1e-12),
+        "remote_calls": remote_calls,
     }
 
 

@@ -160,3 +160,48 @@ class FactorBlock:
             if reset:
                 self.reset_stats()
             return out
+
+
+class CheckoutTable:
+    """Which item blocks are checked out, for loops that take any free one.
+
+    Under ``solver="asyb"`` a loop takes whichever of the item blocks it has not
+    visited this epoch is free first.  Asking each block in turn is polling; the
+    table answers in one call, waiting on its condition until one of the
+    loop's candidates is free (:meth:`acquire_any`).  The loop then checks the
+    block itself out, waiting there, if need be, for the previous holder's
+    check-in to arrive (the table is told first).
+    """
+
+    def __init__(self, n_blocks):
+        self.held = [False] * n_blocks
+        self.stopped = False
+        self.changed = threading.Condition(threading.Lock())
+
+    def acquire_any(self, worker, candidates, timeout):
+        """The first of ``candidates`` that is free, now held; ``None`` if none
+        became free within ``timeout`` seconds."""
+        with self.changed:
+            def free():
+                return next((b for b in candidates if not self.held[b]), None)
+
+            if not self.changed.wait_for(lambda: self.stopped or free() is not None,
+                                         timeout):
+                return None
+            if self.stopped:
+                raise FitStopped("the check-out table of the fit was stopped")
+            b = free()
+            self.held[b] = True
+            return b
+
+    def release(self, block):
+        """Block ``block`` may be taken again."""
+        with self.changed:
+            self.held[block] = False
+            self.changed.notify_all()
+
+    def stop(self):
+        """Refuse further check-outs and wake every waiting call."""
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
