@@ -79,7 +79,14 @@ from ..store.replicas import Replica
 from .config import GradOptions, LoopConfig, PassReport, SVRGStep, kernel_args
 from .gradients import minibatch_gradients
 from .handles import bind, remote_calls
-from .loop import check_finite, row_counts, snapshot_chunk, sweep_packed, sweep_sgd
+from .loop import (
+    NORMALISED_SQ_NORM,
+    check_finite,
+    column_stats,
+    snapshot_chunk,
+    sweep_packed,
+    sweep_sgd,
+)
 from .run import EpochResult, Run, drive, epochs_result, on_cluster, stopping, store_columns
 from .steps import HalvingSteps, RuleSteps, ScheduleSteps
 
@@ -226,8 +233,9 @@ def global_ids(chunk, n_blocks):
 
 def _sweep_svrg(chunk, rows, w, read, config, packed):
     """Variance-reduced steps on ``w`` (in place) from a replica's read carrying the
-    drift and row counts; the replica's step ``eta`` is not preconditioned
-    (``c_j = 1``).  ``packed`` is the work array of the packed rows."""
+    drift, row counts and preconditioner (the blocks' normalised, preconditioned
+    steps; a user's constant step is taken as given).  ``packed`` is the work
+    array of the packed rows."""
     n_outputs = w.shape[1]
     pen_scale = getattr(chunk, "pen_scale", None)
     if pen_scale is None:  # row counts never change within a fit: once per chunk
@@ -237,8 +245,8 @@ def _sweep_svrg(chunk, rows, w, read, config, packed):
     packed[:, :n_outputs] = w
     packed[:, n_outputs:2 * n_outputs] = read.drift
     packed[:, 2 * n_outputs] = pen_scale
-    packed[:, 2 * n_outputs + 1] = 1.0
-    loss = sweep_packed(chunk, rows, packed, config, False)
+    packed[:, 2 * n_outputs + 1] = read.precond if config.svrg.normalise else 1.0
+    loss = sweep_packed(chunk, rows, packed, config, config.svrg.normalise)
     w[:] = packed[:, :n_outputs]
     return loss, 1.0, 0.0  # identity prox at the replica: already applied
 
@@ -347,6 +355,7 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     full = me.read(None).values
     grad = np.zeros_like(full)
     counts = np.zeros(full.shape[0], dtype=np.int64) if first else None
+    energy = np.zeros(full.shape[0]) if first else None
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
     started = time.perf_counter()
     for chunk in shard.chunks:
@@ -358,11 +367,14 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
         kernel_time += time.perf_counter() - tick
         grad[gids] += g
         if first:
-            counts[gids] += row_counts(chunk)
+            chunk_counts, chunk_energy = column_stats(chunk)
+            counts[gids] += chunk_counts
+            energy[gids] += chunk_energy
         loss_sum += chunk_loss
         n_rows += chunk.n_rows
         max_sq_norm = max(max_sq_norm, sq_norm)
-    calls = [h.call("add_snapshot", grad, counts) for h in handles]
+    calls = [h.call("add_snapshot", grad, None if counts is None else (counts, energy))
+             for h in handles]
     for c in calls:
         c.result(config.timeout)
     return PassReport(rank, loss_sum, n_rows, kernel_time, time.perf_counter() - started,
@@ -512,9 +524,10 @@ class Replicas:
         self.mean = run.call_blocks("values")[0]
         self.before = self._objective(reports, self.mean)[1]
         if self.kind == "svrg":
+            # the blocks' preconditioned steps, normalised per row (a user's constant
+            # step as given)
             step = base_svrg_step(self.problem.svrg.smoothness, self.problem.svrg.step,
-                                  max(r.max_sq_norm for r in reports)
-                                  + int(self.problem.fit_intercept))
+                                  NORMALISED_SQ_NORM)
             # The average of n replicas moves by the mean of their steps: each replica
             # steps n times as far as a loop of the shared-model solvers (measured, 3
             # loops, L1: gap 1.3e-3 after 13 epochs with the shared-model step, 5e-5
@@ -530,10 +543,11 @@ class Replicas:
         if self.kind == "sgd":
             return self._epoch_without_barrier(epoch)
         run, n = self.run, self.n_samples
+        self.kept = self.mean  # the iterate this epoch starts from (see rollback)
         if self.kind == "svrg":
             run.config = replace(run.config, svrg=SVRGStep(
-                n, self.problem.svrg.smoothness, None, False, self.problem.fit_intercept,
-                eta=self.step))
+                n, self.problem.svrg.smoothness, self.problem.svrg.step,
+                self.problem.svrg.step is None, self.problem.fit_intercept, eta=self.step))
         reports = run.run_loops(run_gossip_epoch, "adpsgd-loop", epoch,
                                 (epoch - run.settings.first_epoch + 1) * n)
         mean, distance, stats = self._average()
@@ -620,6 +634,16 @@ class Replicas:
         return loss, loss + self.problem.penalty.value(mean[:self.problem.n_features])
 
     # ------------------------------------------------------------ between
+    def rollback(self, epoch, final):
+        """Undo ``epoch``: every replica back at the consensus the epoch started
+        from; unless the fit ends here, the snapshot is taken there again."""
+        run = self.run
+        run.call_blocks("assign", self.kept)
+        self.mean = self.kept
+        if not final:
+            run.call_blocks("reset_snapshot")
+            run.run_loops(run_gossip_snapshot, "adpsgd-resnapshot", epoch, False)
+
     def next(self, epoch, step):
         changed = step != self.step
         self.step = step

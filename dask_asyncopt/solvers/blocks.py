@@ -126,6 +126,7 @@ class Blocks:
                      "svrg" if problem.svrg is not None else "sgd")
         self.step = None
         self.before = None  # a rule fit's objective at its first snapshot
+        self.redo = False  # the last epoch was undone (rollback)
 
     def policy(self):
         stop = stopping(self.run.settings)
@@ -202,8 +203,17 @@ class Blocks:
             config = run.config.with_eta(step)
         elif self.kind == "rule" and step != self.step:
             run.call_blocks("set_lr", step)  # the loops wait for the decision meanwhile
+        if self.kind != "sgd" and not self.redo:
+            run.call_blocks("keep")  # the epoch stands: the iterate to go back to
         self.step = step
-        run.proceed(epoch, self.total + self.n_samples, config)
+        run.proceed(epoch, self.total + self.n_samples, config, self.redo)
+        self.redo = False
+
+    def rollback(self, epoch, final):
+        """Undo ``epoch``: every block back at the iterate the epoch started from;
+        unless the fit ends here, the loops take the snapshot there again."""
+        self.run.call_blocks("restore")
+        self.redo = not final
 
     def finish(self):
         self.run.finish_epochs()

@@ -207,10 +207,13 @@ class FactorLoopConfig:
 
 class Decision(NamedTuple):
     """The driver's decision after an epoch: go on until the global sample count
-    reaches ``target``, with loop configuration ``config``."""
+    reaches ``target``, with loop configuration ``config`` (``None``: unchanged);
+    ``redo``: the epoch was undone (the blocks are back at the iterate it
+    started from) and the snapshot there must be taken again first."""
 
     target: int
-    config: object
+    config: object = None
+    redo: bool = False
 
 
 @dataclass

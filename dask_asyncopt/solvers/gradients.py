@@ -126,13 +126,13 @@ def grad_epoch(shard, handles, config, worker, target):
                       steps=steps)
 
 
-def rule_epoch(shard, handles, config, worker, target, first, last, n_samples):
+def rule_epoch(shard, handles, config, worker, target, first, last, n_samples, redo=False):
     """An epoch of gradient exchanges, then its snapshot pass (the loss alone after
     the fit's ``last``), for :func:`~.loop.run_epochs`.  A rule fit's first
     snapshot is a task of its own, before its epochs (it gives the step policy
     the objective to start from)."""
     return epoch_then_snapshot(shard, handles, config, worker, target, False, last, grad_epoch,
-                               n_samples)
+                               n_samples, redo)
 
 
 def exchange_sizes(rows_per_loop, batch_size=None, bounded=False):

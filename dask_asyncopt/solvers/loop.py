@@ -458,7 +458,7 @@ def row_counts(chunk):
     return np.full(chunk.X.shape[1], chunk.n_rows, dtype=np.int64)
 
 
-def _column_stats(chunk):
+def column_stats(chunk):
     """Rows touching each local coordinate of the chunk and the sum of its
     squared values (the intercept: a column of ones)."""
     energy = chunk.energy
@@ -487,7 +487,7 @@ def snapshot_pass(shard, handles, config, worker, first):
     Every chunk reads the current coefficients (no loop is sweeping), keeps
     its rows' loss derivatives there for the next epoch's steps, and adds its
     gradient sum (and, on the ``first`` snapshot of a fit, its column
-    statistics, see :func:`_column_stats`) to the blocks.  The report's loss
+    statistics, see :func:`column_stats`) to the blocks.  The report's loss
     sum is the exact training loss of the current coefficients.
     """
     timeout = config.timeout
@@ -507,7 +507,7 @@ def snapshot_pass(shard, handles, config, worker, first):
                                                    at_zero=at_zero and is_csr(chunk))
         kernel_time += time.perf_counter() - tick
         b = chunk.bounds
-        stats = _column_stats(chunk) if first else None
+        stats = column_stats(chunk) if first else None
         columns = [None if stats is None else tuple(a[b[i]:b[i + 1]] for a in stats)
                    for i in range(len(handles))]
         if sums is None:
@@ -563,9 +563,10 @@ def run_epochs(shard, actors, config, worker, body, first, last, target, *args):
     handles = bind(actors, shard, worker, config)
     timeout = config.timeout
     calls = 0
+    redo = False
     for k in range(first, last + 1):
         report, config = body(shard, handles, config, worker, target, k == first, k == last,
-                              *args)
+                              *args, redo=redo)
         # the post and the wait for the decision count for this epoch
         made = remote_calls(handles) + 2 * (not handles[0].local)
         report = report._replace(remote_calls=made - calls)
@@ -577,30 +578,39 @@ def run_epochs(shard, actors, config, worker, body, first, last, target, *args):
         if decision is None:
             break
         target = decision.target
+        redo = decision.redo
         if decision.config is not None:
             config = decision.config
     return worker
 
 
-def sgd_epoch(shard, handles, config, worker, target, first, last):
-    """A plain SGD epoch (:func:`sweep_epoch`) for :func:`run_epochs`."""
+def sgd_epoch(shard, handles, config, worker, target, first, last, redo=False):
+    """A plain SGD epoch (:func:`sweep_epoch`) for :func:`run_epochs` (its objective
+    is progressive: never undone)."""
     return EpochReport(sweep_epoch(shard, handles, config, worker, target)), config
 
 
-def epoch_then_snapshot(shard, handles, config, worker, target, start, last, sweep, n_samples):
+def epoch_then_snapshot(shard, handles, config, worker, target, start, last, sweep, n_samples,
+                        redo=False):
     """A variance-reduced epoch: ``sweep`` (:func:`sweep_epoch` or a rule's
     gradient exchanges), a barrier across the loops at the blocks, then the
     snapshot at the epoch's end, or for the ``last`` epoch of a fit only the
     loss.  With ``start``, the fit's first snapshot comes first, and the step
     (``config.svrg.eta`` is ``None`` then) follows: ``1 / (2L)`` for the
     normalised sweeps, else from every loop's largest squared row norm, which
-    the barrier after it gathers.
+    the barrier after it gathers.  With ``redo`` the previous epoch was undone
+    (the blocks are back at the iterate it started from): the snapshot there
+    is taken again first.
 
     No driver calls between the phases: a task round trip through the
     scheduler would be paid per phase of every epoch.
     """
     timeout = config.timeout
     start_report = None
+    if redo:
+        start_report = snapshot_pass(shard, handles, config, worker, False)
+        _snapshot_done(handles, ("redo", target), worker, n_samples, timeout)
+        _barrier(handles, ("redo", target), worker, timeout)
     if start:
         start_report = snapshot_pass(shard, handles, config, worker, True)
         _snapshot_done(handles, ("start", target), worker, n_samples, timeout)

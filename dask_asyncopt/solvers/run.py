@@ -25,11 +25,13 @@ import logging
 import math
 import threading
 import time
+import warnings
 from asyncio import CancelledError
 from dataclasses import dataclass, replace
 
 from distributed import Worker, wait
 from distributed.core import Status
+from sklearn.exceptions import ConvergenceWarning
 
 from .channel import Exchange, plugin_name
 from .config import Decision, FitResult
@@ -238,12 +240,13 @@ class Run:
     def _decide(self, epoch, decision):
         self.handles()[0].call("decide", epoch, decision).result(self.settings.timeout)
 
-    def proceed(self, epoch, target, config=None):
+    def proceed(self, epoch, target, config=None, redo=False):
         """Let the loops go on after ``epoch`` towards sample count ``target``
-        (with ``config``, their new configuration, also kept as ``self.config``)."""
+        (with ``config``, their new configuration, also kept as ``self.config``;
+        ``redo``: first the snapshot again, see :class:`~.config.Decision`)."""
         if config is not None:
             self.config = config
-        self._decide(epoch, Decision(target, config))
+        self._decide(epoch, Decision(target, config, redo))
 
     def finish_epochs(self):
         """The fit ends: stop the loops unless the epoch reported last was their
@@ -326,11 +329,26 @@ def drive(run, topology):
         result = topology.epoch(epoch)
         watched = run.record(epoch, result, topology.model)
         step = policy.after(epoch, result, watched)
+        final = step is STOP or epoch == last
+        if getattr(policy, "rose", False):
+            # undo the epoch: the blocks go back to the iterate it started from
+            topology.rollback(epoch, final)
+            run.last_model = None
+            run.history[-1]["event"] = (
+                f"objective rose to {result.objective:.6g}: epoch undone (back to "
+                f"{policy.previous:.6g}), step halved")
+            if policy.hopeless:
+                warnings.warn(
+                    f"the objective rose in each of the last {policy.in_a_row} epochs "
+                    f"(each undone, the step halved to {policy.step:.3g}); the fit stops at "
+                    f"objective {policy.previous:.6g}.  The features may be badly scaled "
+                    "or collinear: standardise them (sklearn.preprocessing.StandardScaler, "
+                    "or MaxAbsScaler for sparse data), or raise alpha", ConvergenceWarning,
+                    stacklevel=2)
         run.keep_checkpoint(epoch, result, topology.model, policy.stopping)
-        if step is STOP:
+        if final:
             break
-        if epoch < last:
-            topology.next(epoch, step)
+        topology.next(epoch, step)
     topology.finish()
     return len(run.history)
 

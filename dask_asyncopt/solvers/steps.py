@@ -39,6 +39,16 @@ MIN_ETA0 = 1e-6
 STALL_REDUCTIONS = 2
 STALL_FACTOR = 5.0
 
+#: a fit whose objective rose this many epochs in a row (each rolled back, the
+#: step halved) stops with a warning: it cannot make progress
+MAX_ROLLBACKS = 8
+
+
+def rose(previous, objective):
+    """Whether an epoch raised the objective beyond the rounding of sums taken in
+    another order (:data:`ROUNDING`)."""
+    return objective > previous + ROUNDING * abs(previous)
+
 
 class EarlyStopping:
     """scikit-learn's rule: stop after ``n_iter_no_change`` epochs without an
@@ -63,11 +73,36 @@ def halve_if_rose(step, previous, objective):
     """The step keeps every row stable for the loss's curvature bound; delays
     between loops and unlucky data can still make it too long: halve it when an
     epoch raised the objective, as a line search would."""
-    if objective <= previous + ROUNDING * abs(previous):
+    if not rose(previous, objective):
         return step
     logger.info("objective rose from %.6g to %.6g: step halved to %.3g", previous, objective,
                 step / 2.0)
     return step / 2.0
+
+
+class Rollbacks:
+    """The policies' record of epochs that raised the exact objective.
+
+    An epoch that rose is undone (the driver restores the iterate it started
+    from, see :func:`~.run.drive`) and its step halved; the iterate the fit
+    goes on from, and ends at, is then never worse than one it has seen.
+    ``rose`` tells the driver about the epoch just judged; after
+    :data:`MAX_ROLLBACKS` in a row the fit stops with a warning.
+    """
+
+    rose = False
+    in_a_row = 0
+
+    def judge(self, previous, objective):
+        """Whether ``objective`` rose over ``previous``; the reference objective
+        for the next epoch (the one kept)."""
+        self.rose = previous is not None and rose(previous, objective)
+        self.in_a_row = self.in_a_row + 1 if self.rose else 0
+        return previous if self.rose else objective
+
+    @property
+    def hopeless(self):
+        return self.in_a_row >= MAX_ROLLBACKS
 
 
 class ScheduleSteps:
@@ -87,8 +122,9 @@ class ScheduleSteps:
         return self.step
 
 
-class HalvingSteps:
-    """Proximal SVRG's constant step (module docstring).
+class HalvingSteps(Rollbacks):
+    """Proximal SVRG's constant step (module docstring): an epoch that raised the
+    objective is rolled back and the step halved.
 
     ``step`` and ``previous`` (the objective before the first epoch) may be
     unknown when the fit starts (the loops take the first snapshot and set
@@ -103,15 +139,16 @@ class HalvingSteps:
     def after(self, epoch, result, watched):
         if self.step is None:
             self.step, self.previous = result.step, result.before
-        if self.stopping.stalled(watched):
-            return STOP
         self.step = halve_if_rose(self.step, self.previous, result.objective)
-        self.previous = result.objective
+        self.previous = self.judge(self.previous, result.objective)
+        if self.stopping.stalled(watched) or self.hopeless:
+            return STOP
         return self.step
 
 
-class RuleSteps:
-    """The step of an update rule's fit (module docstring).
+class RuleSteps(Rollbacks):
+    """The step of an update rule's fit (module docstring); with variance
+    reduction an epoch that raised the objective is rolled back.
 
     Parameters
     ----------
@@ -135,6 +172,7 @@ class RuleSteps:
     def after(self, epoch, result, watched):
         lr = self.step
         objective = result.objective
+        kept = self.judge(self.previous, objective) if self.vr else objective
         if self.stopping.stalled(watched):
             if self.reductions == STALL_REDUCTIONS:
                 return STOP
@@ -145,13 +183,13 @@ class RuleSteps:
             self.stopping.no_improve = 0
         elif not self.vr:
             lr = self.lr0 / math.sqrt(epoch + 1)
-        elif objective > self.previous:
+        elif self.rose:
             lr = self.step / 2.0
             logger.info("objective rose from %.6g to %.6g: step halved to %.3g",
                         self.previous, objective, lr)
-        self.previous = objective
+        self.previous = kept
         self.step = lr
-        return lr
+        return STOP if self.hopeless else lr
 
 
 class EpochSteps:

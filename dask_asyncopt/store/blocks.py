@@ -41,6 +41,23 @@ class FitStopped(RuntimeError):
     """Raised to worker loops when the driver stops a fit."""
 
 
+def preconditioner(counts, energy, out=None):
+    """Per-coordinate scale ``sqrt(n_j) / energy_j`` of the variance-reduced steps.
+
+    ``energy_j / n_j`` is the mean square of column ``j``'s non-zeros (its
+    scale) and ``n_j`` the rows touching it: the steps are invariant to a
+    column's scale (a column multiplied by 1000 converges as the original
+    does), and among equally scaled columns (binary features) rare ones move
+    further than frequent ones, by ``1 / sqrt(n_j)`` (no scaling left rare
+    coordinates far from their optimum; ``1 / n_j`` slowed the frequent ones
+    and the intercept down).  0 for a column no row touches.
+    """
+    out = np.sqrt(counts, out=out, dtype=np.float64)
+    np.divide(out, energy, out=out, where=energy > 0)
+    out[energy <= 0] = 0.0
+    return out
+
+
 def add_snapshot_part(sums, ids, grad, columns=None):
     """Add a snapshot part to ``sums`` (``(grad_sum, count_sum, energy_sum)`` of a
     block, or of one worker loop before it hands them to the block): the
@@ -131,6 +148,8 @@ class BlockServer(EpochHandOff):
             self.w = np.zeros((n_coords, n_outputs))
         else:
             self.w = np.array(init, dtype=np.float64, order="C", copy=True)
+        self.init_w = None if init is None else self.w.copy()  # restore() before any keep()
+        self.w_kept = None
         self.last = np.zeros(n_coords, dtype=np.int64)
         self.hist_d = np.ones(64)
         self.hist_s = np.zeros(64)
@@ -342,11 +361,7 @@ class BlockServer(EpochHandOff):
         of the next epoch reads (computed once here, not per pull under the lock)
         and, given the number of rows ``n_samples``, the penalty scale
         ``n_samples / counts`` (0 for the unpenalised coordinate) and the
-        preconditioner ``1 / sqrt(energy)`` of the sweeps' steps (0 for a
-        column no row touches).  The square root is a measured compromise: no
-        scaling left rarely seen coordinates far from their optimum, full
-        column normalisation (``1 / energy``) slowed the frequent ones and the
-        intercept down (click-through-like data, docs/design.md)."""
+        sweeps' :func:`preconditioner`."""
         with self.lock:
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
@@ -358,8 +373,7 @@ class BlockServer(EpochHandOff):
             if not self.precondition:
                 self.precond[:] = 1.0
                 return
-            np.sqrt(self.energy, out=self.precond)
-            np.divide(1.0, self.precond, out=self.precond, where=self.precond > 0)
+            preconditioner(self.counts, self.energy, out=self.precond)
 
     def _add_snapshot(self, ids, grad, columns):
         add_snapshot_part((self.grad_sum, self.counts, self.energy), ids, grad, columns)
@@ -374,7 +388,34 @@ class BlockServer(EpochHandOff):
 
     def coefficients(self):
         """All coefficients of the block, materialised."""
-        return self.pull(None)[0]
+        return self.pull(None).values
+
+    def keep(self):
+        """Remember the coefficients as the iterate to go back to (an epoch was
+        accepted, see :meth:`restore`)."""
+        with self.lock:
+            self._materialise_all()
+            if self.w_kept is None:
+                self.w_kept = self.w.copy()
+            else:
+                self.w_kept[:] = self.w
+
+    def restore(self):
+        """Go back to the coefficients last kept (the start of the fit when none
+        were) and start a new snapshot: the epoch since then raised the
+        objective.  The loops redo the snapshot pass at the restored iterate."""
+        with self.lock:
+            self._materialise_all()
+            if self.w_kept is not None:
+                self.w[:] = self.w_kept
+            elif self.init_w is not None:
+                self.w[:] = self.init_w
+            else:
+                self.w[:] = 0.0
+            self._reset_snapshot()
+
+    def _materialise_all(self):
+        catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now, self.unpenalised)
 
     def penalty_value(self):
         """``alpha * R(w)`` of this block, the intercept excluded."""

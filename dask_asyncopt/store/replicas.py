@@ -54,7 +54,7 @@ import threading
 import numpy as np
 
 from ..kernels.lazy import step_replica
-from .blocks import FitStopped
+from .blocks import FitStopped, preconditioner
 from .replies import Averaged, Pulled, StoreStats
 
 
@@ -88,6 +88,8 @@ class Replica:
         self.known = np.zeros(n_replicas, dtype=np.int64)
         self.grad_sum = np.zeros_like(self.w)
         self.row_counts = np.zeros(n_coords, dtype=np.int64)
+        self.energy = np.zeros(n_coords)  # sum of each column's squares (intercept: rows)
+        self.precond = np.zeros(n_coords)  # see blocks.preconditioner
         self.rule = rule
         self.state = None if rule is None else rule.init(n_coords, n_outputs)
         self.penalty = penalty
@@ -125,8 +127,9 @@ class Replica:
                 return Pulled(values, self.version)
             grad = self.grad_sum if ids is None else self.grad_sum[ids]
             counts = self.row_counts if ids is None else self.row_counts[ids]
+            precond = self.precond if ids is None else self.precond[ids]
             return Pulled(values, self.version, 0, grad / np.maximum(counts, 1)[:, None],
-                          counts)
+                          counts, precond)
 
     def total_known(self):
         """Samples processed by all loops, as far as this replica knows."""
@@ -271,13 +274,17 @@ class Replica:
         with self.lock:
             self.grad_sum[:] = 0.0
 
-    def add_snapshot(self, grad, counts=None):
-        """Add one loop's gradient sum (and, once per fit, its row counts)."""
+    def add_snapshot(self, grad, columns=None):
+        """Add one loop's gradient sum (and, once per fit, its column statistics:
+        ``(row counts, sums of squares)``, from which the steps' preconditioner
+        follows)."""
         with self.lock:
             self._check_running()
             self.grad_sum += grad
-            if counts is not None:
-                self.row_counts += counts
+            if columns is not None:
+                self.row_counts += columns[0]
+                self.energy += columns[1]
+                preconditioner(self.row_counts, self.energy, out=self.precond)
 
     # ------------------------------------------------------------------ stats
     def values(self):

@@ -13,9 +13,9 @@ class Pulled(NamedTuple):
     """A read of some coordinates of a block (or replica).
 
     ``values`` is ``None`` when the block wrote them straight into the
-    caller's array (a caller in the block's process).  ``drift`` and
-    ``counts`` are the variance-reduced solver's snapshot terms, present when
-    asked for.
+    caller's array (a caller in the block's process).  ``drift``, ``counts``
+    and ``precond`` are the variance-reduced solver's snapshot terms, present
+    when asked for.
     """
 
     values: object
@@ -23,6 +23,7 @@ class Pulled(NamedTuple):
     samples: int = 0
     drift: object = None
     counts: object = None
+    precond: object = None
 
 
 class Pushed(NamedTuple):

@@ -64,6 +64,16 @@ class RuleServer(BlockServer):
         self.rule.materialise(self.state, self.w)
         return super()._penalty_value()
 
+    def _materialise_all(self):
+        self.rule.materialise(self.state, self.w)
+
+    def restore(self):
+        """:meth:`BlockServer.restore`; every coordinate counts as current at the
+        rule's step (no momentum catch-up on the restored values)."""
+        super().restore()
+        with self.lock:
+            self.state.last[:] = self.state.t[0]
+
     def set_lr(self, lr):
         """Use step ``lr`` from now on (every coordinate is caught up first)."""
         with self.lock:
