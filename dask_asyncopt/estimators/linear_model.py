@@ -61,8 +61,14 @@ def _classes_of(y):
     """
     if y.dtype.kind in "iub" and y.size and 0 <= y.min() and y.max() < 2**16:
         return np.flatnonzero(np.bincount(y.astype(np.intp, copy=False))).astype(y.dtype)
-    check_classification_targets(y)
-    return np.unique(y)
+    try:
+        check_classification_targets(y)
+        return np.unique(y)
+    except TypeError as exc:  # labels of types that do not compare (str and int)
+        kinds = sorted({type(v).__name__ for v in np.ravel(y)})
+        raise TypeError(
+            f"y mixes labels of types {', '.join(kinds)}, which cannot be ordered into "
+            "classes; give every label the same type (e.g. y.astype(str))") from exc
 
 
 def _classification_targets(y, classes):
@@ -265,15 +271,25 @@ class _BaseAsyncSGD(BaseEstimator):
         score (accuracy, or R^2 for regressors) of full coefficient arrays, which
         early stopping watches."""
         stratify = y if self._is_classifier else None
+        n = y.shape[0]
+        n_val = int(np.ceil(self.validation_fraction * n))
+        n_classes = len(np.unique(y)) if self._is_classifier else 1
+        if n - n_val < n_classes or n_val < n_classes:
+            need = f"{n_classes} (one per class)" if self._is_classifier else "1"
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} holds out {n_val} of {n} "
+                f"samples, leaving {n - n_val} to train on; both parts need at least "
+                f"{need}: choose a validation_fraction between {n_classes / n:.3g} and "
+                f"{1 - n_classes / n:.3g}, use more data, or set early_stopping=False")
         try:
             X, X_val, y, y_val = train_test_split(
                 X, y, test_size=self.validation_fraction, stratify=stratify,
                 random_state=int(rng.integers(2**31)))
         except ValueError as exc:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} cannot split {y.shape[0]} "
-                f"samples ({exc}); use more data, a larger validation_fraction or "
-                "early_stopping=False") from exc
+                f"validation_fraction={self.validation_fraction} cannot split the {n} "
+                f"samples by class ({exc}); every class needs a sample in each part: use "
+                "more data, another validation_fraction, or early_stopping=False") from exc
         n_features, fit_intercept = self.n_features_in_, self.fit_intercept
 
         def score(full):
@@ -294,6 +310,8 @@ class _BaseAsyncSGD(BaseEstimator):
             raise TypeError(f"X has dtype {X.dtype}; numeric data is required")
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        if X.shape[0] == 0:
+            raise ValueError("X has 0 samples; at least 1 is required")
         self.n_features_in_ = int(X.shape[1])
         encode = self._encode_dask(y)
         return X, y, encode, int(X.shape[0])
@@ -328,14 +346,29 @@ class _BaseAsyncSGD(BaseEstimator):
             coef_init, intercept_init = self.coef_, self.intercept_
         if coef_init is None:
             return None
-        coef = np.asarray(coef_init, dtype=np.float64).reshape(n_outputs, -1)
-        if coef.shape[1] != self.n_features_in_:
-            raise ValueError(f"coef_init has {coef.shape[1]} features, X has "
-                             f"{self.n_features_in_}")
+        coef = np.asarray(coef_init, dtype=np.float64)
+        want = (n_outputs, self.n_features_in_)
+        if coef.size != want[0] * want[1]:
+            raise ValueError(
+                f"coef_init has shape {coef.shape}; this fit needs {want}: one row per "
+                "output (class), one column per feature of X")
+        coef = coef.reshape(want)
+        if not np.isfinite(coef).all():
+            raise ValueError("coef_init contains NaN or infinity; pass finite starting "
+                             "coefficients (or none)")
         full = coef.T
         if self.fit_intercept:
-            icpt = np.zeros(n_outputs) if intercept_init is None else np.asarray(
-                intercept_init, dtype=np.float64).reshape(n_outputs)
+            icpt = np.zeros(n_outputs)
+            if intercept_init is not None:
+                icpt = np.asarray(intercept_init, dtype=np.float64)
+                if icpt.size != n_outputs:
+                    raise ValueError(
+                        f"intercept_init has shape {icpt.shape}; this fit needs "
+                        f"({n_outputs},): one intercept per output")
+                icpt = icpt.reshape(n_outputs)
+                if not np.isfinite(icpt).all():
+                    raise ValueError("intercept_init contains NaN or infinity; pass "
+                                     "finite starting intercepts (or none)")
             full = np.vstack([full, icpt[None, :]])
         return np.ascontiguousarray(full)
 
@@ -356,7 +389,10 @@ class _BaseAsyncSGD(BaseEstimator):
         return self._decision_block(X)
 
     def _decision_block(self, X):
+        """Decision values of one chunk (a dask chunk is checked here, on its worker,
+        as in-memory input is by ``validate_data``)."""
         X = inputs.to_scipy(X)
+        inputs.check_finite_part(X)
         coef = self.coef_.reshape(len(self.intercept_), -1)
         return np.asarray(safe_sparse_dot(X, coef.T, dense_output=True)) + self.intercept_
 
@@ -556,9 +592,17 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         return _classification_targets(y, self.classes_)
 
     def _encode_dask(self, y):
+        import dask
         import dask.array as da
 
-        self._set_classes(np.sort(da.unique(y).compute()))
+        if y.dtype.kind == "f":  # on the workers, with the classes
+            classes, has_nan = dask.compute(da.unique(y), da.isnan(y).any())
+            if has_nan:
+                raise ValueError("Input y contains NaN; remove or label those samples "
+                                 "before fitting")
+        else:
+            classes = da.unique(y).compute()
+        self._set_classes(_classes_of(np.asarray(classes)))
         return functools.partial(_classification_targets, classes=self.classes_)
 
     def decision_function(self, X):

@@ -83,18 +83,23 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
         n_blocks = max(1, min(settings.n_blocks or 2 * n_loops, n_ids[1]))
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
         layout, parts = stratify(*ratings, *n_ids, n_loops, n_blocks, rng)
-        shards = []
+        scattered, shards = [], []
         try:
             for w, addr in enumerate(loop_workers):
                 # hash=False: identical data in two fits must not share (and cancel) keys
-                part = client.scatter(parts[w], workers=[addr], direct=True, hash=False)
+                scattered.append(client.scatter(parts[w], workers=[addr], direct=True,
+                                                hash=False))
                 shards.append(client.submit(
-                    make_rating_shard, part, int(rng.integers(2**31)), workers=[addr],
-                    allow_other_workers=False, pure=False))
+                    make_rating_shard, scattered[-1], int(rng.integers(2**31)),
+                    workers=[addr], allow_other_workers=False, pure=False))
             del parts
             return fit(client, shards, loop_workers, layout, mu, problem, settings, seed)
         finally:
-            client.cancel(shards)
+            # released now, not when the traceback of a failed fit (which IPython
+            # keeps) lets its frames go
+            client.cancel(shards + scattered)
+            scattered.clear()
+            shards.clear()
 
     result = with_restarts(client, settings, attempt)
     U, V = result.model

@@ -20,6 +20,34 @@ from .registry import SOLVERS
 from .run import with_restarts
 
 
+def store_bytes(problem, solver, n_loops):
+    """About how many bytes the fit's store takes on the cluster: per coordinate
+    and output, the weights, the variance-reduced solver's terms and the lazy
+    prox's bookkeeping; AD-PSGD keeps one replica per loop."""
+    k = problem.n_outputs
+    svrg = problem.svrg is not None or problem.rule is not None
+    per = 8 * k + 8 + (24 * k + 32 if svrg else 24)
+    if solver == "adpsgd":
+        per = n_loops * (16 * k + 24)
+    return problem.n_coords * per
+
+
+def check_memory(client, problem, settings, n_loops):
+    """Refuse a model the cluster cannot hold before any worker tries to, with the
+    numbers and the fix (a bare MemoryError from a worker says neither)."""
+    need = store_bytes(problem, settings.solver, n_loops)
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    have = sum(w.get("memory_limit") or 0 for w in workers)
+    if have and need > 0.8 * have:
+        raise MemoryError(
+            f"the model has {problem.n_coords:,} coefficients per output "
+            f"({problem.n_outputs} output(s)); its store would take about "
+            f"{need / 2**30:.1f} GiB on the cluster, whose workers have "
+            f"{have / 2**30:.1f} GiB in all: hash the features into fewer columns, add "
+            "workers (or memory), or use solver='asyb' (AD-PSGD keeps a full replica "
+            "per worker loop)")
+
+
 def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
     """Fit a linear model; returns a :class:`~.config.FitResult` whose ``model`` is
     the ``(n_features + fit_intercept, n_outputs)`` coefficients, intercept last.
@@ -53,6 +81,7 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
             n_loops = min(n_loops, X.numblocks[0])
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
         settings = replace(settings, n_blocks=settings.n_blocks or len(workers))
+        check_memory(client, problem, settings, n_loops)
         batch_size = settings.batch_size
         if problem.rule is not None:  # gradient exchanges have their own sizes
             batch_size, gradient_rows = exchange_sizes(
