@@ -166,7 +166,7 @@ def run(args):
                 hosts.set_rtt(rtt)
                 rtts[rtt] = measure_rtts(hosts.client, n=30)
         # warm-up: every worker loads the kernels (Numba cache) once
-        for name, client in deployments.items():
+        for client in deployments.values():
             our_fit(client, X[:4000], y[:4000], args.alpha, "asyb", 1, -math.inf)
         sk_times, f_target = [], None
         results = {c: [] for c in configs}

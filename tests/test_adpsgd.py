@@ -129,6 +129,7 @@ def test_a_loop_waits_when_too_far_ahead_of_the_slowest():
     """The lead bound of barrier-free fits: passes over own rows (shards taken as
     equal) at most MAX_LEAD times the slowest loop's, plus one pass."""
     from dask_asyncopt.replica import Replica
+
     from dask_asyncopt.solvers.adpsgd import MAX_LEAD, _ahead
 
     me = Replica(0, 3, 4, 1)

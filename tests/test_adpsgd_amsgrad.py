@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
-from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.replica import Replica
 from dask_asyncopt.rules import AMSGradRule, pack_steps
+
+from dask_asyncopt import AsyncSGDClassifier
 
 from .conftest import cluster_is_clean, logistic_objective, ridge_gap
 

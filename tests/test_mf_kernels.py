@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from dask_asyncopt.mf_kernels import (
     RULE_ADAGRAD,
     RULE_AMSGRAD,

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from dask_asyncopt.replica import Replica
 from distributed import Client, LocalCluster, wait
 
-from dask_asyncopt.replica import Replica
 from dask_asyncopt.solvers.adpsgd import peer_schedule, run_gossip_rounds
 from dask_asyncopt.store import FitStopped
 

@@ -9,14 +9,14 @@ shares nothing with the lazy closed-form catch-up under test.
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from dask_asyncopt.grad_kernels import minibatch_grads_csr, minibatch_grads_dense
-from dask_asyncopt.kernels import N_PARAMS, P_EPSILON
 from dask_asyncopt.losses import LOG_LOSS
 from dask_asyncopt.rule_store import RuleServer, merge_rounds
 from dask_asyncopt.rules import AMSGradRule, SGDRule, pack_steps
 from dask_asyncopt.shards import make_shard
 from dask_asyncopt.solvers.adaptive import run_grad_epoch
+
+from dask_asyncopt.kernels import N_PARAMS, P_EPSILON
 
 PENALTIES = {"l1": 1.0, "l2": 0.0, "elasticnet": 0.4}
 
