@@ -61,7 +61,8 @@ from .penalties import prox
 
 @njit(nogil=True, cache=True, inline="always")
 def _catch_up(w, m, v, vhat, last, t, j, lr, beta1, beta2, eps):
-    """Apply the ``t - last[j]`` zero-gradient steps coordinate ``j`` missed."""
+    """Apply the ``t - last[j]`` zero-gradient steps coordinate ``j`` missed (``lr``:
+    that coordinate's step)."""
     k = t - last[j]
     if k > 0:
         b1k = beta1 ** k
@@ -75,23 +76,25 @@ def _catch_up(w, m, v, vhat, last, t, j, lr, beta1, beta2, eps):
 
 
 @njit(nogil=True, cache=True)
-def amsgrad_catch_up(w, m, v, vhat, last, t, ids, lr, beta1, beta2, eps):
+def amsgrad_catch_up(w, m, v, vhat, last, t, ids, lr, coord_lr, beta1, beta2, eps):
     """Bring coordinates ``ids`` up to step ``t``."""
     for i in range(ids.shape[0]):
-        _catch_up(w, m, v, vhat, last, t, ids[i], lr, beta1, beta2, eps)
+        j = ids[i]
+        _catch_up(w, m, v, vhat, last, t, j, lr * coord_lr[j], beta1, beta2, eps)
 
 
 @njit(nogil=True, cache=True)
-def amsgrad_catch_up_all(w, m, v, vhat, last, t, lr, beta1, beta2, eps):
+def amsgrad_catch_up_all(w, m, v, vhat, last, t, lr, coord_lr, beta1, beta2, eps):
     """Bring every coordinate up to step ``t``."""
     for j in range(w.shape[0]):
-        _catch_up(w, m, v, vhat, last, t, j, lr, beta1, beta2, eps)
+        _catch_up(w, m, v, vhat, last, t, j, lr * coord_lr[j], beta1, beta2, eps)
 
 
 @njit(nogil=True, cache=True)
-def amsgrad_steps(w, m, v, vhat, last, t, ptr, ids, g, pen, scale, lr, beta1, beta2, eps,
-                  alpha, l1_ratio, skip):
-    """Apply AMSGrad proximal steps (packed) to ``w`` from step count ``t``.
+def amsgrad_steps(w, m, v, vhat, last, t, ptr, ids, g, pen, scale, lr, coord_lr, beta1,
+                  beta2, eps, alpha, l1_ratio, skip):
+    """Apply AMSGrad proximal steps (packed) to ``w`` from step count ``t``; coordinate
+    ``j``'s step is ``lr * coord_lr[j]``.
 
     Returns the step count after them.  Coordinates a step touches are first
     caught up over the steps they missed (:func:`_catch_up`).
@@ -101,8 +104,9 @@ def amsgrad_steps(w, m, v, vhat, last, t, ptr, ids, g, pen, scale, lr, beta1, be
         sc = scale[s]
         for i in range(ptr[s], ptr[s + 1]):
             j = ids[i]
-            _catch_up(w, m, v, vhat, last, t, j, lr, beta1, beta2, eps)
-            weight = lr * pen[i] * sc * alpha
+            lrj = lr * coord_lr[j]
+            _catch_up(w, m, v, vhat, last, t, j, lrj, beta1, beta2, eps)
+            weight = lrj * pen[i] * sc * alpha
             for k in range(n_outputs):
                 gk = g[i, k] * sc
                 mk = beta1 * m[j, k] + (1.0 - beta1) * gk
@@ -112,7 +116,7 @@ def amsgrad_steps(w, m, v, vhat, last, t, ptr, ids, g, pen, scale, lr, beta1, be
                 v[j, k] = vk
                 vhat[j, k] = hk
                 denom = math.sqrt(hk) + eps
-                x = w[j, k] - lr * mk / denom
+                x = w[j, k] - lrj * mk / denom
                 if j != skip and weight > 0.0:
                     a = weight / denom
                     x = prox(x, a * l1_ratio, 1.0 + a * (1.0 - l1_ratio))
@@ -137,8 +141,9 @@ def pack_steps(steps):
 class AMSGradState(NamedTuple):
     """AMSGrad's state for some coordinates: moments ``m, v, vhat`` (n_coords, K),
     the step count at which each coordinate was last brought up to date
-    (``last``), the steps taken (``t``, one entry) and the current step size
-    (``lr``, one entry): arrays, updated in place by the rule."""
+    (``last``), the steps taken (``t``, one entry), the current step size
+    (``lr``, one entry) and each coordinate's share of it (``coord_lr``):
+    arrays, updated in place by the rule."""
 
     m: np.ndarray
     v: np.ndarray
@@ -146,6 +151,7 @@ class AMSGradState(NamedTuple):
     last: np.ndarray
     t: np.ndarray
     lr: np.ndarray
+    coord_lr: np.ndarray
 
     def copy(self):
         return AMSGradState(*(a.copy() for a in self))
@@ -206,10 +212,10 @@ class AMSGradRule:
         shape = (n_coords, n_outputs)
         return AMSGradState(np.zeros(shape), np.zeros(shape), np.zeros(shape),
                             np.zeros(n_coords, dtype=np.int64), np.zeros(1, dtype=np.int64),
-                            np.array([self.lr]))
+                            np.array([self.lr]), np.ones(n_coords))
 
     def _hyper(self, state):
-        return state.lr[0], self.beta1, self.beta2, self.eps
+        return state.lr[0], state.coord_lr, self.beta1, self.beta2, self.eps
 
     def update(self, state, w, ptr, ids, g, pen, scale, *, penalty, skip):
         """Apply packed steps to ``w`` in place, in order.
@@ -246,6 +252,26 @@ class AMSGradRule:
         else:
             amsgrad_catch_up(w, s.m, s.v, s.vhat, s.last, s.t[0],
                              np.asarray(ids, dtype=np.int64), *self._hyper(s))
+
+    def set_scales(self, state, w, column_scale):
+        """Coordinate ``j`` steps by ``lr / column_scale[j]`` from now on (every
+        coordinate is caught up first).
+
+        AMSGrad's step is about ``lr`` in every coordinate whatever its gradient's
+        scale (``m / sqrt(vhat)`` does not change when a column is multiplied
+        by 1000), so a weight whose feature is 1000 times larger needs a step
+        1000 times smaller: with ``column_scale`` the root mean square of each
+        column's non-zeros, the rule runs as it would on standardised columns.
+
+        Parameters
+        ----------
+        state : AMSGradState
+        w : ndarray of shape (n_coords, n_outputs)
+        column_scale : ndarray of shape (n_coords,)
+            Positive scales (1 where unknown).
+        """
+        self.materialise(state, w)
+        np.divide(1.0, column_scale, out=state.coord_lr)
 
     def set_lr(self, state, w, lr):
         """Catch every coordinate up with the old step, then use ``lr``.

@@ -535,6 +535,7 @@ class Replicas:
             self.step = step * len(run.shards)
         else:
             self.step = self.problem.rule.lr
+            run.call_blocks("scale_steps")
             run.config = replace(run.config, grad=GradOptions(
                 self.problem.svrg is not None, run.settings.gradient_rows, n))
 

@@ -156,6 +156,7 @@ class Blocks:
         # with variance reduction, the snapshot of the gradients)
         reports = run.run_loops(run_snapshot, f"{run.settings.solver}-snapshot", 0, True)
         run.call_blocks("finish_snapshot", n)
+        run.call_blocks("scale_steps")
         stats = run.call_blocks("stats")
         self.before = self._loss(reports) + sum(s.penalty for s in stats)
         self.step = self.problem.rule.lr

@@ -58,6 +58,15 @@ def preconditioner(counts, energy, out=None):
     return out
 
 
+def column_scale(counts, energy):
+    """Root mean square of each column's non-zeros (1 for a column no row
+    touches): the scale an update rule's steps are divided by."""
+    scale = np.ones(counts.shape[0])
+    seen = (counts > 0) & (energy > 0)
+    scale[seen] = np.sqrt(energy[seen] / counts[seen])
+    return scale
+
+
 def add_snapshot_part(sums, ids, grad, columns=None):
     """Add a snapshot part to ``sums`` (``(grad_sum, count_sum, energy_sum)`` of a
     block, or of one worker loop before it hands them to the block): the

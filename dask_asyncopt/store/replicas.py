@@ -54,7 +54,7 @@ import threading
 import numpy as np
 
 from ..kernels.lazy import step_replica
-from .blocks import FitStopped, preconditioner
+from .blocks import FitStopped, column_scale, preconditioner
 from .replies import Averaged, Pulled, StoreStats
 
 
@@ -203,6 +203,13 @@ class Replica:
             self.rule.update(self.state, self.w, ptr, ids, g, pen, 1.0 / rows,
                              penalty=self.penalty, skip=self.intercept)
             return self._count_step(int(rows.sum()), read_version)
+
+    def scale_steps(self):
+        """Divide each coordinate's rule step by its column's scale (from the fit's
+        first snapshot; see ``AMSGradRule.set_scales``)."""
+        with self.lock:
+            self.rule.set_scales(self.state, self.w, column_scale(self.row_counts,
+                                                                  self.energy))
 
     def set_lr(self, lr):
         """Use rule step ``lr`` from now on (every coordinate is caught up first)."""

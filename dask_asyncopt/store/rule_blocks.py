@@ -29,7 +29,7 @@ import asyncio
 
 import numpy as np
 
-from .blocks import BlockServer
+from .blocks import BlockServer, column_scale
 from .replies import Pulled, Pushed
 
 
@@ -73,6 +73,12 @@ class RuleServer(BlockServer):
         super().restore()
         with self.lock:
             self.state.last[:] = self.state.t[0]
+
+    def scale_steps(self):
+        """Divide each coordinate's step by its column's scale (:func:`column_scale`,
+        from the fit's first snapshot): see ``AMSGradRule.set_scales``."""
+        with self.lock:
+            self.rule.set_scales(self.state, self.w, column_scale(self.counts, self.energy))
 
     def set_lr(self, lr):
         """Use step ``lr`` from now on (every coordinate is caught up first)."""
