@@ -248,8 +248,8 @@ def kernel_scaling(X, y, repeats):
         for p, chunk, packed, dsnap, rows in work:
             if p == part:
                 Xc = chunk.X
-                sweep_csr_svrg(Xc.indptr, Xc.indices, Xc.data, chunk.Y, rows, packed,
-                               chunk.intercept, dsnap, 0, 0.1, 4.0, 1e-6, 1.0, False, True)
+                sweep_csr_svrg(Xc.indptr, Xc.indices, Xc.data, chunk.Y, chunk.W, rows,
+                               packed, chunk.intercept, dsnap, 0, 0.1, 4.0, 1e-6, 1.0, False, True)
 
     sweep(0)  # compiled or loaded from the cache outside the clock
     ratios = []

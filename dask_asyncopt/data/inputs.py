@@ -149,3 +149,68 @@ def check_finite_part(X):
                          "before fitting")
 
 
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """In-memory ``sample_weight`` as a new float64 array of shape ``(n_samples,)``
+    (a scalar weighs every sample alike), or ``None``; a ``ValueError`` or
+    ``TypeError`` naming the problem otherwise.  The caller's array is never
+    modified."""
+    if sample_weight is None:
+        return None
+    sw = np.asarray(sample_weight)
+    if sw.ndim == 0:
+        sw = np.full(n_samples, sw)
+    if sw.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight has dtype {sw.dtype}; pass numeric weights, one "
+                        "per sample")
+    if sw.ndim != 1 or sw.shape[0] != n_samples:
+        raise ValueError(f"sample_weight has shape {sw.shape}; this fit needs "
+                         f"({n_samples},): one weight per sample (row of X)")
+    sw = np.array(sw, dtype=np.float64)
+    check_weight_values(bool(np.isfinite(sw).all()), sw.min(initial=0.0),
+                        sw.max(initial=0.0))
+    return sw
+
+
+def check_dask_sample_weight(sample_weight, row_chunks):
+    """A dask ``sample_weight`` (dask or in-memory weights for dask ``X``) as a
+    1-d dask array chunked as ``X``'s rows; its values are checked by
+    :func:`check_weight_values` on the statistics of :func:`weight_stats`."""
+    import dask.array as da
+
+    if sample_weight is None:
+        return None
+    if is_dask(sample_weight):
+        sw = dask_to_array(sample_weight, "sample_weight")
+    else:
+        sw = np.asarray(sample_weight)
+        if sw.ndim == 1 and sw.shape[0] == sum(row_chunks):
+            sw = da.from_array(sw, chunks=(row_chunks,))
+    if sw.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight has dtype {sw.dtype}; pass numeric weights, one "
+                        "per sample")
+    if sw.ndim != 1 or sw.shape[0] != sum(row_chunks):
+        raise ValueError(f"sample_weight has shape {sw.shape}; this fit needs "
+                         f"({sum(row_chunks)},): one weight per sample (row of X)")
+    return sw.astype(np.float64)
+
+
+def weight_stats(sw):
+    """Lazy (all finite, min, max) of dask weights, for :func:`check_weight_values`."""
+    import dask.array as da
+
+    return da.isfinite(sw).all(), sw.min(), sw.max()
+
+
+def check_weight_values(finite, lowest, highest):
+    """Weights must be finite, non-negative and not all zero (no sample would
+    count: the fit would return the penalty's minimiser whatever the data)."""
+    if not finite:
+        raise ValueError("sample_weight contains NaN or infinity; pass finite weights")
+    if lowest < 0:
+        raise ValueError(f"sample_weight has negative values (the smallest is {lowest:g}); "
+                         "weights must be >= 0")
+    if highest <= 0:
+        raise ValueError("sample_weight is zero for every sample, so no sample would count; "
+                         "give some samples a positive weight")

@@ -28,33 +28,38 @@ def auto_batch_size(n_rows, nnz):
     return int(max(16, min(math.ceil(TARGET_CHUNK_NNZ / per_row), math.ceil(n_rows / 8))))
 
 
-def shard_from_parts(X_parts, y_parts, encode, layout, seed):
-    """Build a shard on a worker from its dask partitions (runs as a task)."""
+def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed):
+    """Build a shard on a worker from its dask partitions (runs as a task);
+    ``w_parts`` are the sample weights' partitions, or ``None``."""
     parts = [to_scipy(x) for x in X_parts]
     if any(sp.issparse(x) for x in parts):
         X = sp.vstack([sp.csr_matrix(x, dtype=np.float64) for x in parts], format="csr")
     else:
         X = np.vstack([np.asarray(x, dtype=np.float64) for x in parts])
     check_finite_part(X)
-    Y = encode(np.concatenate([np.asarray(y).ravel() for y in y_parts]))
+    y = np.concatenate([np.asarray(y).ravel() for y in y_parts])
+    sw = None if w_parts is None else np.concatenate(
+        [np.asarray(w, dtype=np.float64).ravel() for w in w_parts])
+    Y, W = encode(y, sw)
     # Shuffled once here (in-memory data is shuffled by place_in_memory): the
     # sweeps visit a chunk's rows in storage order (WorkerShard.next_chunk).
     perm = np.random.default_rng([seed, 1]).permutation(X.shape[0])
-    return shard_from_arrays(X[perm], Y[perm], layout, seed)
+    return shard_from_arrays(X[perm], Y[perm], None if W is None else W[perm], layout, seed)
 
 
-def shard_from_arrays(X, Y, layout, seed, rows=None):
+def shard_from_arrays(X, Y, W, layout, seed, rows=None):
     """Build a shard from a partition already on this worker (runs as a task);
-    with ``rows``, from those rows of ``X`` and ``Y``."""
+    with ``rows``, from those rows of ``X``, ``Y`` and the weights ``W``."""
     if rows is not None:
         X, Y = X[rows], Y[rows]
+        W = None if W is None else W[rows]
     if layout.batch_size is None:
         nnz = X.nnz if sp.issparse(X) else X.size
         layout = replace(layout, batch_size=auto_batch_size(X.shape[0], nnz))
-    return make_shard(X, Y, layout, seed)
+    return make_shard(X, Y, layout, seed, W)
 
 
-def place_in_memory(client, X, Y, loop_workers, layout, rng):
+def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
     """Shuffle, split into one partition per loop, ship each to its worker.
 
     The rows stay in shuffled order (not re-sorted): the sweeps visit a
@@ -72,26 +77,31 @@ def place_in_memory(client, X, Y, loop_workers, layout, rng):
     shards = []
     for i, addr in enumerate(loop_workers):
         idx = perm[bounds[i]:bounds[i + 1]]
-        part = (X, Y, idx) if in_process else (X[idx], Y[idx], None)
+        part = (X, Y, W, idx) if in_process else (
+            X[idx], Y[idx], None if W is None else W[idx], None)
         part = client.scatter(part, workers=[addr], direct=True, hash=False)
         shards.append(client.submit(
-            lambda part, layout, seed: shard_from_arrays(part[0], part[1], layout, seed,
-                                                         part[2]),
+            lambda part, layout, seed: shard_from_arrays(*part[:3], layout, seed, part[3]),
             part, layout, int(rng.integers(2**31)), workers=[addr],
             allow_other_workers=False, pure=False,
             key=f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}"))
     return shards, n
 
 
-def place_dask(client, X, y, loop_workers, layout, encode, rng):
-    """Compute the partitions where they fall and give each loop those it holds."""
+def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):
+    """Compute the partitions where they fall and give each loop those it holds
+    (with its rows' labels and, if any, sample weights)."""
     from distributed import wait
 
     X = X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
     y = y.rechunk({0: X.chunks[0]})
     x_parts = client.compute(list(X.to_delayed().ravel()))
     y_parts = client.compute(list(y.to_delayed().ravel()))
-    wait(x_parts + y_parts)
+    w_parts = []
+    if sample_weight is not None:
+        w_parts = client.compute(list(
+            sample_weight.rechunk({0: X.chunks[0]}).to_delayed().ravel()))
+    wait(x_parts + y_parts + w_parts)
     try:
         who = client.who_has(x_parts)
         rows = X.chunks[0]
@@ -112,8 +122,8 @@ def place_dask(client, X, y, loop_workers, layout, encode, rng):
                 "rechunk X into at least n_workers row chunks or lower n_workers")
         shards = [client.submit(
             shard_from_parts, [x_parts[j] for j in mine], [y_parts[j] for j in mine],
-            encode, layout, int(rng.integers(2**31)), workers=[addr],
-            allow_other_workers=False, pure=False)
+            [w_parts[j] for j in mine] if w_parts else None, encode, layout,
+            int(rng.integers(2**31)), workers=[addr], allow_other_workers=False, pure=False)
             for mine, addr in zip(assigned, loop_workers, strict=True)]
         try:
             wait(shards)
@@ -125,6 +135,6 @@ def place_dask(client, X, y, loop_workers, layout, encode, rng):
             raise
     finally:
         # release, not cancel: cancelling a key cancels its dependents (the shards)
-        for f in x_parts + y_parts:
+        for f in x_parts + y_parts + w_parts:
             f.release()
     return shards, sum(rows)

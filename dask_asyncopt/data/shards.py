@@ -16,7 +16,7 @@ intercept, when fitted, is global coordinate ``n_features``.
 """
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +31,10 @@ def block_sizes(n_coords, n_blocks):
 def block_slices(owner, n_blocks):
     """Bounds of each block's run in an array sorted by block."""
     return np.searchsorted(owner, np.arange(n_blocks + 1))
+
+
+#: the weights of an unweighted chunk (the kernels take every row's weight as 1)
+NO_WEIGHTS = np.empty((0, 0))
 
 
 @dataclass
@@ -51,6 +55,10 @@ class Chunk:
     intercept: int  # local index of the intercept coordinate, else -1
     counts: np.ndarray | None = None  # rows touching each local coordinate (CSR chunks)
     energy: np.ndarray | None = None  # sum of squares of each local column (intercept: rows)
+    # (n_rows, K) sample weights times class weights; (0, 0): every weight is 1
+    W: np.ndarray = field(default_factory=lambda: NO_WEIGHTS)
+    w_floor: float = 1.0  # the shard's mean of each row's largest weight (see
+    # kernels.sweeps._heaviest)
 
     @property
     def n_rows(self):
@@ -260,8 +268,9 @@ class ShardLayout:
     batch_size: int | None = None
 
 
-def make_shard(X, Y, layout, seed):
-    """Cut ``X`` (CSR or dense, global columns) and targets ``Y`` into a shard."""
+def make_shard(X, Y, layout, seed, W=None):
+    """Cut ``X`` (CSR or dense, global columns), targets ``Y`` and, if any, sample
+    weights ``W`` (shaped as ``Y``) into a shard."""
     n_features, n_blocks = layout.n_features, layout.n_blocks
     fit_intercept, batch_size = layout.fit_intercept, layout.batch_size
     if sp.issparse(X):
@@ -279,4 +288,12 @@ def make_shard(X, Y, layout, seed):
     else:
         chunks = _chunks_dense(np.asarray(X), Y, n_features, n_blocks, fit_intercept,
                                batch_size)
+    if W is not None:
+        W = np.asarray(W, dtype=np.float64).reshape(Y.shape)
+        floor = float(W.max(axis=1).mean()) if W.size else 1.0
+        start = 0
+        for chunk in chunks:
+            chunk.W = np.ascontiguousarray(W[start:start + chunk.n_rows])
+            chunk.w_floor = floor
+            start += chunk.n_rows
     return WorkerShard(chunks, seed)

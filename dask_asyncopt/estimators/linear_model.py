@@ -71,18 +71,62 @@ def _classes_of(y):
             "classes; give every label the same type (e.g. y.astype(str))") from exc
 
 
-def _classification_targets(y, classes):
-    """``+1``/``-1`` per one-vs-rest output (one output for two classes)."""
-    if len(classes) == 2:
-        return np.where(y == classes[1], 1.0, -1.0)[:, None]
-    return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
+def _classification_targets(y, sample_weight=None, *, classes, class_weight=None):
+    """``+1``/``-1`` per one-vs-rest output (one output for two classes) and the
+    rows' weights per output, ``None`` when every weight is 1.
+
+    As scikit-learn's SGD: a row's weight is its ``sample_weight`` times a class
+    weight (``class_weight``, one per class): with two classes that of its own
+    class; in one-vs-rest output ``k`` that of class ``k`` for its positive
+    rows and 1 for the rest.
+    """
+    binary = len(classes) == 2
+    if binary:
+        Y = np.where(y == classes[1], 1.0, -1.0)[:, None]
+    else:
+        Y = np.where(y[:, None] == classes[None, :], 1.0, -1.0)
+    if sample_weight is None and class_weight is None:
+        return Y, None
+    W = np.ones_like(Y)
+    if class_weight is not None:
+        if binary:
+            W[:, 0] = class_weight[(Y[:, 0] > 0).astype(np.intp)]
+        else:
+            W = np.where(Y > 0, class_weight[None, :], 1.0)
+    if sample_weight is not None:
+        W *= sample_weight[:, None]
+    return Y, W
 
 
-def _regression_targets(y):
+def _regression_targets(y, sample_weight=None):
+    """Targets as one output, and the rows' weights (``None``: all 1)."""
     y = np.asarray(y, dtype=np.float64)
     if not np.isfinite(y).all():
         raise ValueError("Input y contains NaN or infinity")
-    return y[:, None]
+    if sample_weight is None:
+        return y[:, None], None
+    return y[:, None], sample_weight[:, None].copy()
+
+
+def _class_weights(class_weight, classes, counts=None):
+    """One weight per class (``None``: all 1), from a dict or ``"balanced"``
+    (``n_samples / (n_classes * count)``, from the unweighted ``counts``, as
+    scikit-learn's SGD)."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):  # "balanced"
+        counts = np.asarray(counts, dtype=np.float64)
+        return counts.sum() / (len(classes) * counts)
+    missing = [c for c in class_weight if c not in set(classes.tolist())]
+    if missing:
+        raise ValueError(
+            f"class_weight names {missing}, which are not classes of y (classes: "
+            f"{classes.tolist()}); key class_weight by the labels in y")
+    weights = np.array([class_weight.get(c, 1.0) for c in classes.tolist()], dtype=float)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"class_weight has weights {weights.tolist()}; class weights must "
+                         "be finite and >= 0")
+    return weights
 
 
 class _BaseAsyncSGD(BaseEstimator):
@@ -196,7 +240,7 @@ class _BaseAsyncSGD(BaseEstimator):
 
     # -------------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, coef_init=None, intercept_init=None):
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the linear model by asynchronous parallel proximal SGD on Dask.
 
         Parameters
@@ -208,6 +252,16 @@ class _BaseAsyncSGD(BaseEstimator):
             Target values.
         coef_init, intercept_init : ndarray, optional
             Starting coefficients, as ``coef_`` and ``intercept_``.
+        sample_weight : array-like or dask array/series of shape (n_samples,), \
+                default=None
+            Weight of each sample's loss (finite, >= 0, not all 0; None: all
+            1).  As in scikit-learn's SGD, the fit minimises
+            ``sum_i(sample_weight_i * loss_i) / n_samples + alpha * R(w)``
+            (times the class weights for the classifier): weights of mean 2
+            count the data twice as much against the penalty as none.
+            Repeating sample ``i`` ``sample_weight[i]`` times is therefore the
+            same fit only when the weights average 1 (otherwise scale
+            ``alpha`` by ``n_samples / sum(sample_weight)``).
 
         Returns
         -------
@@ -218,18 +272,22 @@ class _BaseAsyncSGD(BaseEstimator):
         progress = FitProgress(self.verbose, total=self.max_iter,
                                desc=f"{type(self).__name__}({self.solver})")
         with session() as client, progress:
-            return self._fit(client, X, y, coef_init, intercept_init, progress)
+            return self._fit(client, X, y, coef_init, intercept_init, sample_weight,
+                             progress)
 
-    def _fit(self, client, X, y, coef_init, intercept_init, callback=None):
+    def _fit(self, client, X, y, coef_init, intercept_init, sample_weight=None,
+             callback=None):
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31))
         if inputs.is_dask(X) or inputs.is_dask(y):
-            X, y, encode, n_samples = self._describe_dask(X, y)
-            data = (X, y, encode)
+            X, y, sw, encode = self._describe_dask(X, y, sample_weight)
+            data = (X, y, sw, encode)
+            n_samples = X.shape[0]
         else:
             X, y = self._validate_in_memory(X, y)
             n_samples = X.shape[0]
+            sw = inputs.check_sample_weight(sample_weight, n_samples)
         if n_samples == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
         validation = None
@@ -239,9 +297,9 @@ class _BaseAsyncSGD(BaseEstimator):
                     "early_stopping=True needs in-memory X and y (it holds out a random "
                     "validation_fraction of the rows); with dask collections hold out a "
                     "validation set yourself and call score(), or set early_stopping=False")
-            X, y, validation = self._hold_out(X, y, rng)
+            X, y, sw, validation = self._hold_out(X, y, sw, rng)
         if not inputs.is_dask(X):
-            data = (X, self._encode_in_memory(y), None)
+            data = (X, *self._encoder(y)(y, sw), None)
         problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
         init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
         t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
@@ -265,11 +323,12 @@ class _BaseAsyncSGD(BaseEstimator):
         self.history_ = pd.DataFrame(result.history)
         return self
 
-    def _hold_out(self, X, y, rng):
+    def _hold_out(self, X, y, sw, rng):
         """Split off ``validation_fraction`` of the rows (stratified for classifiers,
-        as scikit-learn's SGD does); return the training rows and the held-out
-        score (accuracy, or R^2 for regressors) of full coefficient arrays, which
-        early stopping watches."""
+        as scikit-learn's SGD does); return the training rows (and weights) and
+        the held-out score (accuracy, or R^2 for regressors, weighted by the
+        held-out rows' ``sw``) of full coefficient arrays, which early stopping
+        watches."""
         stratify = y if self._is_classifier else None
         n = y.shape[0]
         n_val = int(np.ceil(self.validation_fraction * n))
@@ -281,26 +340,41 @@ class _BaseAsyncSGD(BaseEstimator):
                 f"samples, leaving {n - n_val} to train on; both parts need at least "
                 f"{need}: choose a validation_fraction between {n_classes / n:.3g} and "
                 f"{1 - n_classes / n:.3g}, use more data, or set early_stopping=False")
+        weights = () if sw is None else (sw,)
         try:
-            X, X_val, y, y_val = train_test_split(
-                X, y, test_size=self.validation_fraction, stratify=stratify,
+            X, X_val, y, y_val, *sw_parts = train_test_split(
+                X, y, *weights, test_size=self.validation_fraction, stratify=stratify,
                 random_state=int(rng.integers(2**31)))
         except ValueError as exc:
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} cannot split the {n} "
                 f"samples by class ({exc}); every class needs a sample in each part: use "
                 "more data, another validation_fraction, or early_stopping=False") from exc
+        sw, sw_val = sw_parts or (None, None)
+        if sw is not None and not (sw_val > 0).any():
+            raise ValueError(
+                "the sample weights of the validation set are all zero, so it cannot "
+                "score the fit: use another random_state or validation_fraction, or "
+                "early_stopping=False")
+        if sw is not None and not (sw > 0).any():
+            raise ValueError(
+                "the sample weights of the training rows are all zero (every weighted "
+                "sample was held out for validation): use another random_state or "
+                "validation_fraction, or early_stopping=False")
         n_features, fit_intercept = self.n_features_in_, self.fit_intercept
 
         def score(full):
             decision = safe_sparse_dot(X_val, full[:n_features])
             if fit_intercept:
                 decision = decision + full[n_features]
-            return self._score_decision(decision, y_val)
+            return self._score_decision(decision, y_val, sw_val)
 
-        return X, y, Validation(score, "validation_score", watch=True)
+        return X, y, sw, Validation(score, "validation_score", watch=True)
 
-    def _describe_dask(self, X, y):
+    def _describe_dask(self, X, y, sample_weight):
+        """Dask ``X``, ``y`` and weights (``None``) checked from their metadata
+        and one pass over ``y`` and the weights, and the function that encodes
+        their chunks on the workers."""
         if not (inputs.is_dask(X) and inputs.is_dask(y)):
             raise TypeError("X and y must both be dask collections or both in memory; "
                             "convert the other with dask.array.from_array")
@@ -313,8 +387,12 @@ class _BaseAsyncSGD(BaseEstimator):
         if X.shape[0] == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
         self.n_features_in_ = int(X.shape[1])
-        encode = self._encode_dask(y)
-        return X, y, encode, int(X.shape[0])
+        sw = inputs.check_dask_sample_weight(sample_weight, X.chunks[0])
+        stats = () if sw is None else inputs.weight_stats(sw)
+        encode, stats = self._encode_dask(y, stats)
+        if sw is not None:
+            inputs.check_weight_values(*stats)
+        return X, y, sw, encode
 
     def _problem(self, sparse_input):
         """The solvers' problem for these parameters: the one place they are mapped."""
@@ -521,6 +599,12 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         SGD does.  In-memory data only.
     validation_fraction : float, default=0.1
         Share of the rows held out when ``early_stopping`` is set.
+    class_weight : dict, "balanced" or None, default=None
+        Weight of each class's samples, multiplying ``sample_weight``, as in
+        scikit-learn's SGD: ``{label: weight}`` (classes not named weigh 1) or
+        "balanced", ``n_samples / (n_classes * np.bincount(y))``.  With more
+        than two classes, one-vs-rest output ``k`` weighs its positive samples
+        by class ``k``'s weight and the others by 1.
 
     Attributes
     ----------
@@ -552,6 +636,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     _parameter_constraints = {
         **_BaseAsyncSGD._parameter_constraints,
         "loss": [StrOptions(set(CLASSIFICATION_LOSSES))],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=1e-4, l1_ratio=0.15,
@@ -561,7 +646,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
                  beta2=0.999, adam_epsilon=1e-8, variance_reduction="auto", n_blocks=None,
                  max_staleness=None, n_workers=None, timeout=120.0, random_state=None,
                  verbose=0, warm_start=False, early_stopping=False,
-                 validation_fraction=0.1):
+                 validation_fraction=0.1, class_weight=None):
+        self.class_weight = class_weight
         super().__init__(
             loss, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
             fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
@@ -587,23 +673,37 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
                 "class: y must contain samples of at least two classes")
         self.classes_ = classes
 
-    def _encode_in_memory(self, y):
-        self._set_classes(_classes_of(y))
-        return _classification_targets(y, self.classes_)
+    def _targets(self, classes, counts=None):
+        """Set the classes; the function that turns labels and sample weights
+        into the solvers' targets and weights."""
+        self._set_classes(classes)
+        return functools.partial(
+            _classification_targets, classes=self.classes_,
+            class_weight=_class_weights(self.class_weight, self.classes_, counts))
 
-    def _encode_dask(self, y):
+    def _encoder(self, y):
+        classes = _classes_of(y)
+        counts = None
+        if isinstance(self.class_weight, str):  # "balanced"
+            counts = np.bincount(np.searchsorted(classes, y), minlength=len(classes))
+        return self._targets(classes, counts)
+
+    def _encode_dask(self, y, stats):
         import dask
         import dask.array as da
 
-        if y.dtype.kind == "f":  # on the workers, with the classes
-            classes, has_nan = dask.compute(da.unique(y), da.isnan(y).any())
-            if has_nan:
-                raise ValueError("Input y contains NaN; remove or label those samples "
-                                 "before fitting")
-        else:
-            classes = da.unique(y).compute()
-        self._set_classes(_classes_of(np.asarray(classes)))
-        return functools.partial(_classification_targets, classes=self.classes_)
+        balanced = isinstance(self.class_weight, str)
+        # one pass over the labels on the workers: classes (with counts for
+        # "balanced"), NaN labels, and the weights' statistics
+        found = da.unique(y, return_counts=balanced)
+        has_nan = da.isnan(y).any() if y.dtype.kind == "f" else False
+        found, has_nan, stats = dask.compute(found, has_nan, stats)
+        if has_nan:
+            raise ValueError("Input y contains NaN; remove or label those samples "
+                             "before fitting")
+        classes, counts = found if balanced else (found, None)
+        classes = _classes_of(np.asarray(classes))  # validates the label types
+        return self._targets(classes, counts), stats
 
     def decision_function(self, X):
         """Signed distance to the separating hyperplane(s).
@@ -641,8 +741,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             return _map_lazy(scores, self._labels, self.classes_.dtype)
         return self._labels(scores)
 
-    def _score_decision(self, scores, y):
-        return accuracy_score(y, self._labels(scores))
+    def _score_decision(self, scores, y, sample_weight=None):
+        return accuracy_score(y, self._labels(scores), sample_weight=sample_weight)
 
     def _labels(self, scores):
         if scores.shape[1] == 1:
@@ -775,19 +875,21 @@ early_stopping, validation_fraction :
     def _n_outputs(self):
         return 1
 
-    def _score_decision(self, scores, y):
-        return r2_score(y, np.asarray(scores)[:, 0])
+    def _score_decision(self, scores, y, sample_weight=None):
+        return r2_score(y, np.asarray(scores)[:, 0], sample_weight=sample_weight)
 
-    def _encode_in_memory(self, y):
-        return _regression_targets(y)
+    def _encoder(self, y):
+        return _regression_targets
 
     def _fit(self, *args):
         super()._fit(*args)
         self.coef_ = self.coef_.ravel()  # (n_features,), as SGDRegressor
         return self
 
-    def _encode_dask(self, y):
-        return _regression_targets
+    def _encode_dask(self, y, stats):
+        import dask
+
+        return _regression_targets, dask.compute(stats)[0]
 
     def _decision(self, X):
         scores = super()._decision(X)

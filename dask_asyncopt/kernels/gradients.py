@@ -21,8 +21,8 @@ from .sweeps import clip, dot_csr, dot_dense
 
 
 @njit(nogil=True, cache=True)
-def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsilon, batch,
-                        vr, dsnap, drift, pen_scale, out_ptr, out_idx, out_g, out_pen,
+def minibatch_grads_csr(indptr, indices, data, Y, W, rows, w, intercept, loss, epsilon,
+                        batch, vr, dsnap, drift, pen_scale, out_ptr, out_idx, out_g, out_pen,
                         out_rows):
     """Gradient sums of consecutive minibatches of ``rows`` (CSR) at ``w``.
 
@@ -30,6 +30,7 @@ def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsi
     ----------
     indptr, indices, data : CSR arrays of the chunk; ``indices`` index ``w``.
     Y : (n_rows, K) targets.
+    W : (n_rows, K) sample weights, or shape (0, 0): all 1.
     rows : int64 array, the rows in visiting order; minibatch ``s`` is
         ``rows[s * batch:(s + 1) * batch]``.
     w : (n_local, K) weights (not modified).
@@ -49,6 +50,7 @@ def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsi
     """
     n_local = w.shape[0]
     n_outputs = w.shape[1]
+    weighted = W.shape[0] > 0
     acc = np.zeros((n_local, n_outputs))
     cnt = np.zeros(n_local, dtype=np.int64)
     touched = np.empty(n_local, dtype=np.int64)
@@ -66,8 +68,9 @@ def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsi
             r = rows[q]
             for k in range(n_outputs):
                 p = dot_csr(indices, data, indptr[r], indptr[r + 1], w, k, intercept)
-                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
-                d = clip(loss_derivative(loss, p, Y[r, k], epsilon))
+                wt = W[r, k] if weighted else 1.0
+                loss_sum += wt * loss_value(loss, p, Y[r, k], epsilon)
+                d = wt * clip(loss_derivative(loss, p, Y[r, k], epsilon))
                 g[k] = d - dsnap[r, k] if vr else d
             for jj in range(indptr[r], indptr[r + 1]):
                 j = indices[jj]
@@ -101,13 +104,14 @@ def minibatch_grads_csr(indptr, indices, data, Y, rows, w, intercept, loss, epsi
 
 
 @njit(nogil=True, cache=True)
-def minibatch_grads_dense(X, Y, rows, w, loss, epsilon, batch, vr, dsnap, drift, pen_scale,
-                          out_g, out_pen, out_rows):
+def minibatch_grads_dense(X, Y, W, rows, w, loss, epsilon, batch, vr, dsnap, drift,
+                          pen_scale, out_g, out_pen, out_rows):
     """Dense-row counterpart of :func:`minibatch_grads_csr`: every step touches every
     coordinate, so step ``s`` is rows ``s * n_local:(s + 1) * n_local`` of
     ``out_g`` and ``out_pen`` (the intercept is a column of ``X``)."""
     n_local = w.shape[0]
     n_outputs = w.shape[1]
+    weighted = W.shape[0] > 0
     g = np.empty(n_outputs)
     n_rows = rows.shape[0]
     n_steps = (n_rows + batch - 1) // batch
@@ -123,8 +127,9 @@ def minibatch_grads_dense(X, Y, rows, w, loss, epsilon, batch, vr, dsnap, drift,
             r = rows[q]
             for k in range(n_outputs):
                 p = dot_dense(X, r, w, k, 0.0)
-                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
-                d = clip(loss_derivative(loss, p, Y[r, k], epsilon))
+                wt = W[r, k] if weighted else 1.0
+                loss_sum += wt * loss_value(loss, p, Y[r, k], epsilon)
+                d = wt * clip(loss_derivative(loss, p, Y[r, k], epsilon))
                 g[k] = d - dsnap[r, k] if vr else d
             for j in range(n_local):
                 x = X[r, j]

@@ -75,7 +75,7 @@ def dot_dense(X, r, w, k, p):
 
 
 @njit(nogil=True, cache=True)
-def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, params,
+def sweep_csr(indptr, indices, data, Y, W, rows, w, intercept, loss, schedule, params,
               t_start, t_stride):
     """Per-sample SGD over CSR ``rows`` on the local weights ``w`` (in place).
 
@@ -83,6 +83,9 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
     ----------
     indptr, indices, data : CSR arrays of the chunk; ``indices`` index ``w``.
     Y : (n_rows, K) float64 targets (``+-1`` per output for classification).
+    W : (n_rows, K) float64 sample weights, or shape (0, 0): all 1.  A row's loss
+        and derivative are multiplied by its weight (scikit-learn's
+        ``sample_weight`` times ``class_weight``).
     rows : int64 array, the order in which rows are visited.
     w : (n_local, K) float64, updated in place.
     intercept : local index of the intercept coordinate in ``w`` or ``-1``.
@@ -107,6 +110,7 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
     prox_d = 1.0
     prox_s = 0.0
     t = t_start
+    weighted = W.shape[0] > 0
     for r in rows:
         eta = step_size(schedule, eta0, alpha, t0, power_t, t)
         start = indptr[r]
@@ -114,8 +118,9 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
         for k in range(w.shape[1]):
             p = dot_csr(indices, data, start, end, w, k, intercept)
             value, derivative = loss_and_derivative(loss, p, Y[r, k], epsilon)
-            loss_sum += value
-            d = eta * clip(derivative)
+            wt = W[r, k] if weighted else 1.0
+            loss_sum += wt * value
+            d = eta * wt * clip(derivative)
             for jj in range(start, end):
                 w[indices[jj], k] -= d * data[jj]
             if intercept >= 0:
@@ -126,7 +131,7 @@ def sweep_csr(indptr, indices, data, Y, rows, w, intercept, loss, schedule, para
 
 
 @njit(nogil=True, cache=True)
-def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_stride):
+def sweep_dense(X, Y, W, rows, w, intercept, loss, schedule, params, t_start, t_stride):
     """Dense-row counterpart of :func:`sweep_csr`; column ``j`` of ``X`` is ``w[j]``."""
     eta0 = params[P_ETA0]
     alpha = params[P_ALPHA]
@@ -139,13 +144,15 @@ def sweep_dense(X, Y, rows, w, intercept, loss, schedule, params, t_start, t_str
     prox_d = 1.0
     prox_s = 0.0
     t = t_start
+    weighted = W.shape[0] > 0
     for r in rows:
         eta = step_size(schedule, eta0, alpha, t0, power_t, t)
         for k in range(w.shape[1]):
             p = dot_dense(X, r, w, k, w[intercept, k] if intercept >= 0 else 0.0)
             value, derivative = loss_and_derivative(loss, p, Y[r, k], epsilon)
-            loss_sum += value
-            d = eta * clip(derivative)
+            wt = W[r, k] if weighted else 1.0
+            loss_sum += wt * value
+            d = eta * wt * clip(derivative)
             for j in range(X.shape[1]):
                 w[j, k] -= d * X[r, j]
             if intercept >= 0:
@@ -181,28 +188,33 @@ def all_finite(a):
 
 
 @njit(nogil=True, cache=True)
-def loss_sum_csr(indptr, indices, data, Y, coef, intercept, loss, epsilon):
-    """Sum of losses of CSR rows for global weights ``coef`` (n_features, K)."""
+def loss_sum_csr(indptr, indices, data, Y, W, coef, intercept, loss, epsilon):
+    """Sum of (weighted, see :func:`sweep_csr`) losses of CSR rows for weights
+    ``coef`` (n_local, K)."""
     n_outputs = coef.shape[1]
+    weighted = W.shape[0] > 0
     total = 0.0
     for r in range(indptr.shape[0] - 1):
         for k in range(n_outputs):
             p = intercept[k]
             for jj in range(indptr[r], indptr[r + 1]):
                 p += coef[indices[jj], k] * data[jj]
-            total += loss_value(loss, p, Y[r, k], epsilon)
+            wt = W[r, k] if weighted else 1.0
+            total += wt * loss_value(loss, p, Y[r, k], epsilon)
     return total
 
 
 @njit(nogil=True, cache=True)
-def loss_sum_dense(X, Y, coef, intercept, loss, epsilon):
-    """Sum of losses of dense rows for global weights ``coef`` (n_features, K)."""
+def loss_sum_dense(X, Y, W, coef, intercept, loss, epsilon):
+    """Sum of (weighted) losses of dense rows for weights ``coef`` (n_features, K)."""
     n_outputs = coef.shape[1]
+    weighted = W.shape[0] > 0
     total = 0.0
     for r in range(X.shape[0]):
         for k in range(n_outputs):
-            total += loss_value(loss, dot_dense(X, r, coef, k, intercept[k]), Y[r, k],
-                                epsilon)
+            wt = W[r, k] if weighted else 1.0
+            total += wt * loss_value(loss, dot_dense(X, r, coef, k, intercept[k]), Y[r, k],
+                                     epsilon)
     return total
 
 
@@ -231,7 +243,7 @@ def loss_sum_dense(X, Y, coef, intercept, loss, epsilon):
 
 
 @njit(nogil=True, cache=True)
-def snapshot_csr(indptr, indices, data, Y, wg, intercept, loss, epsilon, dsnap,
+def snapshot_csr(indptr, indices, data, Y, W, wg, intercept, loss, epsilon, dsnap,
                  at_zero=False):
     """Loss derivatives and gradient sum of CSR rows at the snapshot weights.
 
@@ -255,6 +267,7 @@ def snapshot_csr(indptr, indices, data, Y, wg, intercept, loss, epsilon, dsnap,
         Sum of the rows' losses at ``w`` and the largest squared row norm.
     """
     n_outputs = wg.shape[1] // 2
+    weighted = W.shape[0] > 0
     loss_sum = 0.0
     max_sq_norm = 0.0
     for r in range(indptr.shape[0] - 1):
@@ -267,8 +280,9 @@ def snapshot_csr(indptr, indices, data, Y, wg, intercept, loss, epsilon, dsnap,
         for k in range(n_outputs):
             p = 0.0 if at_zero else dot_csr(indices, data, start, end, wg, k, intercept)
             value, derivative = loss_and_derivative(loss, p, Y[r, k], epsilon)
-            loss_sum += value
-            d = clip(derivative)
+            wt = W[r, k] if weighted else 1.0
+            loss_sum += wt * value
+            d = wt * clip(derivative)
             dsnap[r, k] = d
             for jj in range(start, end):
                 wg[indices[jj], n_outputs + k] += d * data[jj]
@@ -278,9 +292,10 @@ def snapshot_csr(indptr, indices, data, Y, wg, intercept, loss, epsilon, dsnap,
 
 
 @njit(nogil=True, cache=True)
-def snapshot_dense(X, Y, wg, loss, epsilon, dsnap):
+def snapshot_dense(X, Y, W, wg, loss, epsilon, dsnap):
     """Dense-row counterpart of :func:`snapshot_csr` (the intercept is a column of ``X``)."""
     n_outputs = wg.shape[1] // 2
+    weighted = W.shape[0] > 0
     loss_sum = 0.0
     max_sq_norm = 0.0
     for r in range(X.shape[0]):
@@ -291,12 +306,32 @@ def snapshot_dense(X, Y, wg, loss, epsilon, dsnap):
         for k in range(n_outputs):
             value, derivative = loss_and_derivative(loss, dot_dense(X, r, wg, k, 0.0),
                                                     Y[r, k], epsilon)
-            loss_sum += value
-            d = clip(derivative)
+            wt = W[r, k] if weighted else 1.0
+            loss_sum += wt * value
+            d = wt * clip(derivative)
             dsnap[r, k] = d
             for j in range(X.shape[1]):
                 wg[j, n_outputs + k] += d * X[r, j]
     return loss_sum, max_sq_norm
+
+
+@njit(nogil=True, cache=True)
+def _heaviest(W, r, weighted, w_floor):
+    """How much a weighted row's normalised step shrinks: by its largest weight,
+    but never below ``w_floor`` (the shard's mean of that largest weight).
+
+    A row of weight ``w`` has ``w`` times the curvature: its own step must be
+    ``w`` times shorter to stay stable; a row lighter than the mean keeps the
+    mean's step (dividing by a tiny weight would blow up the full-gradient
+    term every step carries).  Uniform weights ``c`` thus take an unweighted
+    fit's step per unit of curvature.
+    """
+    if not weighted:
+        return 1.0
+    heaviest = W[r, 0]
+    for k in range(1, W.shape[1]):
+        heaviest = max(heaviest, W[r, k])
+    return max(heaviest, w_floor)
 
 
 @njit(nogil=True, cache=True)
@@ -309,8 +344,8 @@ def _row_unit(eta, norm, normalise):
 
 
 @njit(nogil=True, cache=True)
-def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, loss, epsilon,
-                   eta, alpha, l1_ratio, with_loss, normalise=True):
+def sweep_csr_svrg(indptr, indices, data, Y, W, rows, packed, intercept, dsnap, loss,
+                   epsilon, eta, alpha, l1_ratio, with_loss, normalise=True, w_floor=1.0):
     """Sparse proximal SVRG steps over CSR ``rows`` on the local weights (in place).
 
     ``packed`` is ``(n_local, 2K + 2)``: columns ``:K`` the weights (updated),
@@ -320,7 +355,9 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
     with two loops sharing a core's caches that is what keeps the kernel
     scaling (measured).  ``dsnap`` comes from :func:`snapshot_csr` on the same
     rows.  The intercept (local index ``intercept``) takes the variance-reduced
-    step without penalty.
+    step without penalty.  ``W`` (``(0, 0)``: unweighted) multiplies each
+    row's loss; a weighted row's step shrinks by its weight (see
+    :func:`_heaviest`, ``w_floor``).
 
     Step of coordinate ``j`` on row ``r``: ``c_j eta / sum_i(c_i x_ri^2)`` with
     ``normalise`` (the intercept counting ``x = 1``): each row's step is
@@ -341,18 +378,20 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
     n_outputs = (packed.shape[1] - 2) // 2
     scale_col = 2 * n_outputs
     c_col = scale_col + 1
+    weighted = W.shape[0] > 0
     loss_sum = 0.0
     for r in rows:
         start = indptr[r]
         end = indptr[r + 1]
         p, norm = dot_norm_csr(indices, data, start, end, packed, intercept, c_col)
-        unit = _row_unit(eta, norm, normalise)
+        unit = _row_unit(eta, norm * _heaviest(W, r, weighted, w_floor), normalise)
         for k in range(n_outputs):
             if k > 0:
                 p = dot_csr(indices, data, start, end, packed, k, intercept)
-            d = clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
+            wt = W[r, k] if weighted else 1.0
+            d = wt * clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
             if with_loss:
-                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
+                loss_sum += wt * loss_value(loss, p, Y[r, k], epsilon)
             for jj in range(start, end):
                 j = indices[jj]
                 step = unit * packed[j, c_col]
@@ -365,24 +404,26 @@ def sweep_csr_svrg(indptr, indices, data, Y, rows, packed, intercept, dsnap, los
 
 
 @njit(nogil=True, cache=True)
-def sweep_dense_svrg(X, Y, rows, packed, dsnap, loss, epsilon, eta, alpha, l1_ratio,
-                     with_loss, normalise=True):
+def sweep_dense_svrg(X, Y, W, rows, packed, dsnap, loss, epsilon, eta, alpha, l1_ratio,
+                     with_loss, normalise=True, w_floor=1.0):
     """Dense-row counterpart of :func:`sweep_csr_svrg` (every row touches every
     column; the intercept, when fitted, is a column of ones with penalty scale 0)."""
     n_outputs = (packed.shape[1] - 2) // 2
     scale_col = 2 * n_outputs
     c_col = scale_col + 1
+    weighted = W.shape[0] > 0
     loss_sum = 0.0
     for r in rows:
         norm = 0.0
         for j in range(X.shape[1]):
             norm += packed[j, c_col] * X[r, j] * X[r, j]
-        unit = _row_unit(eta, norm, normalise)
+        unit = _row_unit(eta, norm * _heaviest(W, r, weighted, w_floor), normalise)
         for k in range(n_outputs):
             p = dot_dense(X, r, packed, k, 0.0)
-            d = clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
+            wt = W[r, k] if weighted else 1.0
+            d = wt * clip(loss_derivative(loss, p, Y[r, k], epsilon)) - dsnap[r, k]
             if with_loss:
-                loss_sum += loss_value(loss, p, Y[r, k], epsilon)
+                loss_sum += wt * loss_value(loss, p, Y[r, k], epsilon)
             for j in range(X.shape[1]):
                 step = unit * packed[j, c_col]
                 v = packed[j, k] - step * (d * X[r, j] + packed[j, n_outputs + k])

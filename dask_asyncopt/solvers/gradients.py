@@ -58,15 +58,15 @@ def minibatch_gradients(chunk, rows, w, replies, config):
         idx = np.empty(size, dtype=np.int64)
         g = np.empty((size, K))
         pen = np.empty(size)
-        loss = minibatch_grads_csr(X.indptr, X.indices, X.data, chunk.Y, rows, w,
+        loss = minibatch_grads_csr(X.indptr, X.indices, X.data, chunk.Y, chunk.W, rows, w,
                                    chunk.intercept, loss_code, epsilon, batch, vr, dsnap,
                                    drift, pen_scale, ptr, idx, g, pen, out_rows)
         return loss, ptr, idx[:ptr[-1]], g[:ptr[-1]], pen[:ptr[-1]], out_rows
     n_local = w.shape[0]
     g = np.empty((n_steps * n_local, K))
     pen = np.empty(n_steps * n_local)
-    loss = minibatch_grads_dense(chunk.X, chunk.Y, rows, w, loss_code, epsilon, batch, vr,
-                                 dsnap, drift, pen_scale, g, pen, out_rows)
+    loss = minibatch_grads_dense(chunk.X, chunk.Y, chunk.W, rows, w, loss_code, epsilon, batch,
+                                 vr, dsnap, drift, pen_scale, g, pen, out_rows)
     ptr = np.arange(n_steps + 1, dtype=np.int64) * n_local
     idx = np.tile(np.arange(n_local, dtype=np.int64), n_steps)
     return loss, ptr, idx, g, pen, out_rows

@@ -55,10 +55,12 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
     Parameters
     ----------
     client : distributed.Client
-    data : tuple (X, Y, encode)
-        Validated in-memory ``X`` (CSR or dense) and encoded targets ``Y``
-        (``encode`` ``None``); or dask collections ``X``, ``y`` and the function
-        that encodes a chunk of ``y`` on the workers.
+    data : tuple (X, Y, W, encode)
+        Validated in-memory ``X`` (CSR or dense), encoded targets ``Y`` and
+        weights ``W`` (shaped as ``Y``, or ``None``: all 1) with ``encode``
+        ``None``; or dask collections ``X``, ``y``, ``sample_weight`` (or
+        ``None``) and the function that turns a chunk of ``y`` and of
+        ``sample_weight`` into ``Y, W`` on the workers.
     problem : LinearProblem
     settings : Settings
     rng : numpy.random.Generator
@@ -69,7 +71,7 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
         Samples of earlier fits (warm start): the schedules go on from there.
     """
     fit = SOLVERS[settings.solver]
-    X, Y, encode = data
+    X, Y, W, encode = data
 
     def attempt(settings):
         workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
@@ -91,9 +93,11 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
         layout = ShardLayout(problem.n_features, settings.n_blocks, problem.fit_intercept,
                              batch_size)
         if is_dask(X):
-            shards, n_samples = place_dask(client, X, Y, loop_workers, layout, encode, rng)
+            shards, n_samples = place_dask(client, X, Y, W, loop_workers, layout, encode,
+                                             rng)
         else:
-            shards, n_samples = place_in_memory(client, X, Y, loop_workers, layout, rng)
+            shards, n_samples = place_in_memory(client, X, Y, W, loop_workers, layout,
+                                                  rng)
         start, samples = init, t_start
         if settings.resume is not None:
             start, samples = settings.resume.model, settings.resume.samples

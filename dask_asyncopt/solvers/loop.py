@@ -183,11 +183,12 @@ def sweep_packed(chunk, rows, packed, config, normalise):
     pen = config.penalty
     if is_csr(chunk):
         X = chunk.X
-        return sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, rows, packed,
+        return sweep_csr_svrg(X.indptr, X.indices, X.data, chunk.Y, chunk.W, rows, packed,
                               chunk.intercept, chunk.dsnap, loss, epsilon, eta, pen.alpha,
-                              pen.l1_ratio, False, normalise)
-    return sweep_dense_svrg(chunk.X, chunk.Y, rows, packed, chunk.dsnap, loss, epsilon, eta,
-                            pen.alpha, pen.l1_ratio, False, normalise)
+                              pen.l1_ratio, False, normalise, chunk.w_floor)
+    return sweep_dense_svrg(chunk.X, chunk.Y, chunk.W, rows, packed, chunk.dsnap, loss,
+                            epsilon, eta, pen.alpha, pen.l1_ratio, False, normalise,
+                            chunk.w_floor)
 
 
 def _pack_dense_terms(chunk, terms, packed):
@@ -243,10 +244,10 @@ def sweep_sgd(chunk, rows, w, samples, config):
     t_stride = float(config.n_loops)
     if is_csr(chunk):
         X = chunk.X
-        return sweep_csr(X.indptr, X.indices, X.data, chunk.Y, rows, w, chunk.intercept,
-                         loss, schedule, params, samples + 1.0, t_stride)
-    return sweep_dense(chunk.X, chunk.Y, rows, w, -1, loss, schedule, params, samples + 1.0,
-                       t_stride)
+        return sweep_csr(X.indptr, X.indices, X.data, chunk.Y, chunk.W, rows, w,
+                         chunk.intercept, loss, schedule, params, samples + 1.0, t_stride)
+    return sweep_dense(chunk.X, chunk.Y, chunk.W, rows, w, -1, loss, schedule, params,
+                       samples + 1.0, t_stride)
 
 
 def sweep_epoch(shard, handles, config, worker, target):
@@ -410,11 +411,11 @@ def loss_pass(shard, handles, config, worker):
         if is_csr(chunk):
             X = chunk.X
             icpt = w[chunk.intercept] if chunk.intercept >= 0 else np.zeros(w.shape[1])
-            loss_sum += loss_sum_csr(X.indptr, X.indices, X.data, chunk.Y, w, icpt, loss,
-                                     epsilon)
+            loss_sum += loss_sum_csr(X.indptr, X.indices, X.data, chunk.Y, chunk.W, w, icpt,
+                                     loss, epsilon)
         else:  # dense chunks carry the intercept as a column of ones
-            loss_sum += loss_sum_dense(chunk.X, chunk.Y, w, np.zeros(w.shape[1]), loss,
-                                       epsilon)
+            loss_sum += loss_sum_dense(chunk.X, chunk.Y, chunk.W, w, np.zeros(w.shape[1]),
+                                       loss, epsilon)
         kernel_time += time.perf_counter() - tick
         n_rows += chunk.n_rows
     check_finite(loss_sum)
@@ -437,10 +438,11 @@ def snapshot_chunk(chunk, wg, config, at_zero=False):
     grad[:] = 0.0
     if is_csr(chunk):
         X = chunk.X
-        chunk_loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, wg,
+        chunk_loss, sq_norm = snapshot_csr(X.indptr, X.indices, X.data, chunk.Y, chunk.W, wg,
                                            chunk.intercept, loss, epsilon, dsnap, at_zero)
     else:
-        chunk_loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, wg, loss, epsilon, dsnap)
+        chunk_loss, sq_norm = snapshot_dense(chunk.X, chunk.Y, chunk.W, wg, loss, epsilon,
+                                             dsnap)
     check_finite(chunk_loss, grad)
     chunk.dsnap = dsnap
     return grad, chunk_loss, sq_norm
