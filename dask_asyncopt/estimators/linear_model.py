@@ -37,6 +37,7 @@ from ..progress import FitProgress
 from ..solvers import (
     SOLVERS,
     SVRG,
+    KeptStore,
     LinearProblem,
     Schedule,
     Settings,
@@ -106,6 +107,22 @@ def _regression_targets(y, sample_weight=None):
     if sample_weight is None:
         return y[:, None], None
     return y[:, None], sample_weight[:, None].copy()
+
+
+def _check_labels(y, classes):
+    """Labels outside the classes given to ``partial_fit`` are an error, not
+    negatives of every class."""
+    known = np.isin(y, classes)
+    if not known.all():
+        unknown = np.unique(np.asarray(y)[~known])[:5].tolist()
+        raise ValueError(f"y has labels {unknown} that are not in classes "
+                         f"{np.asarray(classes).tolist()} given on the first call to "
+                         "partial_fit; name every label there, or call fit")
+
+
+def _known_targets(y, sample_weight=None, *, targets):
+    _check_labels(y, targets.keywords["classes"])
+    return targets(y, sample_weight)
 
 
 def _class_weights(class_weight, classes, counts=None):
@@ -209,9 +226,10 @@ class _BaseAsyncSGD(BaseEstimator):
         return tags
 
     # ----------------------------------------------------------------- checks
-    def _uses_svrg(self):
-        """Whether ``fit`` runs proximal SVRG (smooth losses) or plain SGD."""
-        if self.variance_reduction is None:
+    def _uses_svrg(self, partial=False):
+        """Whether ``fit`` runs proximal SVRG (smooth losses) or plain SGD
+        (always in ``partial_fit``: a stream has no full gradient to anchor)."""
+        if self.variance_reduction is None or partial:
             return False
         smooth = self._losses[self.loss] in SMOOTHNESS
         if self.variance_reduction == "svrg" and not smooth:
@@ -221,12 +239,12 @@ class _BaseAsyncSGD(BaseEstimator):
                 f"{sorted(k for k, v in self._losses.items() if v in SMOOTHNESS)}")
         return smooth
 
-    def _check_params(self):
+    def _check_params(self, partial=False):
         if self.learning_rate in ("constant", "invscaling", "adaptive") and self.eta0 <= 0:
             raise ValueError(
                 f"eta0 must be > 0 with learning_rate={self.learning_rate!r}; "
                 "set eta0 (e.g. eta0=0.01) or use learning_rate='optimal'")
-        if self._uses_svrg() or self.optimizer == "amsgrad":
+        if self._uses_svrg(partial) or self.optimizer == "amsgrad":
             return  # no per-sample schedule: no schedule constraints
         if self.learning_rate == "optimal" and self.alpha == 0:
             raise ValueError(
@@ -269,29 +287,50 @@ class _BaseAsyncSGD(BaseEstimator):
             Fitted estimator.
         """
         self._check_params()
+        self._release_kept()  # a new fit: the blocks kept by partial_fit go
         progress = FitProgress(self.verbose, total=self.max_iter,
                                desc=f"{type(self).__name__}({self.solver})")
         with session() as client, progress:
             return self._fit(client, X, y, coef_init, intercept_init, sample_weight,
                              progress)
 
+    def _partial(self, X, y, classes=None, sample_weight=None):
+        """``partial_fit`` of both estimators (see their docstrings)."""
+        self._check_params(partial=True)
+        first = not hasattr(self, "coef_")
+        if self._is_classifier:
+            self._partial_classes(classes, first)
+        with session() as client:
+            return self._fit(client, X, y, None, None, sample_weight, partial=True)
+
+    def _release_kept(self):
+        kept = self.__dict__.pop("_kept", None)
+        if kept is not None:
+            kept.release()
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_kept", None)  # actors belong to this process's client
+        return state
+
     def _fit(self, client, X, y, coef_init, intercept_init, sample_weight=None,
-             callback=None):
+             callback=None, partial=False):
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31))
+        reset = not (partial and hasattr(self, "coef_"))
         if inputs.is_dask(X) or inputs.is_dask(y):
-            X, y, sw, encode = self._describe_dask(X, y, sample_weight)
+            X, y, sw, encode = self._describe_dask(X, y, sample_weight, reset, partial)
             data = (X, y, sw, encode)
             n_samples = X.shape[0]
         else:
-            X, y = self._validate_in_memory(X, y)
+            X, y = self._validate_in_memory(X, y, reset=reset)
             n_samples = X.shape[0]
             sw = inputs.check_sample_weight(sample_weight, n_samples)
         if n_samples == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
         validation = None
-        if self.early_stopping:
+        if self.early_stopping and not partial:
             if inputs.is_dask(X):
                 raise ValueError(
                     "early_stopping=True needs in-memory X and y (it holds out a random "
@@ -299,19 +338,29 @@ class _BaseAsyncSGD(BaseEstimator):
                     "validation set yourself and call score(), or set early_stopping=False")
             X, y, sw, validation = self._hold_out(X, y, sw, rng)
         if not inputs.is_dask(X):
-            data = (X, *self._encoder(y)(y, sw), None)
-        problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X))
-        init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
-        t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
-            self, "t_") else 0
+            data = (X, *self._encoder(y, partial)(y, sw), None)
+        problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X), partial)
+        kept = None
+        if partial:
+            # one pass of the plain update rule, from where the last call ended,
+            # on the blocks it kept on the cluster when they still serve
+            kept = self.__dict__.setdefault("_kept", KeptStore())
+            init = None if reset else self._initial_coefficients(
+                self.coef_, self.intercept_, problem.n_outputs)
+            t_start = 0 if reset else int(self.t_)
+        else:
+            init = self._initial_coefficients(coef_init, intercept_init, problem.n_outputs)
+            t_start = int(self.t_) if init is not None and self.warm_start and hasattr(
+                self, "t_") else 0
         settings = Settings(
             solver=self.solver, n_blocks=self.n_blocks, n_workers=self.n_workers,
             batch_size=None if self.batch_size == "auto" else self.batch_size,
-            max_staleness=self.max_staleness, max_iter=self.max_iter, tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change, timeout=self.timeout, callback=callback,
+            max_staleness=self.max_staleness, max_iter=1 if partial else self.max_iter,
+            tol=None if partial else self.tol, n_iter_no_change=self.n_iter_no_change,
+            timeout=self.timeout, callback=callback,
             checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1),
             validation=validation)
-        result = fit_linear(client, data, problem, settings, rng, init, t_start)
+        result = fit_linear(client, data, problem, settings, rng, init, t_start, kept)
         full = result.model
         intercept = full[problem.n_features] if problem.fit_intercept else np.zeros(
             problem.n_outputs)
@@ -320,7 +369,11 @@ class _BaseAsyncSGD(BaseEstimator):
         self.n_iter_ = result.n_iter
         self.t_ = float(result.t)
         # A restart after a lost worker adds a row with an ``event`` column.
-        self.history_ = pd.DataFrame(result.history)
+        history = pd.DataFrame(result.history)
+        if partial and not reset:  # one row per call: epochs count the passes
+            history["epoch"] += len(self.history_)
+            history = pd.concat([self.history_, history], ignore_index=True)
+        self.history_ = history
         return self
 
     def _hold_out(self, X, y, sw, rng):
@@ -371,7 +424,7 @@ class _BaseAsyncSGD(BaseEstimator):
 
         return X, y, sw, Validation(score, "validation_score", watch=True)
 
-    def _describe_dask(self, X, y, sample_weight):
+    def _describe_dask(self, X, y, sample_weight, reset=True, partial=False):
         """Dask ``X``, ``y`` and weights (``None``) checked from their metadata
         and one pass over ``y`` and the weights, and the function that encodes
         their chunks on the workers."""
@@ -386,16 +439,21 @@ class _BaseAsyncSGD(BaseEstimator):
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
         if X.shape[0] == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
-        self.n_features_in_ = int(X.shape[1])
+        if reset:
+            self.n_features_in_ = int(X.shape[1])
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input")
         sw = inputs.check_dask_sample_weight(sample_weight, X.chunks[0])
         stats = () if sw is None else inputs.weight_stats(sw)
-        encode, stats = self._encode_dask(y, stats)
+        encode, stats = self._encode_dask(y, stats, partial)
         if sw is not None:
             inputs.check_weight_values(*stats)
         return X, y, sw, encode
 
-    def _problem(self, sparse_input):
-        """The solvers' problem for these parameters: the one place they are mapped."""
+    def _problem(self, sparse_input, partial=False):
+        """The solvers' problem for these parameters: the one place they are mapped
+        (``partial``: for ``partial_fit``, without variance reduction)."""
         penalty = ElasticNet.named(self.penalty, self.alpha, self.l1_ratio)
         code = self._losses[self.loss]
         t0 = 0.0
@@ -403,7 +461,7 @@ class _BaseAsyncSGD(BaseEstimator):
             t0 = optimal_t0(penalty.alpha,
                             lambda p: abs(loss_derivative(code, p, 1.0, self.epsilon)))
         svrg = None
-        if self._uses_svrg():
+        if self._uses_svrg(partial):
             svrg = SVRG(SMOOTHNESS[code],
                         self.eta0 if self.learning_rate == "constant" else None)
         rule = None
@@ -681,17 +739,48 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
             _classification_targets, classes=self.classes_,
             class_weight=_class_weights(self.class_weight, self.classes_, counts))
 
-    def _encoder(self, y):
+    def _encoder(self, y, partial=False):
+        if partial:
+            return self._partial_targets()
         classes = _classes_of(y)
         counts = None
         if isinstance(self.class_weight, str):  # "balanced"
             counts = np.bincount(np.searchsorted(classes, y), minlength=len(classes))
         return self._targets(classes, counts)
 
-    def _encode_dask(self, y, stats):
+    def _partial_targets(self):
+        """Targets of a ``partial_fit`` call: the classes are fixed (first call)
+        and each chunk's labels are checked against them where it is."""
+        targets = self._targets(self.classes_)
+        return functools.partial(_known_targets, targets=targets)
+
+    def _partial_classes(self, classes, first):
+        """scikit-learn's rules for ``classes`` in ``partial_fit``."""
+        if isinstance(self.class_weight, str):
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit (one batch does not "
+                "show the class frequencies); pass class_weight=sklearn.utils."
+                "compute_class_weight('balanced', classes=classes, y=y) with y a large "
+                "enough sample of the training labels, as a dict")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit: "
+                             "every label the stream can hold, e.g. classes=np.unique(y)")
+        if classes is None:
+            return
+        classes = _classes_of(np.asarray(classes))
+        if first:
+            self._set_classes(classes)
+        elif not np.array_equal(classes, self.classes_):
+            raise ValueError(f"classes={classes.tolist()} is not the same as on the first "
+                             f"call to partial_fit ({self.classes_.tolist()}); call fit to "
+                             "start over with other classes")
+
+    def _encode_dask(self, y, stats, partial=False):
         import dask
         import dask.array as da
 
+        if partial:
+            return self._partial_targets(), dask.compute(stats)[0]
         balanced = isinstance(self.class_weight, str)
         # one pass over the labels on the workers: classes (with counts for
         # "balanced"), NaN labels, and the weights' statistics
@@ -704,6 +793,42 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         classes, counts = found if balanced else (found, None)
         classes = _classes_of(np.asarray(classes))  # validates the label types
         return self._targets(classes, counts), stats
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One pass of asynchronous proximal SGD over the given samples, on Dask.
+
+        As scikit-learn's ``SGDClassifier.partial_fit``: one pass over ``X``
+        (``max_iter``, ``tol``, ``early_stopping`` do not apply), the step
+        schedule going on from the samples of earlier calls (``t_``).  The
+        optimizer's plain rule runs, as variance reduction needs a fixed data
+        set: "sgd" takes per-sample steps with the ``learning_rate`` schedule;
+        "amsgrad" pushes minibatch gradients and its moments carry over between
+        calls (it first reads the batch once more for the column statistics its
+        penalty and step scales need).
+
+        The coefficient blocks (AD-PSGD: the replicas) stay on the cluster
+        between calls: the next call on the same cluster with the same
+        parameters, starting from the ``coef_`` the last one left, continues on
+        them without rebuilding them; otherwise it starts anew from ``coef_``.
+        ``fit``, a failed call and the estimator's deletion release them;
+        pickles and clones do not carry them.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+        y : array-like or dask array of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            Every label the stream holds; required on the first call, and if
+            given later the same.  Labels of ``y`` outside it are an error.
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+            As in :meth:`fit`.  ``class_weight`` must be a dict or None here.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._partial(X, y, classes, sample_weight)
 
     def decision_function(self, X):
         """Signed distance to the separating hyperplane(s).
@@ -878,15 +1003,15 @@ early_stopping, validation_fraction :
     def _score_decision(self, scores, y, sample_weight=None):
         return r2_score(y, np.asarray(scores)[:, 0], sample_weight=sample_weight)
 
-    def _encoder(self, y):
+    def _encoder(self, y, partial=False):
         return _regression_targets
 
-    def _fit(self, *args):
-        super()._fit(*args)
+    def _fit(self, *args, **kwargs):
+        super()._fit(*args, **kwargs)
         self.coef_ = self.coef_.ravel()  # (n_features,), as SGDRegressor
         return self
 
-    def _encode_dask(self, y, stats):
+    def _encode_dask(self, y, stats, partial=False):
         import dask
 
         return _regression_targets, dask.compute(stats)[0]
@@ -895,6 +1020,24 @@ early_stopping, validation_fraction :
         scores = super()._decision(X)
         return _map_lazy(scores, np.ravel, np.float64) if inputs.is_dask(
             scores) else scores.ravel()
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One pass of asynchronous proximal SGD over the given samples, on Dask.
+
+        As :meth:`AsyncSGDClassifier.partial_fit` (without ``classes``).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+        y : array-like or dask array of shape (n_samples,)
+        sample_weight : array-like or dask array of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._partial(X, y, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted target of each sample.

@@ -30,6 +30,7 @@ from .config import (
 from .factors import FACTOR_RULES, fit_factors
 from .linear import fit_linear
 from .registry import ITEM_SIDES, SOLVERS
+from .run import KeptStore
 
 
 @contextmanager
@@ -45,5 +46,5 @@ def session():
 
 
 __all__ = ["FACTOR_RULES", "ITEM_SIDES", "SOLVERS", "SVRG", "FactorProblem", "FitResult",
-           "LinearProblem", "Schedule", "Settings", "Validation", "fit_factors", "fit_linear",
-           "session"]
+           "KeptStore", "LinearProblem", "Schedule", "Settings", "Validation", "fit_factors",
+           "fit_linear", "session"]

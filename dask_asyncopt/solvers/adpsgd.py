@@ -87,7 +87,16 @@ from .loop import (
     sweep_packed,
     sweep_sgd,
 )
-from .run import EpochResult, Run, drive, epochs_result, on_cluster, stopping, store_columns
+from .run import (
+    EpochResult,
+    Run,
+    drive,
+    epochs_result,
+    layout_key,
+    on_cluster,
+    stopping,
+    store_columns,
+)
 from .steps import HalvingSteps, RuleSteps, ScheduleSteps
 
 #: Seconds a loop of a barrier-free fit sleeps while it is an epoch ahead of the
@@ -428,8 +437,11 @@ def _ahead(me, n_loops, n_samples):
     return passes[me.rank] > MAX_LEAD * passes.min() + 1.0
 
 
-def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0):
-    """Minimise ``problem`` with AD-PSGD (same arguments as :func:`.blocks.fit`).
+def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0,
+        kept=None):
+    """Minimise ``problem`` with AD-PSGD (same arguments as :func:`.blocks.fit`;
+    kept replicas serve the next fit with as many loops on the same workers,
+    each continuing from its own values).
 
     Under variance reduction the loops' sampling is not uniform when their
     speeds differ (a fast loop re-visits its shard), but the variance-reduced
@@ -443,23 +455,35 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
     intercept = problem.n_features if problem.fit_intercept else -1
     run = Run(client, shards, loop_workers, settings, token)
     futures = []
+    key = ("replicas", settings.n_blocks, layout_key(problem), tuple(loop_workers),
+           tuple(sorted(client.nthreads())))
+    reuse = kept.take(client, key, init) if kept is not None else None
 
     def body():
-        for i, addr in enumerate(loop_workers):
+        if reuse is not None:
+            run.actors, run.channel = reuse
+            run.call_blocks("begin")
+        for i, addr in enumerate(loop_workers if reuse is None else ()):
             futures.append(client.submit(
                 Replica, i, n_loops, problem.n_coords, problem.n_outputs, intercept, init,
                 copy.deepcopy(problem.rule), problem.penalty,
                 actor=True, workers=[addr], key=f"asyncopt-replica-{i}-{token}"))
-        run.actors = run.connect(futures)
+        if reuse is None:
+            run.actors = run.connect(futures)
+            if kept is not None:
+                kept.keep(client, key, futures, run.actors, run.channel)
         run.config = LoopConfig(mode="gossip", kernel=kernel_args(problem),
                                 penalty=problem.penalty, n_loops=n_loops,
                                 timeout=settings.timeout, n_blocks=settings.n_blocks,
                                 t_start=t_start, channel=run.channel)
         topology = Replicas(run, problem, n_samples, t_start)
         drive(run, topology)
-        return epochs_result(run, topology.mean, t_start + topology.total)
+        result = epochs_result(run, topology.mean, t_start + topology.total)
+        if kept is not None:
+            kept.model = result.model
+        return result
 
-    return on_cluster(client, run, futures, body)
+    return on_cluster(client, run, futures, body, kept)
 
 
 class Replicas:

@@ -44,13 +44,23 @@ from ..store.rule_blocks import RuleServer
 from .config import GradOptions, LoopConfig, SVRGStep, kernel_args
 from .gradients import rule_epoch
 from .loop import epoch_then_snapshot, run_snapshot, sgd_epoch, sweep_epoch
-from .run import EpochResult, Run, drive, epochs_result, on_cluster, stopping, store_columns
+from .run import (
+    EpochResult,
+    Run,
+    drive,
+    epochs_result,
+    layout_key,
+    on_cluster,
+    stopping,
+    store_columns,
+)
 from .steps import HalvingSteps, RuleSteps, ScheduleSteps
 
 MODES = {"asyb": "async", "sync": "sync"}
 
 
-def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0):
+def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0,
+        kept=None):
     """Minimise ``problem`` over the data in ``shards`` on coefficient blocks.
 
     Parameters
@@ -68,6 +78,10 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
         Starting coefficients (intercept last).
     t_start : int
         Samples processed by earlier fits (warm start): the schedule goes on.
+    kept : KeptStore, optional
+        Blocks kept from the last fit (``partial_fit``): taken as they are
+        when they still serve this layout and hold ``init``; the blocks this
+        fit ends with are kept there.
 
     Returns
     -------
@@ -83,9 +97,14 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
     icpt_block = problem.n_features % n_blocks
     inits = [None] * n_blocks if init is None else [init[b::n_blocks] for b in range(n_blocks)]
     futures = []
+    key = ("blocks", mode, n_blocks, settings.max_staleness, layout_key(problem), workers)
+    reuse = kept.take(client, key, init) if kept is not None else None
 
     def body():
-        for b, size in enumerate(sizes):
+        if reuse is not None:
+            run.actors, run.channel = reuse
+            run.call_blocks("begin", len(shards), problem.rule is not None)
+        for b, size in enumerate(sizes if reuse is None else ()):
             unpenalised = problem.n_features // n_blocks if (
                 problem.fit_intercept and b == icpt_block) else -1
             cls, extra = BlockServer, {}
@@ -98,7 +117,10 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
                 precondition=problem.svrg is not None and problem.svrg.step is None,
                 **extra, actor=True, workers=[workers[b % len(workers)]],
                 key=f"asyncopt-block-{b}-{token}"))
-        run.actors = run.connect(futures)
+        if reuse is None:
+            run.actors = run.connect(futures)
+            if kept is not None:
+                kept.keep(client, key, futures, run.actors, run.channel)
         run.config = LoopConfig(
             mode=mode, kernel=kernel_args(problem), penalty=problem.penalty,
             n_loops=len(shards), timeout=settings.timeout,
@@ -106,9 +128,12 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
             zero_start=init is None, block_sizes=tuple(sizes), channel=run.channel)
         topology = Blocks(run, problem, n_samples, t_start, n_blocks, init)
         drive(run, topology)
-        return epochs_result(run, topology.model(), topology.total)
+        result = epochs_result(run, topology.model(), topology.total)
+        if kept is not None:
+            kept.model = result.model
+        return result
 
-    return on_cluster(client, run, futures, body)
+    return on_cluster(client, run, futures, body, kept)
 
 
 class Blocks:

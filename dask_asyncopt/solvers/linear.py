@@ -48,7 +48,7 @@ def check_memory(client, problem, settings, n_loops):
             "per worker loop)")
 
 
-def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
+def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=None):
     """Fit a linear model; returns a :class:`~.config.FitResult` whose ``model`` is
     the ``(n_features + fit_intercept, n_outputs)`` coefficients, intercept last.
 
@@ -69,6 +69,10 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
         Starting coefficients (intercept last).
     t_start : int
         Samples of earlier fits (warm start): the schedules go on from there.
+    kept : KeptStore, optional
+        The store of the last fit, kept on the cluster (``partial_fit``): used
+        as it is when it still fits this one, and the store this fit ends with
+        is kept there (see :class:`~.run.KeptStore`).
     """
     fit = SOLVERS[settings.solver]
     X, Y, W, encode = data
@@ -103,7 +107,7 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0):
             start, samples = settings.resume.model, settings.resume.samples
         try:
             return fit(client, shards, loop_workers, n_samples, problem, settings, start,
-                       samples)
+                       samples, kept)
         finally:
             client.cancel(shards)
 

@@ -26,9 +26,11 @@ import math
 import threading
 import time
 import warnings
+import weakref
 from asyncio import CancelledError
 from dataclasses import dataclass, replace
 
+import numpy as np
 from distributed import Worker, wait
 from distributed.core import Status
 from sklearn.exceptions import ConvergenceWarning
@@ -144,11 +146,8 @@ class Run:
 
     def close_channel(self):
         if self.channel is not None:
+            _unregister(self.client, self.channel)
             self.channel = None
-            try:
-                self.client.unregister_worker_plugin(plugin_name(self.token))
-            except Exception:  # noqa: BLE001 - a lost cluster: nothing left to remove
-                pass
 
     # ------------------------------------------------------------- the loops
     def start_loops(self, func, name, epoch, *args):
@@ -389,24 +388,134 @@ def release(client, actors, loops, waited=None):
     client.cancel(list(loops) + list(actors), force=True)
 
 
-def on_cluster(client, run, actors, body):
-    """Run ``body()`` with ``actors`` (futures) released afterwards, whatever happens;
-    a failure that lost a worker becomes :class:`WorkerLost`."""
+def on_cluster(client, run, actors, body, kept=None):
+    """Run ``body()`` with ``actors`` (futures) released afterwards, whatever happens
+    (with ``kept``, a :class:`KeptStore`, only when the fit fails: after a
+    fit that ends well they stay there for the next); a failure that lost a
+    worker becomes :class:`WorkerLost`."""
     workers = sorted(client.nthreads())
     lost = set()
+    ended = False
     try:
-        return body()
+        result = body()
+        ended = True
+        return result
     except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
         lost = lost_workers(client, workers)
         if lost:
             raise WorkerLost(lost, run.checkpoint, run.history) from exc
         raise
     finally:
-        release(client, actors, run.loops, [
+        held = kept is not None and ended
+        if kept is not None and not ended:
+            actors = list(actors) + kept.forget()  # stopped and freed below
+        release(client, [] if held else actors, run.loops, [
             f for f, address in zip(run.loops, run.loop_workers, strict=False)
             if address not in lost])
-        run.close_channel()
+        if not held:
+            run.close_channel()
         run._waiter.shutdown(wait=False)
+
+
+def _unregister(client, channel):
+    try:
+        client.unregister_worker_plugin(plugin_name(channel))
+    except Exception:  # noqa: BLE001 - a lost cluster: nothing left to remove
+        pass
+
+
+class KeptStore:
+    """A linear model's store kept on the cluster between fits (``partial_fit``).
+
+    A fit given one takes its actors as they are (coefficients, a rule's
+    state, the sample count; see ``BlockServer.begin``) when they serve the
+    same layout (``key``: solver, blocks, problem shape and penalty, the
+    cluster's workers) on the same client and still hold the model the last
+    fit returned; otherwise it builds new ones and keeps those.  A failed
+    fit releases them (:func:`on_cluster`); :meth:`release` does it at any
+    time, and so does garbage collection of the store (the estimator's end).
+    Copies and pickles of a store are empty: actors belong to one process's
+    client.
+    """
+
+    def __init__(self):
+        self._clear()
+
+    def _clear(self):
+        self.client = self.key = self.model = self.channel = None
+        self.futures, self.refs = [], []
+        self._finalizer = None
+
+    def take(self, client, key, model):
+        """``(refs, channel)`` of the kept actors if they serve ``key`` on
+        ``client`` and hold ``model`` (the fit's start, ``None``: a cold start),
+        else ``None``, having released whatever was kept."""
+        if (self.futures and self.client is client and self.key == key
+                and model is not None and self.model is not None
+                and model.shape == self.model.shape and np.array_equal(model, self.model)
+                and all(f.status == "finished" for f in self.futures)):
+            return self.refs, self.channel
+        self.release()
+        return None
+
+    def keep(self, client, key, futures, refs, channel):
+        """Keep a fit's actors (futures), their refs and its channel."""
+        self.release()
+        self.client, self.key, self.futures, self.refs = client, key, list(futures), refs
+        self.channel = channel
+        self._finalizer = weakref.finalize(self, _free_later, client, self.futures, channel)
+
+    def forget(self):
+        """Stop keeping anything; returns the actors' futures (the caller frees
+        them, with the fit's channel)."""
+        futures = self.futures
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._clear()
+        return futures
+
+    def release(self):
+        """Free the kept actors and their channel now."""
+        if self._finalizer is not None and self._finalizer.detach() is not None:
+            _free(self.client, self.futures, self.channel)
+        self._clear()
+
+    def __deepcopy__(self, memo):
+        return KeptStore()
+
+    def __reduce__(self):
+        return KeptStore, ()
+
+
+def layout_key(problem):
+    """What a kept store must share with a fit to serve it: the problem's shape,
+    penalty and update rule (its hyper-parameters)."""
+    rule = problem.rule
+    return (problem.n_features, problem.n_outputs, problem.fit_intercept, problem.penalty,
+            problem.svrg, None if rule is None else (type(rule).__name__,
+                                                     tuple(sorted(vars(rule).items()))))
+
+
+def _free_later(client, futures, channel):
+    """:func:`_free` from a thread of its own: garbage collection may run a
+    finalizer on the client's event loop, where its blocking calls would not
+    run."""
+    try:
+        threading.Thread(target=_free, args=(client, futures, channel),
+                         name="asyncopt-release", daemon=True).start()
+    except RuntimeError:  # the interpreter is shutting down: its cluster goes too
+        pass
+
+
+def _free(client, futures, channel):
+    if client.status not in ("running", "connecting"):
+        return
+    try:
+        client.cancel(futures, force=True)
+    except Exception:  # noqa: BLE001 - a closing cluster: nothing left to free
+        pass
+    if channel is not None:
+        _unregister(client, channel)
 
 
 def with_restarts(client, settings, attempt):

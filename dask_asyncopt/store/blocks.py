@@ -186,6 +186,36 @@ class BlockServer(EpochHandOff):
         self._init_handoff()
         self.reset_stats()
 
+    def begin(self, n_workers, undoable=False):
+        """Serve another fit on the coefficients as they are (``partial_fit``), with
+        ``n_workers`` loops; ``undoable``: the fit may undo an epoch (rules,
+        SVRG), so keep the coefficients to go back to.
+
+        Carried over: the coefficients with their lazy proximal history, the
+        sample count (the step schedule goes on) and, in a
+        :class:`~dask_asyncopt.store.rule_blocks.RuleServer`, the rule's state.
+        Dropped: whatever the last fit's loops left (hand-offs, barriers,
+        buffered rounds, outstanding reads, chunk ids, the version its loops
+        counted rounds and staleness from), its snapshot and column
+        statistics (the new data's are taken again) and its iterates to go back
+        to: undoing the new fit's epoch returns here (zeros otherwise, never
+        used by plain SGD).
+        """
+        with self.changed:
+            self.n_workers = n_workers
+            self.stopped = False
+            self.version = 0
+            self.arrived, self.reported, self.round_buffer = {}, {}, {}
+            self.reading, self.ready, self.id_sets, self.snapshot_parts = {}, {}, {}, {}
+            self.epoch_reports, self.completed, self.decisions = {}, {}, {}
+            for a in (self.grad_sum, self.drift, self.counts, self.energy, self.pen_scale,
+                      self.precond):
+                a[...] = 0
+            self._materialise_all()
+            self.w_kept = None
+            self.init_w = self.w.copy() if undoable else None
+            self.reset_stats()
+
     def _ids(self, ids):
         """The coordinates a call names: ``ids`` itself, or those of an :class:`IdSet`."""
         if not isinstance(ids, IdSet):

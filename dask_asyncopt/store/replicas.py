@@ -103,6 +103,19 @@ class Replica:
         self.recorded = 0  # epochs of this fit the driver has recorded
         self.reset_stats()
 
+    def begin(self):
+        """Serve another fit on the values as they are (``partial_fit``): the
+        values and the rule's state carry over; the last fit's progress, halt,
+        kernel parameters, snapshot and column statistics are dropped."""
+        with self.lock:
+            self.stopped = self.halted = False
+            self.params = None
+            self.recorded = 0
+            self.known[:] = 0
+            for a in (self.grad_sum, self.row_counts, self.energy, self.precond):
+                a[...] = 0
+            self.reset_stats()
+
     # ------------------------------------------------------------------ reads
     def read(self, ids, snapshot=False, out=None):
         """Values at ``ids`` (``None``: all) and the version they were read at

@@ -59,7 +59,10 @@ def test_badly_scaled_columns_converge_as_standardised_ones(spread, solver, opti
         f_star = _objective(data, y, ref.coef_, ref.intercept_)
         epochs[name], final = _epochs_to(data, y, solver, optimizer, f_star)
         assert (final - f_star) / f_star <= 1e-3
-    assert epochs["scaled"] <= 2 * epochs["standardised"], epochs
+    # the asynchronous solvers' epochs depend on arrival order (a loaded machine
+    # changes it): a few epochs of slack on top of the ratio
+    slack = 0 if solver == "sync" else 3
+    assert epochs["scaled"] <= 2 * epochs["standardised"] + slack, epochs
 
 
 def test_an_epoch_that_raises_the_objective_is_undone(client):
