@@ -110,7 +110,7 @@ class Settings:
     # a copy of the model kept in the driver every this many epochs (0: never)
     checkpoint_every: int = 1
     validation: Validation | None = None
-    first_epoch: int = 1  # > 1 when a fit resumes from a checkpoint
+    first_epoch: int = 1  # > 1 when a fit resumes from a checkpoint or continues one
     resume: object = None  # the Checkpoint resumed from
 
 

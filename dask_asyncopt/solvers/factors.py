@@ -18,9 +18,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..kernels.factors import RULE_ADAGRAD, RULE_AMSGRAD, RULE_SGD, row_width
-from ..store.factors import FactorBlock
+from ..store.factors import FactorBlock, initial_rows
 from .config import FactorLoopConfig, Validation
-from .mf import make_rating_shard, rmse_of, stratify
+from .mf import held_out_sse, make_rating_shard, place_rating_parts, rmse_of, stratify
 from .registry import ITEM_SIDES
 from .run import (
     EpochResult,
@@ -38,27 +38,44 @@ from .steps import EpochSteps
 FACTOR_RULES = {"adagrad": RULE_ADAGRAD, "constant": RULE_SGD, "amsgrad": RULE_AMSGRAD}
 
 
-def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=None):
+def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=None,
+                init=None):
     """Train a factorisation of ``ratings`` on the current workers, resuming on the
     surviving ones when a worker is lost.
 
     Parameters
     ----------
     client : distributed.Client
-    ratings : tuple (users, items, ratings)
-        Training ratings, ids already mapped to ``0..n-1``.
+    ratings : tuple (users, items, ratings) or list of dask Delayed
+        Training ratings, ids already mapped to rows ``0..n-1``: arrays in the
+        caller's memory (stratified here, each loop's strata scattered to its
+        worker), or parts of a dask collection, each a ``Delayed`` computing to
+        such a tuple.  Parts are computed on the workers and regrouped there by
+        user block (:func:`~.mf.place_rating_parts`): no rating passes through
+        the client, which receives only the ratings per user and per item.
     n_ids : tuple (n_users, n_items)
     mu : float
         Global mean.
     problem : FactorProblem
     settings : Settings
-        ``n_blocks``: item blocks (``None``: twice the loops).
+        ``n_blocks``: item blocks (``None``: twice the loops).  ``first_epoch``
+        above 1 continues the epoch count of an earlier fit (history rows, the
+        ``eta0 / sqrt(epoch)`` steps of ``rule="constant"``); epochs
+        ``first_epoch .. max_iter`` run.
     rng : numpy.random.Generator
         Stratification, initial factors and the loops' rating order.
-    held_out : tuple (users, items, ratings), optional
-        Validation ratings: their RMSE after every epoch (``valid_rmse``), early
-        stopping on it (``settings.tol``) and the best epoch's model kept;
-        without them the fit runs ``max_iter`` epochs.
+    held_out : tuple (users, items, ratings) or list of dask Delayed, optional
+        Validation ratings, in memory or parts on the cluster (their errors are
+        summed where they lie): their RMSE after every epoch (``valid_rmse``),
+        early stopping on it (``settings.tol``) and the best epoch's model kept;
+        without them the fit runs every epoch.
+    init : tuple (U, V) of ndarray, optional
+        Starting rows in id order (a warm start): packed rows of the first
+        ``len(U)`` users and ``len(V)`` items, either ``n_factors + 1`` columns
+        (factors, bias: the step state starts fresh) or the rule's full packed
+        width (:func:`~dask_asyncopt.kernels.factors.row_width`, step state
+        included).  Rows of ids beyond them (new users and items) start as a
+        fresh fit's.
 
     Returns
     -------
@@ -67,33 +84,52 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
     """
     seed = int(rng.integers(2**31))
     problem = replace(problem, rule=FACTOR_RULES[problem.rule])
+    if init is not None:
+        init = tuple(_full_rows(W, n, problem, [seed, 2, side])
+                     for side, (W, n) in enumerate(zip(init, n_ids, strict=True)))
+    on_cluster = not isinstance(ratings, tuple)
+    held = None
     if held_out is None:
         settings = replace(settings, tol=None, validation=None)
     else:
+        if isinstance(held_out, tuple):
+            def score(model):
+                return rmse_of(model, mu, *held_out, problem.rule)
+        else:
+            held = client.compute(list(held_out))
+
+            def score(model):
+                return _held_out_rmse(client, held, model, mu, problem.rule)
         settings = replace(settings, validation=Validation(
-            lambda model: rmse_of(model, mu, *held_out, problem.rule), "valid_rmse",
-            lower_is_better=True, watch=True, keep_best=True))
+            score, "valid_rmse", lower_is_better=True, watch=True, keep_best=True))
 
     def attempt(settings):
         workers = sorted(client.nthreads())
         if not workers:
             raise RuntimeError("the Dask cluster has no workers" + (
-                " left" if settings.first_epoch > 1 else ""))
+                " left" if settings.resume is not None else ""))
         n_loops = max(1, min(settings.n_workers or len(workers), n_ids[0]))
         n_blocks = max(1, min(settings.n_blocks or 2 * n_loops, n_ids[1]))
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
-        layout, parts = stratify(*ratings, *n_ids, n_loops, n_blocks, rng)
+        token = uuid.uuid4().hex[:8]
         scattered, shards = [], []
         try:
-            for w, addr in enumerate(loop_workers):
-                # hash=False: identical data in two fits must not share (and cancel) keys
-                scattered.append(client.scatter(parts[w], workers=[addr], direct=True,
-                                                hash=False))
-                shards.append(client.submit(
-                    make_rating_shard, scattered[-1], int(rng.integers(2**31)),
-                    workers=[addr], allow_other_workers=False, pure=False))
-            del parts
-            return fit(client, shards, loop_workers, layout, mu, problem, settings, seed)
+            if on_cluster:
+                layout, shards = place_rating_parts(client, ratings, n_ids, loop_workers,
+                                                    n_blocks, rng, token)
+            else:
+                layout, parts = stratify(*ratings, *n_ids, n_loops, n_blocks, rng)
+                for w, addr in enumerate(loop_workers):
+                    # hash=False: identical data in two fits must not share (and cancel)
+                    # keys
+                    scattered.append(client.scatter(parts[w], workers=[addr], direct=True,
+                                                    hash=False))
+                    shards.append(client.submit(
+                        make_rating_shard, scattered[-1], int(rng.integers(2**31)),
+                        workers=[addr], allow_other_workers=False, pure=False))
+                del parts
+            return fit(client, shards, loop_workers, layout, mu, problem, settings, seed,
+                       init)
         finally:
             # released now, not when the traceback of a failed fit (which IPython
             # keeps) lets its frames go
@@ -101,20 +137,54 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
             scattered.clear()
             shards.clear()
 
-    result = with_restarts(client, settings, attempt)
+    try:
+        result = with_restarts(client, settings, attempt)
+    finally:
+        if held is not None:
+            client.cancel(held)
     U, V = result.model
     if not (np.isfinite(U).all() and np.isfinite(V).all()):
         raise FloatingPointError("the factors became non-finite: lower eta0")
     return result
 
 
-def fit(client, shards, loop_workers, layout, mu, problem, settings, seed):
+def _full_rows(W, n, problem, seed):
+    """``n`` packed rows starting with ``W`` (:func:`fit_factors`' ``init``)."""
+    k = problem.n_factors
+    width = row_width(k, problem.rule)
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.shape[1] not in (k + 1, width) or W.shape[0] > n:
+        raise ValueError(
+            f"init rows of shape {W.shape} do not fit {n} rows of {k} factors: they need "
+            f"at most {n} rows of {k + 1} (factors, bias) or {width} columns (with the "
+            "step state)")
+    rows = initial_rows(n, k, problem.init_scale, seed, width)
+    rows[:W.shape[0], :W.shape[1]] = W
+    return rows
+
+
+def _held_out_rmse(client, held, model, mu, rule):
+    """RMSE of ``model`` on held-out parts on the cluster: the model goes to the
+    parts, their error sums come back."""
+    [m] = client.scatter([model], hash=False)
+    sums = [client.submit(held_out_sse, m, part, mu, rule, pure=False) for part in held]
+    try:
+        results = client.gather(sums)
+    finally:
+        client.cancel([*sums, m])
+    n = sum(c for _, c in results)
+    return math.sqrt(sum(s for s, _ in results) / n) if n else math.nan
+
+
+def fit(client, shards, loop_workers, layout, mu, problem, settings, seed, init=None):
     """Train the factor blocks over the loops' shards (one attempt: a lost worker
-    raises :class:`~.run.WorkerLost`)."""
+    raises :class:`~.run.WorkerLost`), from ``init`` (full packed ``(U, V)``) if
+    given, else from the checkpoint resumed or a random start."""
     n_loops = len(shards)
     n_blocks = len(layout.item_sizes)
     token = uuid.uuid4().hex[:8]
-    init = settings.resume.model if settings.resume is not None else None
+    if settings.resume is not None:
+        init = settings.resume.model
     inits_u, inits_v = layout.split(*init) if init is not None else (
         [None] * n_loops, [None] * n_blocks)
     width = row_width(problem.n_factors, problem.rule)

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from distributed import secede
+from distributed import secede, wait
 
 from ..kernels.factors import RULE_SGD, n_factors_of, predict_pairs, row_width, sgd_ratings
 from ..store.factors import CheckoutTable, FactorBlock
@@ -107,6 +107,31 @@ def _split(W, block, row, sizes):
     return out
 
 
+def layout_of(user_counts, item_counts, n_loops, n_blocks, rng):
+    """The :class:`Layout` of ratings counted per user and per item: users in
+    ``n_loops`` blocks, items in ``n_blocks``, each balanced by ratings."""
+    user_block, user_row, user_sizes = balanced_blocks(user_counts, n_loops, rng)
+    item_block, item_row, item_sizes = balanced_blocks(item_counts, n_blocks, rng)
+    return Layout(user_block, user_row, user_sizes, item_block, item_row, item_sizes)
+
+
+def loop_strata(users, items, ratings, layout):
+    """One loop's strata from its ratings (``users``/``items``: rows in id order):
+    ``strata[b] = (user rows, item rows, ratings)`` of item block ``b``, rows local
+    to the blocks, each stratum in the order of the ratings given."""
+    n_blocks = len(layout.item_sizes)
+    ib = layout.item_block[items]
+    order = np.argsort(ib, kind="stable")
+    bounds = np.searchsorted(ib[order], np.arange(n_blocks + 1))
+    strata = []
+    for b in range(n_blocks):
+        sel = order[bounds[b]:bounds[b + 1]]
+        strata.append((layout.user_row[users[sel]].astype(np.int32),
+                       layout.item_row[items[sel]].astype(np.int32),
+                       np.ascontiguousarray(ratings[sel], dtype=np.float64)))
+    return strata
+
+
 def stratify(users, items, ratings, n_users, n_items, n_loops, n_blocks, rng):
     """Build the layout and each loop's strata.
 
@@ -114,26 +139,112 @@ def stratify(users, items, ratings, n_users, n_items, n_loops, n_blocks, rng):
     ratings)`` of loop ``w``'s ratings in item block ``b``, rows local to the
     blocks.
     """
-    user_block, user_row, user_sizes = balanced_blocks(
-        np.bincount(users, minlength=n_users), n_loops, rng)
-    item_block, item_row, item_sizes = balanced_blocks(
-        np.bincount(items, minlength=n_items), n_blocks, rng)
-    layout = Layout(user_block, user_row, user_sizes, item_block, item_row, item_sizes)
-    ub = user_block[users]
-    ib = item_block[items]
-    key = ub * n_blocks + ib
-    order = np.argsort(key, kind="stable")
-    bounds = np.searchsorted(key[order], np.arange(n_loops * n_blocks + 1))
+    layout = layout_of(np.bincount(users, minlength=n_users),
+                       np.bincount(items, minlength=n_items), n_loops, n_blocks, rng)
+    ub = layout.user_block[users]
+    order = np.argsort(ub, kind="stable")
+    bounds = np.searchsorted(ub[order], np.arange(n_loops + 1))
     parts = []
     for w in range(n_loops):
-        strata = []
-        for b in range(n_blocks):
-            sel = order[bounds[w * n_blocks + b]:bounds[w * n_blocks + b + 1]]
-            strata.append((user_row[users[sel]].astype(np.int32),
-                           item_row[items[sel]].astype(np.int32),
-                           np.ascontiguousarray(ratings[sel], dtype=np.float64)))
-        parts.append(strata)
+        sel = order[bounds[w]:bounds[w + 1]]
+        parts.append(loop_strata(users[sel], items[sel], ratings[sel], layout))
     return layout, parts
+
+
+# ------------------------------------------------- ratings already on the cluster
+def rating_counts(part, n_users, n_items):
+    """Ratings per user and per item of one part ``(users, items, ratings)``."""
+    return (np.bincount(part[0], minlength=n_users),
+            np.bincount(part[1], minlength=n_items))
+
+
+def sum_counts(*counts):
+    """The sum of :func:`rating_counts` of several parts."""
+    return (np.sum([c[0] for c in counts], axis=0, dtype=np.int64),
+            np.sum([c[1] for c in counts], axis=0, dtype=np.int64))
+
+
+def split_by_loop(part, layout):
+    """One part's ratings cut by the loop that owns their user: a tuple of one
+    ``(users, items, ratings)`` piece per loop, each in the part's order."""
+    users, items, ratings = part
+    ub = layout.user_block[users]
+    order = np.argsort(ub, kind="stable")
+    bounds = np.searchsorted(ub[order], np.arange(len(layout.user_sizes) + 1))
+    return tuple((users[sel], items[sel], ratings[sel])
+                 for sel in (order[bounds[w]:bounds[w + 1]]
+                             for w in range(len(layout.user_sizes))))
+
+
+def piece(pieces, w):
+    """Loop ``w``'s piece of :func:`split_by_loop`'s result."""
+    return pieces[w]
+
+
+def shard_from_pieces(layout, seed, *pieces):
+    """A loop's :class:`RatingShard` from its pieces of every part, in part order
+    (so its ratings are in the order of the whole collection)."""
+    users, items, ratings = (np.concatenate([p[c] for p in pieces]) if pieces
+                             else np.zeros(0) for c in range(3))
+    return RatingShard(loop_strata(users.astype(np.int64), items.astype(np.int64),
+                                   ratings, layout), seed)
+
+
+def place_rating_parts(client, parts, n_ids, loop_workers, n_blocks, rng, token):
+    """Place ratings held by the cluster as the loops' shards, never through the
+    client.
+
+    ``parts``: dask ``Delayed`` objects, each computing to ``(users, items,
+    ratings)`` (rows in id order).  They are computed where the scheduler puts
+    them; the client receives only the ratings per user and per item (for the
+    layout); each part is cut by loop (:func:`split_by_loop`) where it lies and
+    each loop's worker fetches its pieces from the others (an all-to-all shuffle
+    of the ratings by user block, worker to worker).  Draws from ``rng`` as
+    :func:`stratify` does, then one shard seed per loop.  Returns ``(layout,
+    shards)``.
+    """
+    futures = client.compute(list(parts))
+    temporary = list(futures)
+    try:
+        counts = [client.submit(rating_counts, f, *n_ids, pure=False) for f in futures]
+        total = client.submit(sum_counts, *counts, pure=False)
+        temporary += [*counts, total]
+        user_counts, item_counts = total.result()
+        layout = layout_of(user_counts, item_counts, len(loop_workers), n_blocks, rng)
+        layout_f = client.scatter(layout, hash=False)
+        pieces = [client.submit(split_by_loop, f, layout_f, pure=False) for f in futures]
+        temporary += [layout_f, *pieces]
+        shards = []
+        for w, addr in enumerate(loop_workers):
+            mine = [client.submit(piece, p, w, pure=False) for p in pieces]
+            temporary += mine
+            shards.append(client.submit(
+                shard_from_pieces, layout_f, int(rng.integers(2**31)), *mine,
+                workers=[addr], allow_other_workers=False, pure=False,
+                key=f"asyncopt-mf-shard-{w}-{token}"))
+        try:
+            wait(shards)
+            for f in shards:
+                if f.status == "error":
+                    f.result()  # a part's error, raised here
+        except BaseException:
+            client.cancel(shards)
+            raise
+    finally:
+        # release, not cancel: cancelling a key cancels its dependents (the shards)
+        for f in temporary:
+            f.release()
+    return layout, shards
+
+
+def held_out_sse(model, part, mu, rule):
+    """Squared error sum and count of packed ``(U, V)`` on one part of held-out
+    ratings ``(users, items, ratings)`` (runs where the part lies)."""
+    users, items, ratings = part
+    if users.shape[0] == 0:
+        return 0.0, 0
+    error = ratings - predictions(model, mu, users, items, rule)
+    return float(error @ error), int(users.shape[0])
 
 
 class RatingShard:
@@ -293,10 +404,18 @@ class CheckedOutItems:
         return self._call_all("rows")
 
 
-def rmse_of(model, mu, users, items, ratings, rule):
-    """RMSE of packed ``(U, V)`` on ratings given as rows of ``U``/``V``."""
+def predictions(model, mu, users, items, rule):
+    """Predicted ratings of packed ``(U, V)`` for rows ``users``/``items``."""
     k = n_factors_of(model[0].shape[1], rule)
     U, V = (np.ascontiguousarray(W[:, :k + 2]) for W in model)
     out = np.empty(users.shape[0])
     predict_pairs(users, items, U, V, mu, out)
-    return float(np.sqrt(np.mean((ratings - out) ** 2))) if users.shape[0] else math.nan
+    return out
+
+
+def rmse_of(model, mu, users, items, ratings, rule):
+    """RMSE of packed ``(U, V)`` on ratings given as rows of ``U``/``V``."""
+    if not users.shape[0]:
+        return math.nan
+    out = predictions(model, mu, users, items, rule)
+    return float(np.sqrt(np.mean((ratings - out) ** 2)))
