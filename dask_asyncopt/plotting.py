@@ -1,4 +1,5 @@
-"""Plots of fit histories (needs matplotlib: ``pip install dask_asyncopt[plot]``)."""
+"""Plots of fit histories (needs matplotlib: ``pip install matplotlib``, or from a
+clone of the repository ``pip install -e ".[plot]"``)."""
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,9 @@ def _pyplot():
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError(
-            "dask_asyncopt.plotting needs matplotlib; install it with "
-            "`pip install dask_asyncopt[plot]` (or `pip install matplotlib`)") from exc
+            "dask_asyncopt.plotting needs matplotlib, which is not installed: "
+            "`pip install matplotlib` (or, in a clone of the dask_asyncopt repository, "
+            "`pip install -e \".[plot]\"`)") from exc
     return plt
 
 

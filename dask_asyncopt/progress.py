@@ -69,11 +69,15 @@ class FitProgress:
         Label in front of the bar, e.g. the estimator and solver.
     file : file-like or None, default=None
         Where a text bar is written; ``None`` is ``sys.stderr`` (tqdm's default).
+    tqdm_class : type or None, default=None
+        The bar's class; ``None`` is ``tqdm.auto.tqdm`` (the widget in Jupyter,
+        text elsewhere).  E.g. ``tqdm.notebook.tqdm`` or ``tqdm.tqdm`` to force one.
 
     Attributes
     ----------
     bar : tqdm.auto.tqdm or None
-        The bar while the fit runs (``None`` with ``verbose=0``).
+        The bar (``None`` with ``verbose=0``); after the fit, closed, at its last
+        state.
     n_epochs : int
         History rows received so far.
 
@@ -94,11 +98,12 @@ class FitProgress:
     True
     """
 
-    def __init__(self, verbose=1, total=None, desc="fit", file=None):
+    def __init__(self, verbose=1, total=None, desc="fit", file=None, tqdm_class=None):
         self.verbose = int(verbose)
         self.total = total
         self.desc = desc
         self.file = file
+        self.tqdm_class = tqdm_class
         self.bar = None
         self.n_epochs = 0
         self._last_time = 0.0
@@ -108,9 +113,11 @@ class FitProgress:
     def __enter__(self):
         if self.verbose <= 0:
             return self
-        # imported here: tqdm.auto picks the notebook or terminal bar on import, and
-        # a library import should not pay for (or fix) that choice early
-        from tqdm.auto import tqdm
+        tqdm = self.tqdm_class
+        if tqdm is None:
+            # imported here: tqdm.auto picks the notebook or terminal bar on import,
+            # and a library import should not pay for (or fix) that choice early
+            from tqdm.auto import tqdm
 
         self.bar = tqdm(total=self.total, desc=self.desc, unit="epoch", file=self.file,
                         dynamic_ncols=True, leave=True)
@@ -197,6 +204,20 @@ class FitProgress:
             out["staleness"] = f"{row['staleness_mean']:.3g}/{worst:.0f}"
         return out
 
+    @staticmethod
+    def _complete(bar, n):
+        """End ``bar`` full at ``n``: its length becomes ``n``, elapsed time kept.
+
+        Through tqdm's ``reset(total=...)``, which the notebook bar follows too
+        (assigning ``bar.total`` leaves the widget's length at ``max_iter``);
+        ``reset`` restarts the clock, so the fit's start time is put back for the
+        final line's elapsed time and rate.
+        """
+        started = bar.start_t
+        bar.reset(total=n)
+        bar.start_t = started
+        bar.update(n)
+
     def __exit__(self, exc_type, exc, tb):
         if self._handler is not None:
             logger.removeHandler(self._handler)
@@ -205,9 +226,8 @@ class FitProgress:
             logger.setLevel(self._saved_level)
             self._saved_level = None
         if self.bar is not None:
-            if exc_type is None and self.total is not None and self.n_epochs < self.total:
+            if exc_type is None and self.total is not None and 0 < self.n_epochs < self.total:
                 # stopped early (converged): a full bar, not a failure
-                self.bar.total = self.n_epochs
-                self.bar.refresh()
+                self._complete(self.bar, self.n_epochs)
             self.bar.close()
         return False

@@ -583,7 +583,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Exponent of the "invscaling" schedule.
     batch_size : int or "auto", default="auto"
         Rows per pull/sweep/push exchange; "auto" aims at ~260k non-zeros per
-        exchange so compute dwarfs the actor round trip.
+        exchange so compute dwarfs the actor round trip.  At most a worker
+        loop's rows: a larger value makes one exchange of all of them per epoch
+        (no warning; it is independent of a dask ``X``'s chunks).
     solver : {"asyb", "sync", "adpsgd"}, default="asyb"
         "asyb": AsyB-ProxSGD, asynchronous.  "sync": a barrier per round,
         deterministic for an int ``random_state``.  "adpsgd": AD-PSGD, one
@@ -631,11 +633,21 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         ``learning_rate`` schedule for hinge and epsilon_insensitive.
         None: always plain SGD.
     n_blocks : int, default=None
-        Number of coefficient blocks (actors); default one per Dask worker.
+        Number of coefficient blocks (actors); default one per Dask worker.  At
+        most one per coordinate (features + intercept): a larger value is
+        clipped to that, with a ``UserWarning`` naming both numbers (the
+        default silently).  Not used by ``solver="adpsgd"`` (a ``UserWarning``
+        if set).
     max_staleness : int, default=None
-        Bound on the versions a push may lag behind (None: measured, unbounded).
+        Bound on the versions a push may lag behind (None: measured,
+        unbounded).  ``solver="asyb"`` only: with ``"sync"`` or ``"adpsgd"`` it
+        is ignored, with a ``UserWarning``.
     n_workers : int, default=None
-        Number of worker loops; default one per Dask worker.
+        Number of worker loops; default one per Dask worker.  At most one per
+        row of ``X`` and one per row chunk of a dask ``X``: a larger value is
+        clipped, with a ``UserWarning`` naming both numbers (the default
+        silently).  More loops than Dask workers run, sharing workers, with a
+        ``UserWarning``.
     timeout : float, default=120
         Seconds any single exchange may take before the fit fails; also how
         long a worker loop waits at the end of an epoch for the slowest loop,

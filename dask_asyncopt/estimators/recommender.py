@@ -404,9 +404,16 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         Added to ``sqrt(vhat)`` in AMSGrad's denominator (``optimizer="amsgrad"``
         only).
     n_blocks : int or None, default=None
-        Item blocks; ``None``: twice the number of worker loops.
+        Item blocks; ``None``: twice the number of worker loops.  At most one
+        per item: a larger value is clipped, with a ``UserWarning`` naming both
+        numbers.  Fewer blocks than loops works, but with ``solver="asyb"`` or
+        ``"sync"`` only ``n_blocks`` loops can hold a block at a time (a
+        ``UserWarning``).
     n_workers : int or None, default=None
-        Worker loops; ``None``: one per Dask worker.
+        Worker loops; ``None``: one per Dask worker.  At most one per user: a
+        larger value is clipped, with a ``UserWarning`` naming both numbers (the
+        default silently).  More loops than Dask workers run, sharing workers,
+        with a ``UserWarning``.
     timeout : float, default=120.0
         Longest wait for any single exchange before the fit fails.
     random_state : int, RandomState instance or None, default=None

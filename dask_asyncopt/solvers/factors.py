@@ -13,6 +13,7 @@ best epoch's model kept, checkpoints and restarts after a lost worker.
 import math
 import time
 import uuid
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -31,6 +32,7 @@ from .run import (
     stopping,
     store_columns,
     with_restarts,
+    worker_loops,
 )
 from .steps import EpochSteps
 
@@ -81,6 +83,14 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
     -------
     FitResult
         ``model`` is the packed ``(U, V)`` in id order.
+
+    Notes
+    -----
+    Checked before any data moves (a ``UserWarning`` for values the user set):
+    ``n_workers`` above the users is clipped (a loop owns users of its own),
+    above the Dask workers kept (loops share workers); ``n_blocks`` above the
+    items is clipped, and below the loops kept (with ``asyb``/``sync`` at most
+    ``n_blocks`` loops can hold an item block at a time).
     """
     seed = int(rng.integers(2**31))
     problem = replace(problem, rule=FACTOR_RULES[problem.rule])
@@ -108,8 +118,10 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
         if not workers:
             raise RuntimeError("the Dask cluster has no workers" + (
                 " left" if settings.resume is not None else ""))
-        n_loops = max(1, min(settings.n_workers or len(workers), n_ids[0]))
-        n_blocks = max(1, min(settings.n_blocks or 2 * n_loops, n_ids[1]))
+        n_loops = worker_loops(settings.n_workers, workers, [(n_ids[0], (
+            f"the ratings have {n_ids[0]} distinct user(s) (a worker loop owns users of "
+            "its own)"), "")])
+        n_blocks = item_blocks(settings.n_blocks, n_loops, n_ids[1], settings.solver)
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
         token = uuid.uuid4().hex[:8]
         scattered, shards = [], []
@@ -174,6 +186,28 @@ def _held_out_rmse(client, held, model, mu, rule):
         client.cancel([*sums, m])
     n = sum(c for _, c in results)
     return math.sqrt(sum(s for s, _ in results) / n) if n else math.nan
+
+
+def item_blocks(requested, n_loops, n_items, solver):
+    """Item blocks: ``requested`` (``n_blocks``; ``None``: twice the loops), at most
+    one per item.  An explicit ``n_blocks`` above the items is clipped with a
+    ``UserWarning``; one below the loops is kept, with a ``UserWarning`` when
+    loops check blocks out (``asyb``, ``sync``: the other loops wait)."""
+    n_blocks = requested or 2 * n_loops
+    if n_blocks > n_items:
+        if requested is not None:
+            warnings.warn(
+                f"n_blocks={requested} is more than the {n_items} distinct item(s) of the "
+                f"ratings: the fit uses {n_items} item block(s), one item each",
+                UserWarning, stacklevel=3)
+        n_blocks = n_items
+    if requested is not None and n_blocks < n_loops and solver != "adpsgd":
+        warnings.warn(
+            f"n_blocks={n_blocks} item block(s) for {n_loops} worker loops: a loop needs "
+            f"an item block to itself, so at most {n_blocks} loop(s) work at a time while "
+            f"the others wait; use n_blocks >= {n_loops} (None: twice the loops)",
+            UserWarning, stacklevel=3)
+    return max(n_blocks, 1)
 
 
 def fit(client, shards, loop_workers, layout, mu, problem, settings, seed, init=None):

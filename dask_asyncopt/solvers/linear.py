@@ -8,6 +8,7 @@ collections where they already are), runs the solver named in the settings
 the survivors and resumes from the driver's last checkpoint.
 """
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..data.placement import place_dask, place_in_memory
 from ..data.shards import ShardLayout
 from .gradients import exchange_sizes
 from .registry import SOLVERS
-from .run import with_restarts
+from .run import with_restarts, worker_loops
 
 
 def store_bytes(problem, solver, n_loops):
@@ -48,6 +49,45 @@ def check_memory(client, problem, settings, n_loops):
             "per worker loop)")
 
 
+def check_solver_settings(settings):
+    """Settings the chosen solver does not use: said in a ``UserWarning`` and
+    dropped (``max_staleness`` bounds ``asyb``'s pushes only; ``adpsgd`` keeps
+    replicas, not blocks)."""
+    if settings.max_staleness is not None and settings.solver != "asyb":
+        how = ("every round's reads wait at a barrier" if settings.solver == "sync" else
+               "its replicas have no pushes to hold back")
+        warnings.warn(
+            f"max_staleness={settings.max_staleness} has no effect with "
+            f"solver={settings.solver!r} ({how}); it bounds solver='asyb' only",
+            UserWarning, stacklevel=3)
+        settings = replace(settings, max_staleness=None)
+    if settings.n_blocks is not None and settings.solver == "adpsgd":
+        warnings.warn(
+            f"n_blocks={settings.n_blocks} has no effect with solver='adpsgd' (every "
+            "worker loop keeps a full replica of the model; there are no blocks)",
+            UserWarning, stacklevel=3)
+        settings = replace(settings, n_blocks=None)
+    return settings
+
+
+def block_count(requested, n_workers, problem):
+    """Coefficient blocks: ``requested`` (``n_blocks``; ``None``: one per Dask
+    worker), at most one per coordinate (features + intercept): clipped silently
+    for the default, with a ``UserWarning`` naming both numbers for an explicit
+    ``n_blocks``."""
+    n_blocks = requested or n_workers
+    if n_blocks > problem.n_coords:
+        if requested is not None:
+            what = f"{problem.n_features} feature(s)" + (
+                " + the intercept" if problem.fit_intercept else "")
+            warnings.warn(
+                f"n_blocks={requested} is more than the model's {problem.n_coords} "
+                f"coordinates ({what}): the fit uses {problem.n_coords} blocks, one "
+                "coordinate each", UserWarning, stacklevel=3)
+        n_blocks = problem.n_coords
+    return n_blocks
+
+
 def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=None):
     """Fit a linear model; returns a :class:`~.config.FitResult` whose ``model`` is
     the ``(n_features + fit_intercept, n_outputs)`` coefficients, intercept last.
@@ -73,20 +113,34 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
         The store of the last fit, kept on the cluster (``partial_fit``): used
         as it is when it still fits this one, and the store this fit ends with
         is kept there (see :class:`~.run.KeptStore`).
+
+    Settings that disagree with the data, the cluster or the solver are checked
+    before any data moves: ``n_workers`` above the rows (or a dask ``X``'s row
+    chunks) and ``n_blocks`` above the coordinates are clipped, ``n_workers``
+    above the Dask workers is kept (loops share workers), ``max_staleness``
+    without ``solver="asyb"`` and ``n_blocks`` with ``solver="adpsgd"`` are
+    dropped; each with a ``UserWarning`` when the user set the value.  A
+    ``batch_size`` above a loop's rows makes one exchange of all of them.
     """
     fit = SOLVERS[settings.solver]
     X, Y, W, encode = data
+    settings = check_solver_settings(settings)
+    caps = [(X.shape[0], f"X has {X.shape[0]} row(s) (a worker loop needs at least one)",
+             "")]
+    if is_dask(X):
+        caps.append((X.numblocks[0], f"X has {X.numblocks[0]} row chunk(s) (a worker loop "
+                     "takes whole chunks)", "; rechunk X into at least n_workers row chunks "
+                     "to run them all"))
 
     def attempt(settings):
         workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
         if not workers:
             raise RuntimeError("the Dask cluster has no workers" + (
                 " left" if settings.first_epoch > 1 else ""))
-        n_loops = min(settings.n_workers or len(workers), X.shape[0])
-        if is_dask(X):
-            n_loops = min(n_loops, X.numblocks[0])
+        n_loops = worker_loops(settings.n_workers, workers, caps)
         loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
-        settings = replace(settings, n_blocks=settings.n_blocks or len(workers))
+        settings = replace(settings, n_blocks=block_count(settings.n_blocks, len(workers),
+                                                          problem))
         check_memory(client, problem, settings, n_loops)
         batch_size = settings.batch_size
         if problem.rule is not None:  # gradient exchanges have their own sizes
@@ -98,10 +152,10 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
                              batch_size)
         if is_dask(X):
             shards, n_samples = place_dask(client, X, Y, W, loop_workers, layout, encode,
-                                             rng)
+                                           rng)
         else:
             shards, n_samples = place_in_memory(client, X, Y, W, loop_workers, layout,
-                                                  rng)
+                                                rng)
         start, samples = init, t_start
         if settings.resume is not None:
             start, samples = settings.resume.model, settings.resume.samples

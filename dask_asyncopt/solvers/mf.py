@@ -265,10 +265,14 @@ def sync_ticket(epoch, worker, block, n_loops, n_blocks):
     """Version at which ``worker`` may take ``block`` in ``epoch`` under DSGD.
 
     At sub-epoch ``s`` loop ``w`` visits block ``(w + s) % n_blocks``; a
-    block is visited by every loop once per epoch, in increasing ``s``.
+    block is visited by every loop once per epoch, in increasing ``s`` and,
+    with fewer blocks than loops (several loops at one sub-epoch), increasing
+    ``w``: every visit waits only for visits earlier in that order, so the
+    schedule cannot deadlock.
     """
     s = (block - worker) % n_blocks
-    before = sum(1 for w in range(n_loops) if (block - w) % n_blocks < s)
+    before = sum(1 for w in range(n_loops)
+                 if ((block - w) % n_blocks, w) < (s, worker))
     return epoch * n_loops + before
 
 

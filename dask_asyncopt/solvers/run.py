@@ -518,6 +518,37 @@ def _free(client, futures, channel):
         _unregister(client, channel)
 
 
+def worker_loops(requested, workers, caps=()):
+    """How many worker loops a fit runs on ``workers`` (the Dask workers' addresses).
+
+    ``requested`` is the estimator's ``n_workers`` (``None``: one loop per Dask
+    worker); ``caps`` are ``(limit, reason, fix)`` triples from the data (a loop
+    needs rows, or users, or a row chunk of its own).  The data's limits clip the
+    count: silently for the default, with a ``UserWarning`` naming both numbers
+    for an explicit ``n_workers``.  An explicit ``n_workers`` above the number of
+    Dask workers is kept -- loops then share workers, which works -- and said in
+    a ``UserWarning``.
+    """
+    n = requested or len(workers)
+    for limit, reason, fix in caps:
+        if n > limit:
+            if requested is not None:
+                warnings.warn(
+                    f"n_workers={requested} but {reason}: the fit runs {max(limit, 1)} "
+                    f"worker loop(s){fix}", UserWarning, stacklevel=2)
+            n = limit
+    n = max(n, 1)
+    if requested is not None and n > len(workers):
+        loops = f"n_workers={requested}" + (" worker loops" if n == requested else
+                                             f" ({n} worker loops)")
+        warnings.warn(
+            f"{loops} on {len(workers)} Dask worker(s): loops "
+            f"share workers (up to {-(-n // len(workers))} on one), each taking a share of "
+            "its worker's CPU and memory.  The fit works, but to run one loop per worker "
+            "leave n_workers=None, or add workers", UserWarning, stacklevel=2)
+    return n
+
+
 def with_restarts(client, settings, attempt):
     """``attempt(settings)`` (a :class:`~.config.FitResult`), resumed from the last
     checkpoint on the surviving workers each time a worker is lost."""
