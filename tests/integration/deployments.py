@@ -30,11 +30,17 @@ deploy = load_deploy()
 
 
 def nothing_left(client, wait=10.0):
-    """No tasks on the scheduler, no actors and no data keys on any worker."""
+    """No tasks on the scheduler; no actors, data keys or fit channels (worker
+    plugins and comm handlers) on any worker."""
     if not cluster_is_clean(client, wait=wait):
         return False
+
+    def held(dask_worker):
+        return len(dask_worker.data) + sum(
+            "asyncopt" in k for k in (*dask_worker.plugins, *dask_worker.handlers))
+
     deadline = time.monotonic() + wait
-    while sum(client.run(lambda dask_worker: len(dask_worker.data)).values()):
+    while sum(client.run(held).values()):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

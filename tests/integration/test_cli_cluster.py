@@ -2,6 +2,8 @@
 nannies) as subprocesses (``benchmarks/deploy.py``), and the deployment's
 teardown.  Nothing here depends on timing: waits are bounded polls."""
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -16,14 +18,33 @@ def cli():
         yield cluster
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "amsgrad"])
 @pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
-def test_classifier_fits_on_cli_cluster(cli, solver):
+def test_classifier_fits_on_cli_cluster(cli, solver, optimizer):
     X, y = make_sparse_classification(3000, 500, nnz_per_row=10, random_state=0)
     with cli.client.as_current():
         clf = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, solver=solver,
-                                 max_iter=3, tol=None, random_state=0, timeout=60).fit(X, y)
+                                 optimizer=optimizer, max_iter=3, tol=None, random_state=0,
+                                 timeout=60).fit(X, y)
     assert clf.n_iter_ == 3
     assert clf.score(X, y) > 0.7
+    assert nothing_left(cli.client)
+
+
+@pytest.mark.parametrize("solver", ["asyb", "adpsgd"])
+def test_partial_fit_stream_on_cli_cluster(cli, solver):
+    """The blocks (replicas) a stream keeps between calls live in worker
+    processes; deleting the estimator frees them and their channel."""
+    X, y = make_sparse_classification(3000, 500, nnz_per_row=10, random_state=1)
+    with cli.client.as_current():
+        clf = AsyncSGDClassifier(loss="log_loss", solver=solver, random_state=0, timeout=60)
+        for start in range(0, 3000, 1000):
+            part = slice(start, start + 1000)
+            clf.partial_fit(X[part], y[part], classes=[0, 1],
+                            sample_weight=np.full(1000, 0.5))
+        assert clf.score(X, y) > 0.7
+        del clf
+        gc.collect()
     assert nothing_left(cli.client)
 
 
