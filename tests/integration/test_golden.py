@@ -15,9 +15,10 @@ def golden():
 @pytest.mark.parametrize("name", all_cases())
 def test_fit_matches_the_reference(name, golden, client):
     got = fit_case(name)
+    source = str(golden.get(f"{name}/source", "the code before the reorganisation"))
     for key, value in got.items():
         ref = golden[f"{name}/{key}"]
         assert value.shape == ref.shape, key
         assert np.array_equal(value, ref), (
-            f"{name}: {key} differs from the reference (max abs diff "
+            f"{name}: {key} differs from the reference of {source} (max abs diff "
             f"{np.max(np.abs(value - ref)) if value.size else 0:.3g})")
