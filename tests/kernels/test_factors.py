@@ -1,11 +1,12 @@
-"""MF Numba kernels against plain NumPy references written out here."""
+"""Matrix factorisation's Numba kernels (``kernels/factors.py``) against plain NumPy
+references written out here."""
 
 import math
 
 import numpy as np
 import pytest
 
-from dask_asyncopt.mf_kernels import (
+from dask_asyncopt.kernels.factors import (
     RULE_ADAGRAD,
     RULE_AMSGRAD,
     RULE_SGD,
