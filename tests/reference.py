@@ -95,6 +95,40 @@ def ref_eta(schedule, eta0, alpha, t0, power_t, t):
     return eta0
 
 
+def ref_sweep(X, Y, rows, w, intercept, name, schedule, params, t_start, t_stride):
+    """Plain-Python per-sample SGD over dense rows ``X`` (column ``intercept``
+    unused: the intercept's weight is row ``intercept`` of ``w``, stepped by
+    ``decay``).  ``params`` maps ``eta0, alpha, l1_ratio, t0, power_t, epsilon,
+    decay`` to values (a dict, or anything with those items).  Returns the loss
+    sum before each step, the composition ``(D, S)`` of the per-sample prox maps
+    and the swept weights."""
+    p_ = {k: float(params[k]) for k in ("eta0", "alpha", "l1_ratio", "t0", "power_t",
+                                         "epsilon", "decay")}
+    w = w.copy()
+    n_cols = X.shape[1]
+    K = w.shape[1]
+    loss_sum, D, S = 0.0, 1.0, 0.0
+    for i, r in enumerate(rows):
+        t = t_start + i * t_stride
+        eta = ref_eta(schedule, p_["eta0"], p_["alpha"], p_["t0"], p_["power_t"], t)
+        for k in range(K):
+            p = w[intercept, k] if intercept >= 0 else 0.0
+            for j in range(n_cols):
+                if X[r, j] != 0.0:
+                    p += w[j, k] * X[r, j]
+            loss_sum += float(ref_loss(name, p, Y[r, k], p_["epsilon"]))
+            dl = clipped_dloss(name, p, Y[r, k], p_["epsilon"])
+            for j in range(n_cols):
+                if X[r, j] != 0.0:
+                    w[j, k] -= eta * dl * X[r, j]
+            if intercept >= 0:
+                w[intercept, k] -= p_["decay"] * eta * dl
+        a, c = ref_prox_params(eta, p_["alpha"], p_["l1_ratio"])
+        S += a * D
+        D *= c
+    return loss_sum, D, S, w
+
+
 # --------------------------------------------------------------------------
 # The elastic-net proximal map, one step at a time
 # --------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Bad input gets a clear error; any fit, failed or not, leaves the cluster clean."""
+"""The linear estimators (``estimators/linear_model.py``): bad input gets a clear error and
+any fit, failed or not, leaves the cluster clean; multiclass, warm start and early
+stopping on a held-out score."""
 
 import numpy as np
 import pytest
@@ -6,8 +8,9 @@ import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
+from dask_asyncopt.datasets import make_sparse_classification
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(60, 3))
@@ -122,7 +125,7 @@ def test_failure_inside_a_worker_loop_leaves_cluster_clean(client):
 @pytest.mark.parametrize("loss", ["hinge", "log_loss"])  # plain SGD, SVRG
 def test_exception_from_callback_stops_loops(client, monkeypatch, loss):
     """An exception raised in the driver mid-fit stops the loops and frees actors."""
-    from dask_asyncopt.solvers import driver
+    from dask_asyncopt.solvers.config import Settings
 
     calls = []
 
@@ -130,12 +133,11 @@ def test_exception_from_callback_stops_loops(client, monkeypatch, loss):
         calls.append(row)
         raise KeyboardInterrupt
 
-    original = driver.Settings
-
     def settings_with_callback(**kw):
-        return original(**{**kw, "callback": boom})  # replaces the progress callback
+        return Settings(**{**kw, "callback": boom})  # replaces the progress callback
 
-    monkeypatch.setattr("dask_asyncopt.linear_model.Settings", settings_with_callback)
+    monkeypatch.setattr("dask_asyncopt.estimators.linear_model.Settings",
+                        settings_with_callback)
     Xs, ys = rng.normal(size=(2000, 5)), rng.integers(0, 2, 2000)
     with pytest.raises(KeyboardInterrupt):
         AsyncSGDClassifier(loss=loss, max_iter=10, tol=None).fit(Xs, ys)
@@ -144,3 +146,54 @@ def test_exception_from_callback_stops_loops(client, monkeypatch, loss):
     # the client is still usable afterwards
     monkeypatch.undo()
     assert AsyncSGDClassifier(max_iter=2).fit(Xs, ys).n_iter_ == 2
+
+
+def test_multiclass_and_more_blocks(data):
+    X, _ = make_sparse_classification(3000, 500, n_classes=3, random_state=1)
+    _, y = make_sparse_classification(3000, 500, n_classes=3, random_state=1)
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, n_blocks=5, random_state=0)
+    est.fit(X, y)
+    assert est.coef_.shape == (3, 500)
+    proba = est.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert est.score(X, y) > 0.6
+
+
+def test_warm_start_continues_schedule(data):
+    X, y = data
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, max_iter=2, tol=None,
+                             warm_start=True, random_state=0).fit(X, y)
+    t1 = est.t_
+    est.fit(X, y)
+    assert est.t_ >= t1 + 2 * X.shape[0]
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
+def test_early_stopping_on_a_validation_score(data, solver):
+    """``early_stopping`` holds out rows, reports their score every epoch and stops on it."""
+    X, y = data
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, early_stopping=True,
+                             validation_fraction=0.2, n_iter_no_change=2, tol=1e-2,
+                             max_iter=50, solver=solver, random_state=0).fit(X, y)
+    h = est.history_
+    assert h["validation_score"].between(0.5, 1.0).all()
+    assert est.n_iter_ < 50  # a 1e-2 accuracy improvement stops coming early
+    # the rule: each of the last n_iter_no_change epochs failed to beat the best score
+    # seen before it by tol
+    scores = h["validation_score"].to_numpy()
+    for k in (len(scores) - 2, len(scores) - 1):
+        assert scores[k] < scores[:k].max() + 1e-2, scores
+    assert est.t_ < est.n_iter_ * X.shape[0]  # it trained on the 80 % only
+
+
+def test_early_stopping_regressor_and_errors(client):
+    import dask.array as da
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 5))
+    y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=400)
+    est = AsyncSGDRegressor(early_stopping=True, max_iter=30, random_state=0).fit(X, y)
+    assert est.history_["validation_score"].iloc[-1] > 0.9  # R^2 on held-out rows
+    with pytest.raises(ValueError, match="early_stopping=True needs in-memory"):
+        AsyncSGDRegressor(early_stopping=True).fit(da.from_array(X), da.from_array(y))
+    assert cluster_is_clean(client)

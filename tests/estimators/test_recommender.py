@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import sparse
+from dask_asyncopt.mf_kernels import RULE_AMSGRAD, row_width
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from dask_asyncopt import MatrixFactorization
 from dask_asyncopt.datasets import make_ratings
 from dask_asyncopt.metrics import rmse
-from dask_asyncopt.mf_kernels import RULE_AMSGRAD, row_width
 from dask_asyncopt.solvers.mf import MFSettings, fit_mf, make_rating_shard, stratify
 
 from .conftest import cluster_is_clean

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from dask_asyncopt.kernels import sweeps
 from dask_asyncopt.objective import losses, schedules
 
-from ..reference import clipped_dloss, ref_eta, ref_loss, ref_prox
+from ..reference import clipped_dloss, ref_loss, ref_prox, ref_sweep
 
 ALL_LOSSES = {**losses.CLASSIFICATION_LOSSES, **losses.REGRESSION_LOSSES}
 SCHEDULE_NAMES = {schedules.CONSTANT: "constant", schedules.OPTIMAL: "optimal",
@@ -19,6 +19,7 @@ ETA0, ALPHA, T0, POWER_T, EPSILON, DECAY = 0.05, 0.02, 60.0, 0.4, 0.3, 0.3
 
 
 def make_params(l1_ratio, eta0=ETA0, alpha=ALPHA):
+    """The sweeps' parameter vector (laid out by the ``P_*`` constants)."""
     params = np.zeros(sweeps.N_PARAMS)
     params[sweeps.P_ETA0] = eta0
     params[sweeps.P_ALPHA] = alpha
@@ -30,33 +31,10 @@ def make_params(l1_ratio, eta0=ETA0, alpha=ALPHA):
     return params
 
 
-def ref_sweep(X, Y, rows, w, intercept, name, schedule, params, t_start, t_stride):
-    """Plain-Python per-sample SGD; ``X`` dense with column ``intercept`` unused."""
-    eta0, alpha, l1_ratio, t0, power_t, eps, decay = (float(v) for v in params)
-    w = w.copy()
-    n_cols = X.shape[1]
-    K = w.shape[1]
-    loss_sum, D, S = 0.0, 1.0, 0.0
-    for i, r in enumerate(rows):
-        t = t_start + i * t_stride
-        eta = ref_eta(SCHEDULE_NAMES[schedule], eta0, alpha, t0, power_t, t)
-        for k in range(K):
-            p = w[intercept, k] if intercept >= 0 else 0.0
-            for j in range(n_cols):
-                if X[r, j] != 0.0:
-                    p += w[j, k] * X[r, j]
-            loss_sum += float(ref_loss(name, p, Y[r, k], eps))
-            dl = clipped_dloss(name, p, Y[r, k], eps)
-            for j in range(n_cols):
-                if X[r, j] != 0.0:
-                    w[j, k] -= eta * dl * X[r, j]
-            if intercept >= 0:
-                w[intercept, k] -= decay * eta * dl
-        a = eta * alpha * l1_ratio
-        c = 1.0 + eta * alpha * (1.0 - l1_ratio)
-        S += a * D
-        D *= c
-    return loss_sum, D, S, w
+def named_params(l1_ratio, eta0=ETA0, alpha=ALPHA):
+    """The same parameters by name, for the reference."""
+    return {"eta0": eta0, "alpha": alpha, "l1_ratio": l1_ratio, "t0": T0, "power_t": POWER_T,
+            "epsilon": EPSILON, "decay": DECAY}
 
 
 def make_problem(rng, name, K, intercept, n_rows=30, n_local=12):
@@ -99,7 +77,8 @@ def test_sweep_csr(name, schedule, K, with_intercept):
     w = w0.copy()
     got = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, rows, w, intercept,
                             ALL_LOSSES[name], schedule, params, 7, 3)
-    want = ref_sweep(X, Y, rows, w0, intercept, name, schedule, params, 7, 3)
+    want = ref_sweep(X, Y, rows, w0, intercept, name, SCHEDULE_NAMES[schedule],
+                     named_params(0.35), 7, 3)
     _check_sweep(got, w, want)
     assert not np.allclose(w, w0)  # the sweep moved the weights
     if with_intercept:
@@ -118,7 +97,8 @@ def test_sweep_dense(name, schedule, K, with_intercept):
     w = w0.copy()
     got = sweeps.sweep_dense(np.ascontiguousarray(X), Y, rows, w, -1, ALL_LOSSES[name],
                               schedule, params, 11, 2)
-    want = ref_sweep(X, Y, rows, w0, -1, name, schedule, params, 11, 2)
+    want = ref_sweep(X, Y, rows, w0, -1, name, SCHEDULE_NAMES[schedule], named_params(0.8),
+                     11, 2)
     _check_sweep(got, w, want)
     assert not np.allclose(w, w0)
 

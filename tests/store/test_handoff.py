@@ -1,18 +1,21 @@
-"""The per-epoch hand-off between worker loops and the driver (``handoff.EpochHandOff``),
-as mixed into ``BlockServer``: plain calls from threads, the async entry points,
-and through a real Dask actor."""
+"""The per-epoch hand-off between worker loops and the driver (``store/handoff.py``:
+``EpochHandOff``), as mixed into ``BlockServer``: plain calls from threads, the async
+entry points, and through a real Dask actor."""
 
 import asyncio
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from dask_asyncopt.store import BlockServer, FitStopped
+from dask_asyncopt.objective.penalties import ElasticNet
+from dask_asyncopt.solvers.config import Decision
+from dask_asyncopt.store.blocks import BlockServer, FitStopped
 
 
 def new_server(n_workers=2):
-    return BlockServer(0, 1, 3, 1, 0.0, 0.0, -1, "async", n_workers, None)
+    return BlockServer(0, 1, 3, 1, ElasticNet(), -1, "async", n_workers, None)
 
 
 def test_reports_come_in_loop_order_once_all_posted():
@@ -45,7 +48,7 @@ def test_collect_wakes_on_the_last_post_and_loops_wake_on_the_decision():
     assert time.perf_counter() - tick < 5  # woken by the post, not the 10 s poll
     time.sleep(0.05)
     assert decisions == {}  # the loops wait for the driver
-    decision = {"target": 100, "config": {"svrg": {"eta": 2.0}}}
+    decision = Decision(target=100, config=None)
     server.decide(4, decision)
     for t in threads:
         t.join(5)
@@ -81,23 +84,49 @@ def test_await_decision_times_out_and_stop_wakes_every_waiter():
         server.post_epoch(3, 0, {})
 
 
-def test_decision_timeout_counts_from_the_slowest_loop():
-    """A fast loop waits for a straggler's epoch and then ``timeout`` for the driver."""
+def test_decision_timeout_counts_from_the_slowest_loop(monkeypatch):
+    """A fast loop waits for a straggler's epoch and then ``timeout`` for the driver.
+
+    The hand-off's clock is a fake one the test moves, so no deadline depends on
+    how fast the threads run: the decision comes 0.45 s after the fast loop's post
+    (past its own 0.3 s) but 0.2 s after the straggler's (within 0.3 s).
+    """
+    from dask_asyncopt.store import handoff
+
+    now = [0.0]
+    monkeypatch.setattr(handoff, "time", SimpleNamespace(monotonic=lambda: now[0]))
     server = new_server()
     box = {}
+    waiting = threading.Event()
 
     def fast():
         server.post_epoch(1, 0, {})
-        box["decision"] = server.await_decision(1, 0.3)
+        waiting.set()
+        try:
+            box["decision"] = server.await_decision(1, 0.3)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            box["error"] = exc
 
     t = threading.Thread(target=fast)
     t.start()
-    time.sleep(0.25)
+    assert waiting.wait(30)
+    time.sleep(0.2)  # let it start waiting at clock 0 (only makes the test sharper)
+    now[0] = 0.25
     server.post_epoch(1, 1, {})  # the straggler, near the fast loop's own timeout
-    time.sleep(0.2)  # past 0.3 s after the fast loop's post, within 0.3 s of the last
-    server.decide(1, {"target": 2, "config": {}})
-    t.join(5)
-    assert box == {"decision": {"target": 2, "config": {}}}
+    now[0] = 0.45  # past 0.3 s after the fast loop's post, within 0.3 s of the last
+    with server.changed:
+        server.notify()  # the fast loop looks at the clock again
+    time.sleep(0.2)
+    assert t.is_alive() and box == {}  # still waiting, no timeout
+    server.decide(1, Decision(2, None))
+    t.join(30)
+    assert box == {"decision": Decision(2, None)}
+    # past the straggler's deadline too, a loop gives up
+    server.post_epoch(2, 0, {})
+    server.post_epoch(2, 1, {})
+    now[0] = 1.0
+    with pytest.raises(TimeoutError, match="no decision from the driver"):
+        server.await_decision(2, 0.0)
 
 
 def test_async_waits_hold_no_thread():
@@ -108,9 +137,9 @@ def test_async_waits_hold_no_thread():
 
     async def main():
         before = threading.active_count()
-        barrier = [asyncio.ensure_future(server.arrive_at("e", i, 10, float(i)))
+        barrier = [asyncio.ensure_future(server.arrive_async("e", i, 10, float(i)))
                    for i in range(n)]
-        decisions = [asyncio.ensure_future(server.await_decision_at(1, 10)) for _ in range(n)]
+        decisions = [asyncio.ensure_future(server.await_decision_async(1, 10)) for _ in range(n)]
         await asyncio.sleep(0.1)
         assert not any(f.done() for f in barrier + decisions)
         assert threading.active_count() < before + 4
@@ -135,65 +164,26 @@ def test_async_entry_points():
     server = new_server(n_workers=1)
 
     async def main():
-        waiting = asyncio.ensure_future(server.await_decision_at(1, 5))
+        waiting = asyncio.ensure_future(server.await_decision_async(1, 5))
         server.post_epoch(1, 0, "done")
-        reports = await server.collect_epoch_at(1, 1, 5)
-        server.decide(1, {"target": 1, "config": {}})
+        reports = await server.collect_epoch_async(1, 1, 5)
+        server.decide(1, Decision(1, None))
         return reports, await waiting
 
-    assert asyncio.run(main()) == (["done"], {"target": 1, "config": {}})
+    assert asyncio.run(main()) == (["done"], Decision(1, None))
 
 
 def test_hand_off_through_a_dask_actor(client):
-    fut = client.submit(BlockServer, 0, 1, 3, 1, 0.0, 0.0, -1, "async", 1, None, actor=True,
-                        key="test-handoff-actor")
+    fut = client.submit(BlockServer, 0, 1, 3, 1, ElasticNet(), -1, "async", 1, None,
+                        actor=True, key="test-handoff-actor")
     try:
         actor = fut.result(timeout=10)
-        waiting = actor.await_decision_at(2, 10)
+        waiting = actor.await_decision_async(2, 10)
         actor.post_epoch(2, 0, {"loss_sum": 1.5}).result(timeout=10)
-        assert actor.collect_epoch_at(2, 1, 5).result(timeout=10) == [{"loss_sum": 1.5}]
+        assert actor.collect_epoch_async(2, 1, 5).result(timeout=10) == [{"loss_sum": 1.5}]
         actor.decide(2, None).result(timeout=10)
         assert waiting.result(timeout=10) is None
         del actor, waiting
     finally:
         client.cancel([fut], force=True)
         del fut
-
-
-def _post_after(block, delay, worker, fail=False):
-    """A worker loop's task ending with its last epoch's post (or failing instead)."""
-    time.sleep(delay)
-    if fail:
-        raise ValueError("a loop failed")
-    block.post_epoch(1, worker, worker).result(10)
-    return {"worker": worker}
-
-
-@pytest.mark.parametrize("where", ["client", "process_client"])
-def test_driver_collects_epochs_and_sees_failed_loops(request, where):
-    """``_Run.epoch_reports``: a loop whose task already ended (after its last post)
-    is no failure while a slower one has yet to post; a failed loop's error is
-    raised.  Direct calls on a thread cluster, actor calls on a process cluster."""
-    from dask_asyncopt.solvers.driver import Settings, _Run
-
-    client = request.getfixturevalue(where)
-    fut = client.submit(BlockServer, 0, 1, 3, 1, 0.0, 0.0, -1, "async", 2, None, actor=True,
-                        key=f"test-handoff-driver-{where}")
-    try:
-        run = _Run(client, [], [], Settings(timeout=10), "t")
-        run.actors = [fut.result(timeout=10)]
-        workers = sorted(client.nthreads())
-        for fail in (False, True):
-            run.loops = [client.submit(_post_after, run.actors[0], delay, i, fail and i == 1,
-                                       workers=[workers[i]], pure=False)
-                         for i, delay in enumerate((0.0, 0.4))]
-            run.epochs = (0, 1)
-            assert (run.local_blocks()[0] is None) == (where == "process_client")
-            if fail:
-                with pytest.raises(ValueError, match="a loop failed"):
-                    run.epoch_reports(1, poll=0.05)
-            else:
-                assert run.epoch_reports(1, poll=0.05) == [0, 1]
-            run.loops.clear()
-    finally:
-        client.cancel([fut], force=True)

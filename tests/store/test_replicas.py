@@ -1,25 +1,27 @@
-"""The AD-PSGD replica actor and its gossip: exact averaging, conservation, no deadlock."""
+"""Model replicas of AD-PSGD (``store/replicas.py``): exact pairwise averaging, the sum
+conserved, eager proximal steps, per-replica update rules."""
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster, wait
 
-from dask_asyncopt.replica import Replica
-from dask_asyncopt.solvers.adpsgd import peer_schedule, run_gossip_rounds
-from dask_asyncopt.store import FitStopped
-
-from .conftest import cluster_is_clean
+from dask_asyncopt.objective.penalties import ElasticNet
+from dask_asyncopt.objective.rules import AMSGradRule, pack_steps
+from dask_asyncopt.store.blocks import FitStopped
+from dask_asyncopt.store.replicas import Replica
+from dask_asyncopt.store.replies import Averaged, Pulled, StoreStats
 
 
 def test_exchange_averages_and_conserves_the_sum():
     rng = np.random.default_rng(0)
     a, p = (Replica(r, 2, 50, 2, init=rng.normal(size=(50, 2))) for r in (1, 0))
-    a.step(np.arange(3), np.zeros((3, 2)), 1.0, 0.0, 5, a.read(None)[1])
+    a.step(np.arange(3), np.zeros((3, 2)), 1.0, 0.0, 5, a.read(None).version)
     total = a.values() + p.values()
-    values, known = a.outgoing()
-    a.step(np.arange(3), np.ones((3, 2)), 1.0, 0.0, 7, a.read(None)[1])  # in flight
-    d, merged = p.exchange(values, known)
-    a.absorb(d, merged)
+    sent = a.outgoing()
+    assert isinstance(sent, Averaged)
+    a.step(np.arange(3), np.ones((3, 2)), 1.0, 0.0, 7, a.read(None).version)  # in flight
+    reply = p.exchange(sent.delta, sent.known)
+    merged = reply.known
+    a.absorb(reply.delta, merged)
     np.testing.assert_allclose(a.values() + p.values(), total + np.r_[np.ones((3, 2)),
                                                                       np.zeros((47, 2))])
     # equal but for the active side's step taken while the exchange was in flight
@@ -52,7 +54,8 @@ def test_step_matches_numpy_on_many_coordinates():
         want[17] = keep
         np.testing.assert_allclose(r.values(), want, rtol=1e-13, atol=1e-15)
         stats = r.stats()
-        assert stats["loss_sum"] == 2.5 and stats["kernel_time"] == 0.1
+        assert isinstance(stats, StoreStats)
+        assert stats.loss_sum == 2.5 and stats.kernel_time == 0.1
 
 
 def test_shift_keeps_steps_taken_since_the_read():
@@ -77,62 +80,76 @@ def test_stopped_replica_refuses_calls():
         r.read(None)
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
-def test_peer_graph_is_bipartite_and_covers_every_loop(n):
-    peers = {rank: peer_schedule(rank, n) for rank in range(n)}
-    for rank, mine in peers.items():
-        assert all(p % 2 == 0 for p in mine)  # actives only call passives
-        assert (mine == []) == (rank % 2 == 0)  # passives never call
-    # connected: every passive is reached by every active, so all ranks are linked
-    assert {p for mine in peers.values() for p in mine} == set(range(0, n, 2))
+def test_read_returns_values_version_and_snapshot_terms():
+    rng = np.random.default_rng(2)
+    init = rng.normal(size=(6, 2))
+    r = Replica(0, 1, 6, 2, init=init)
+    ids = np.array([4, 1], dtype=np.int64)
+    got = r.read(ids)
+    assert isinstance(got, Pulled) and got.version == 0 and got.drift is None
+    np.testing.assert_array_equal(got.values, init[ids])
+    out = np.full((2, 2), np.nan)
+    assert r.read(ids, out=out).values is out
+    np.testing.assert_array_equal(out, init[ids])
+    # the snapshot: gradient sums over the row counts, counts kept, sums restarted
+    r.add_snapshot(np.ones((6, 2)) * 6.0, np.array([1, 2, 3, 0, 6, 2]))
+    got = r.read(ids, snapshot=True)
+    np.testing.assert_array_equal(got.counts, [6, 2])
+    np.testing.assert_allclose(got.drift, [[1.0, 1.0], [3.0, 3.0]])
+    r.reset_snapshot()
+    r.add_snapshot(np.ones((6, 2)))
+    np.testing.assert_allclose(r.read(ids, snapshot=True).drift, [[1 / 6] * 2, [0.5] * 2])
+    # staleness of a step counts the modifications by others since the read
+    version = r.read(ids).version
+    r.assign(init)
+    r.exchange(init, np.zeros(1, dtype=np.int64))
+    assert r.step(ids, np.zeros((2, 2)), 1.0, 0.0, 4, version) == 2
+    assert r.stats().staleness_max == 2 and r.progress() == 4 == r.own()
 
 
-@pytest.fixture(scope="module")
-def client3():
-    """Three process workers: exchanges are real concurrent remote calls."""
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(
-            cluster, set_as_default=False, direct_to_workers=True) as c:
-        yield c
+def test_assign_and_halt_set_params_for_the_driver():
+    r = Replica(1, 2, 3, 1)
+    r.assign(np.full((3, 1), 2.0), np.array([5, 7]))
+    np.testing.assert_array_equal(r.values(), 2.0)
+    assert r.total_known() == 12 and r.own() == 7
+    params = np.arange(3.0)
+    r.set_params(params)
+    r.halt()
+    assert r.params is params and r.halted
+    stats, values = r.report()
+    assert stats.block == 1 and stats.samples == 7
+    np.testing.assert_array_equal(values, 2.0)
 
 
-@pytest.mark.parametrize("n_replicas", [3, 4])
-def test_many_gossip_rounds_no_deadlock_sum_conserved(client3, n_replicas):
-    """Every loop steps its replica and (active ones) averages with a peer, 300
-    times, concurrently; the sum of the replicas is the initial sum plus every
-    step, exactly; gossip alone then drives them to consensus."""
-    workers = sorted(client3.nthreads())
-    rng = np.random.default_rng(1)
-    inits = [rng.normal(size=(1000, 2)) for _ in range(n_replicas)]
-    futures = [client3.submit(Replica, i, n_replicas, 1000, 2, -1, inits[i], actor=True,
-                              workers=[workers[i % len(workers)]])
-               for i in range(n_replicas)]
-    try:
-        actors = client3.gather(futures)
-        rounds = [client3.submit(run_gossip_rounds, actors, i, 300, i, 1.0, pure=False,
-                                 workers=[workers[i % len(workers)]])
-                  for i in range(n_replicas)]
-        wait(rounds, timeout=60)  # raises on a deadlock
-        reports = client3.gather(rounds)
-        assert sum(r["exchanges"] for r in reports) == 300 * (n_replicas // 2)
-        values = [a.values().result(10) for a in actors]
-        expected = sum(inits) + sum(r["applied"] for r in reports)
-        np.testing.assert_allclose(sum(values), expected, rtol=0, atol=1e-9)
-        spread = _distance(values)
-        # gossip only: consensus, the sum still conserved
-        rounds = [client3.submit(run_gossip_rounds, actors, i, 60, i, 0.0, pure=False,
-                                 workers=[workers[i % len(workers)]])
-                  for i in range(n_replicas)]
-        wait(rounds, timeout=60)
-        values = [a.values().result(10) for a in actors]
-        np.testing.assert_allclose(sum(values), expected, rtol=0, atol=1e-9)
-        assert _distance(values) < 1e-6 * spread
-    finally:
-        del actors
-        client3.cancel(futures + rounds, force=True)
-    assert cluster_is_clean(client3)
+def _steps(rng, n_coords, n_steps):
+    return pack_steps([(np.sort(rng.choice(n_coords, 3, replace=False)),
+                        rng.normal(size=(3, 1)), np.ones(3), 2) for _ in range(n_steps)])
 
 
-def _distance(values):
-    mean = np.mean(values, axis=0)
-    return np.sqrt(np.mean([np.sum((v - mean) ** 2) for v in values]))
+def test_replica_amsgrad_is_dense_amsgrad_and_averages_caught_up_values():
+    """Lazy moments: an exchange averages the values *after* the momentum drift of
+    the steps a coordinate missed (a replica sending its stored values would not)."""
+    n = 12
+    rule = AMSGradRule(lr=0.1)
+    penalty = ElasticNet(0.01, 0.5)
+    a = Replica(1, 2, n, 1, rule=AMSGradRule(lr=0.1), penalty=penalty)
+    b = Replica(0, 2, n, 1, rule=AMSGradRule(lr=0.1), penalty=penalty)
+    refs = [np.zeros((n, 1)), np.zeros((n, 1))]
+    states = [rule.init(n, 1), rule.init(n, 1)]
+    for replica, ref, state, seed in zip((a, b), refs, states, (1, 2), strict=True):
+        steps = _steps(np.random.default_rng(seed), n, 20)
+        replica.apply_grads(steps[1], steps[0], *steps[2:4], np.full(20, 2), 0)
+        rule.update(state, ref, *steps, penalty=penalty, skip=-1)
+        rule.materialise(state, ref)  # the dense iterate
+        assert not np.allclose(replica.w, ref)  # lazily behind on untouched coordinates
+    values, known = a.outgoing()
+    np.testing.assert_allclose(values, refs[0], rtol=1e-12)
+    d, known = b.exchange(values, known)
+    a.absorb(d, known)
+    mean = (refs[0] + refs[1]) / 2
+    np.testing.assert_allclose(a.values(), mean, rtol=1e-12)
+    np.testing.assert_allclose(b.values(), mean, rtol=1e-12)
+    # moments stay per replica: b's are still its own steps' moments
+    np.testing.assert_allclose(b.state.m, states[1].m, rtol=1e-12)
+    assert not np.allclose(a.state.m, b.state.m)
+    assert a.stats().pushes == 1 and a.own() == 40
