@@ -284,3 +284,30 @@ def pack(steps):
     g = np.concatenate([np.asarray(s[1], dtype=float) for s in steps])
     pen = np.concatenate([np.asarray(s[2], dtype=float) for s in steps])
     return ptr, ids, g, pen, np.array([1.0 / s[3] for s in steps])
+
+
+# --------------------------------------------------------------------------
+# Matrix factorisation
+# --------------------------------------------------------------------------
+def ref_sgd(users, items, ratings, order, U, V, mu, eta, reg_f, reg_b, adagrad):
+    """Per-rating SGD on the documented loss, one rating at a time in NumPy."""
+    U, V = U.copy(), V.copy()
+    k = U.shape[1] - 2
+    sse = 0.0
+    for n in order:
+        u, i = users[n], items[n]
+        p, q = U[u, :k].copy(), V[i, :k].copy()
+        e = ratings[n] - (mu + U[u, k] + V[i, k] + p @ q)
+        sse += e * e
+        gp = reg_f * p - e * q
+        gq = reg_f * q - e * p
+        su = eta / math.sqrt(U[u, k + 1]) if adagrad else eta
+        si = eta / math.sqrt(V[i, k + 1]) if adagrad else eta
+        U[u, :k] = p - su * gp
+        V[i, :k] = q - si * gq
+        U[u, k] -= su * (reg_b * U[u, k] - e)
+        V[i, k] -= si * (reg_b * V[i, k] - e)
+        if adagrad:
+            U[u, k + 1] += np.mean(gp ** 2)
+            V[i, k + 1] += np.mean(gq ** 2)
+    return sse, U, V

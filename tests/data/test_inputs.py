@@ -11,7 +11,7 @@ import sparse
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
 from dask_asyncopt.datasets import make_sparse_classification
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 
 @pytest.fixture(scope="module")

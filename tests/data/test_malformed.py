@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import sparse
-from dask_asyncopt.inputs import check_sparse_structure, to_scipy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_asyncopt import AsyncSGDClassifier
+from dask_asyncopt.data.inputs import check_sparse_structure, to_scipy
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 CORRUPTIONS = ["index too large", "negative index", "indptr decreasing", "indptr length",
                "indptr start", "indptr end", "float indices", "data length"]

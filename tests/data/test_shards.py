@@ -1,11 +1,13 @@
-"""Chunk layout: both ways of compacting a chunk's columns give the same chunk;
-the order in which a shard hands out chunks and rows; placement shuffles rows."""
+"""A loop's shard (``data/shards.py``): both ways of compacting a chunk's columns give the
+same chunk; dense chunks; block sizes; the order in which a shard hands out chunks and
+rows."""
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dask_asyncopt import shards
+from dask_asyncopt.data import shards
+from dask_asyncopt.data.shards import ShardLayout
 
 
 @pytest.mark.parametrize("fit_intercept", [False, True])
@@ -57,8 +59,7 @@ def test_next_chunk_order():
     (the rows were shuffled once when the shard was built)."""
     rng = np.random.default_rng(0)
     X = sp.random(100, 30, density=0.2, format="csr", random_state=rng)
-    shard = shards.make_shard(X, rng.normal(size=(100, 1)), n_features=30, n_blocks=2,
-                              fit_intercept=True, batch_size=16, seed=0)
+    shard = shards.make_shard(X, rng.normal(size=(100, 1)), ShardLayout(30, 2, True, 16), 0)
     orders, starts, directions = set(), set(), set()
     for _ in range(6):
         seen = []
@@ -77,21 +78,42 @@ def test_next_chunk_order():
     assert len(orders) > 1 and len(starts) > 3 and directions == {True, False}
 
 
-def test_placement_keeps_rows_shuffled(client):
-    """Rows sorted by class reach every chunk mixed: the shards keep the
-    placement's shuffle (the sweeps visit rows in storage order)."""
-    from dask_asyncopt import inputs
+def test_block_sizes_and_interleaving():
+    assert shards.block_sizes(10, 3) == [4, 3, 3]
+    assert shards.block_sizes(2, 3) == [1, 1, 0]
+    np.testing.assert_array_equal(shards.block_slices(np.array([0, 0, 2, 2, 2]), 3),
+                                  [0, 2, 2, 5])
 
-    n = 4000
-    X = sp.random(n, 50, density=0.1, format="csr", random_state=0)
-    Y = np.repeat([[-1.0], [1.0]], n // 2, axis=0)  # sorted by class
-    workers = sorted(client.nthreads())
-    layout = {"n_features": 50, "n_blocks": 2, "fit_intercept": True, "batch_size": 200}
-    futures, _ = inputs.place_in_memory(client, X, Y, workers, layout,
-                                        np.random.default_rng(0))
-    for shard in client.gather(futures):
-        for chunk in shard.chunks:
-            share = (chunk.Y > 0).mean()
-            assert 0.25 < share < 0.75
-    client.cancel(futures)
 
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_dense_chunks_hold_every_coordinate_in_block_order(fit_intercept):
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(25, 7)), rng.normal(size=(25, 2))
+    shard = shards.make_shard(X, Y, ShardLayout(7, 3, fit_intercept, 10), 0)
+    assert [c.n_rows for c in shard.chunks] == [10, 10, 5] and shard.n_rows == 25
+    order, bounds, block_ids = shards.dense_layout(7, 3, fit_intercept)
+    n = 7 + int(fit_intercept)
+    # block b's run holds global coordinates b, b + 3, ... in order
+    np.testing.assert_array_equal(order, [j for b in range(3) for j in range(b, n, 3)])
+    assert block_ids == [None] * 3
+    full = np.hstack([X, np.ones((25, 1))]) if fit_intercept else X
+    for s, chunk in zip((0, 10, 20), shard.chunks, strict=True):
+        np.testing.assert_array_equal(chunk.X, full[s:s + 10, order])
+        np.testing.assert_array_equal(chunk.Y, Y[s:s + 10])
+        np.testing.assert_array_equal(chunk.bounds, bounds)
+        assert chunk.intercept == (int(np.flatnonzero(order == 7)[0]) if fit_intercept
+                                   else -1)
+        np.testing.assert_allclose(chunk.energy, (full[s:s + 10, order] ** 2).sum(axis=0))
+
+
+def test_layout_is_frozen_and_put_back_repeats_the_chunk():
+    layout = ShardLayout(5, 2, True)
+    assert layout.batch_size is None
+    with pytest.raises(AttributeError):
+        layout.n_blocks = 3
+    X = sp.random(40, 5, density=0.5, format="csr", random_state=0)
+    shard = shards.make_shard(X, np.ones((40, 1)), ShardLayout(5, 2, True, 10), 3)
+    chunk, _ = shard.next_chunk()
+    shard.put_back(chunk)
+    again, _ = shard.next_chunk()
+    assert again is chunk

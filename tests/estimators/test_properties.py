@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import arrays
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor, MatrixFactorization
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 CASES = settings(max_examples=20, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture])

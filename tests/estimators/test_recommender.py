@@ -1,7 +1,7 @@
-"""MatrixFactorization on the shared real Dask cluster (small data, fast)."""
+"""``MatrixFactorization`` (``estimators/recommender.py``) on the shared real Dask
+cluster (small data, fast)."""
 
 import pickle
-from dataclasses import replace
 
 import dask.array as da
 import dask.dataframe as dd
@@ -10,16 +10,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import sparse
-from dask_asyncopt.mf_kernels import RULE_AMSGRAD, row_width
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from dask_asyncopt import MatrixFactorization
 from dask_asyncopt.datasets import make_ratings
 from dask_asyncopt.metrics import rmse
-from dask_asyncopt.solvers.mf import MFSettings, fit_mf, make_rating_shard, stratify
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 SIGMA = 0.5
 
@@ -88,46 +86,6 @@ def test_amsgrad_default_step_learns_the_low_rank_signal(client, ratings):
     assert (hist["eta0"] == 0.003).all()  # constant: the per-row moments adapt
     assert mf.user_factors_.shape == (2000, 32)
     assert cluster_is_clean(client)
-
-
-def test_amsgrad_state_survives_a_checkpoint_restart(client, tiny):
-    """A sync fit resumed from the rows of epoch 2 (what a checkpoint holds) equals
-    the uninterrupted fit bit for bit: the moments and step counts travel with the
-    rows.  Restarting the moments instead gives a different model."""
-    X, y = tiny
-    users = np.unique(X[:, 0], return_inverse=True)[1].ravel()
-    items = np.unique(X[:, 1], return_inverse=True)[1].ravel()
-    n_ids = (users.max() + 1, items.max() + 1)
-    settings = MFSettings(
-        n_factors=4, reg_factors=0.04, reg_biases=0.05, eta0=0.01, rule=RULE_AMSGRAD,
-        init_scale=0.1, solver="sync", max_iter=4, tol=None, n_iter_no_change=3,
-        timeout=30.0, seed=0, adam=(0.9, 0.999, 1e-8))
-    workers = sorted(client.nthreads())[:2]
-    layout, parts = stratify(users, items, y, *n_ids, 2, 4, np.random.default_rng(0))
-
-    def shards():
-        return [client.submit(make_rating_shard, parts[w], 7 + w, workers=[a], pure=False)
-                for w, a in enumerate(workers)]
-
-    mu = float(y.mean())
-    full = fit_mf(client, shards(), workers, layout, mu, settings)
-    assert full.U.shape[1] == row_width(4, RULE_AMSGRAD)
-    restarted = []
-    for reset in (False, True):
-        first = shards()
-        half = fit_mf(client, first, workers, layout, mu, replace(settings, max_iter=2))
-        assert (half.V[:, -1] > 0).all()  # every item row has taken steps
-        U, V = half.U.copy(), half.V.copy()
-        if reset:
-            U[:, 6:], V[:, 6:] = 0.0, 0.0  # moments and step counts back to zero
-        restarted.append(fit_mf(client, first, workers, layout, mu,
-                                replace(settings, first_epoch=2), init=(U, V)))
-        client.cancel(first)
-    client.cancel(full)
-    np.testing.assert_array_equal(restarted[0].U, full.U)
-    np.testing.assert_array_equal(restarted[0].V, full.V)
-    assert restarted[0].n_iter == 4
-    assert not np.allclose(restarted[1].U[:, :5], full.U[:, :5], rtol=1e-6, atol=0)
 
 
 def test_sync_is_deterministic_and_matrix_input_equals_pairs(client, tiny):

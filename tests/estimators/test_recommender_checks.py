@@ -14,7 +14,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from dask_asyncopt import MatrixFactorization
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 SHAPE = r"X must have shape \(n_ratings, 2\)"
 FRACTIONAL = r"X contains fractional ids"
@@ -37,7 +37,7 @@ NOT_APPLICABLE = {
     "check_pipeline_consistency": (_FEATURES, SHAPE),
     "check_estimators_nan_inf": (
         "NaN in 3+ feature columns: the shape is checked first (NaN ids and NaN ratings "
-        "are rejected: tests/test_recommender.py)", r"check for NaN and inf in fit"),
+        "are rejected: tests/estimators/test_recommender.py)", r"check for NaN and inf in fit"),
     "check_estimator_sparse_tag": (
         "sparse X with y is a feature matrix; our sparse input is fit(R) without y",
         r"input_tags.sparse=True might not be consistent"),
@@ -61,7 +61,7 @@ NOT_APPLICABLE = {
     "check_fit2d_predict1d": (_FEATURES, SHAPE),
     "check_positive_only_tag_during_fit": (
         "negative iris features (4 columns): the shape is checked before the sign "
-        "(negative ids are rejected: tests/test_recommender.py)", SHAPE),
+        "(negative ids are rejected: tests/estimators/test_recommender.py)", SHAPE),
 }
 
 
