@@ -1,9 +1,13 @@
-"""Every public class and function has a numpydoc docstring with a working example.
+"""Every public class and function has a numpydoc docstring with a working example; every
+module, public or not, has a module docstring; the API page lists the public names, and
+only those.
 
-The public API is ``dask_asyncopt.__all__`` plus the public names of every module
-not listed in :data:`INTERNAL_MODULES` (a module's ``__all__`` if it has one,
-else the classes and functions it defines whose names do not start with ``_``).
-A new module is public by default: document it, or list it here as internal.
+The public API is ``dask_asyncopt.__all__`` plus the public names of every public module
+(a module's ``__all__`` if it has one, else the classes and functions it defines whose
+names do not start with ``_``).  The layers under :data:`INTERNAL_PACKAGES` are the
+machinery behind the estimators: no stable API, not in the API reference, but each of
+their modules says what it holds.  A new top-level module (or package) is public by
+default: document it, or list it here as internal.
 """
 
 import doctest
@@ -19,28 +23,13 @@ from numpydoc.validate import validate
 
 import dask_asyncopt
 
-API_RST = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
+API_RST = Path(__file__).resolve().parents[2] / "docs" / "api.rst"
 
 # implementation modules: no stable API, not in the API reference
-INTERNAL_MODULES = {
-    "dask_asyncopt.__main__",
-    "dask_asyncopt.inputs",
-    "dask_asyncopt.kernels",
-    "dask_asyncopt.mf_kernels",  # matrix factorisation's kernels and store (issue in
-    "dask_asyncopt.mf_store",  # progress on branch mf): internal like kernels/store
-    "dask_asyncopt.losses",
-    "dask_asyncopt.penalties",
-    "dask_asyncopt.replica",  # AD-PSGD's replica actor: internal like store
-    "dask_asyncopt.schedules",
-    "dask_asyncopt.shards",
-    "dask_asyncopt.store",
-    "dask_asyncopt.handoff",  # the store's per-epoch hand-off and its waits:
-    "dask_asyncopt.waits",  # internal like store
-    "dask_asyncopt.rules",  # update rules, their store and kernels: internal like
-    "dask_asyncopt.rule_store",  # kernels/store (optimizer= is the public face)
-    "dask_asyncopt.grad_kernels",
-}
-INTERNAL_PACKAGES = ("dask_asyncopt.solvers",)
+INTERNAL_MODULES = {"dask_asyncopt.__main__"}
+# the layers behind the estimators (``optimizer=``, ``solver=`` are their public face)
+INTERNAL_PACKAGES = tuple(f"dask_asyncopt.{layer}" for layer in (
+    "objective", "kernels", "store", "data", "solvers"))
 
 # numpydoc checks every public class and function must pass (numpydoc.validate codes):
 # a docstring with a summary, every parameter documented (with a description) and no
@@ -62,8 +51,13 @@ def _close_embedded_cluster():
     cluster._shutdown()
 
 
+def _in_layer(name):
+    return any(name == package or name.startswith(package + ".")
+               for package in INTERNAL_PACKAGES)
+
+
 def _is_internal(name):
-    return name in INTERNAL_MODULES or name.startswith(INTERNAL_PACKAGES) or any(
+    return name in INTERNAL_MODULES or _in_layer(name) or any(
         part.startswith("_") and part != "__main__" for part in name.split("."))
 
 
@@ -76,6 +70,10 @@ def _all_modules():
 
 def public_modules():
     return [m for m in _all_modules() if m != "dask_asyncopt" and not _is_internal(m)]
+
+
+def internal_modules():
+    return [m for m in _all_modules() if _is_internal(m)]
 
 
 def _module_public_names(modname):
@@ -121,16 +119,33 @@ def public_methods():
 def test_public_api_is_found():
     names = [q for q, _ in public_objects()]
     # the discovery itself must not silently find nothing
-    for expected in ("dask_asyncopt.linear_model.AsyncSGDClassifier",
+    for expected in ("dask_asyncopt.estimators.linear_model.AsyncSGDClassifier",
+                     "dask_asyncopt.estimators.recommender.MatrixFactorization",
                      "dask_asyncopt.datasets.make_sparse_classification",
                      "dask_asyncopt.plotting.plot_history",
-                     "dask_asyncopt.progress.FitProgress"):
+                     "dask_asyncopt.progress.FitProgress",
+                     "dask_asyncopt.stragglers.DutyCycle"):
         assert expected in names
-    assert "dask_asyncopt.linear_model.AsyncSGDClassifier.fit" in public_methods()
+    assert "dask_asyncopt.estimators.linear_model.AsyncSGDClassifier.fit" in public_methods()
+    # nothing of the machinery is public: no solver, store or kernel name
+    assert not [q for q in names if _in_layer(q)]
+    for layer in INTERNAL_PACKAGES + ("dask_asyncopt.estimators",):
+        assert layer in _all_modules()  # a renamed layer must be renamed here too
+    internal = internal_modules()
+    for expected in ("dask_asyncopt.solvers.run", "dask_asyncopt.store.blocks",
+                     "dask_asyncopt.kernels.sweeps", "dask_asyncopt.objective.penalties",
+                     "dask_asyncopt.data.placement", "dask_asyncopt.__main__"):
+        assert expected in internal
 
 
 @pytest.mark.parametrize("modname", public_modules())
 def test_public_module_has_docstring(modname):
+    assert inspect.getdoc(importlib.import_module(modname)), f"{modname} has no docstring"
+
+
+@pytest.mark.parametrize("modname", internal_modules())
+def test_internal_module_has_docstring(modname):
+    """The machinery is not API, but each module (package) says what it holds."""
     assert inspect.getdoc(importlib.import_module(modname)), f"{modname} has no docstring"
 
 
@@ -166,12 +181,26 @@ def test_examples_run(qualname, obj):
     assert result.failed == 0, f"{qualname}: {result.failed} doctest example(s) failed"
 
 
-def test_api_reference_lists_every_public_name():
+def _documented():
     text = API_RST.read_text()
-    documented = set(re.findall(r"^\.\. auto(?:class|function):: (\S+)", text, re.M))
+    return set(re.findall(r"^\.\. auto(?:class|function):: (\S+)", text, re.M)), set(
+        re.findall(r"^\.\. automodule:: (\S+)", text, re.M))
+
+
+def test_api_reference_lists_every_public_name():
+    documented, _ = _documented()
     missing = []
     for qualname, obj in public_objects():
         public = {qualname, f"dask_asyncopt.{obj.__name__}"}
         if not public & documented:
             missing.append(qualname)
     assert not missing, f"not in docs/api.rst: {missing}"
+
+
+def test_api_reference_lists_only_public_names():
+    """The API page documents the public face: no module or name of the machinery."""
+    documented, modules = _documented()
+    public = {q for q, _ in public_objects()} | {
+        f"dask_asyncopt.{name}" for name in dask_asyncopt.__all__}
+    assert documented and not documented - public, f"not public: {documented - public}"
+    assert modules and set(modules) <= set(public_modules()), modules - set(public_modules())

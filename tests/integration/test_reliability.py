@@ -1,8 +1,9 @@
-"""A fit survives losing a worker process: it resumes from the driver's checkpoint."""
+"""A fit survives losing a worker process: it resumes from the driver's checkpoint
+(``solvers/run.py``'s restarts, end to end on process workers).  The worker is killed
+from the fit's own callback after a given epoch: mid-fit by construction."""
 
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -12,7 +13,7 @@ from distributed import Client, LocalCluster
 from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.datasets import make_sparse_classification
 
-from .conftest import cluster_is_clean, logistic_objective
+from ..conftest import cluster_is_clean, logistic_objective
 
 ALPHA = 1e-4
 
@@ -26,50 +27,67 @@ def cluster3():
         yield c
 
 
-def _fit_while_killing(client, fit, marker, delay=0.0):
-    """Run ``fit()`` while a thread kills a worker ``delay`` seconds after the first
-    task named ``marker`` appears; return the fit's result and the killed worker's
-    address."""
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(
-        target=lambda: killed.append(_kill_when(client, marker, stop, delay)))
-    killer.start()
-    try:
-        result = fit()
-    finally:
-        stop.set()
-        killer.join()
-    assert killed[0] is not None, "the fit ended before the worker was killed"
-    return result, killed[0]
+class KillAfter:
+    """A fit's callback that SIGKILLs one worker process right after the history row of
+    ``epoch``, then waits until the scheduler has removed that worker: the loss lands
+    mid-fit by construction (the fit has epochs left, and its loops cannot be more than
+    an epoch ahead of the driver's rows), whatever the machine's speed."""
+
+    def __init__(self, client, epoch, patience=300.0):
+        self.client = client
+        self.epoch = epoch
+        self.patience = patience
+        pids = client.run(os.getpid)
+        self.victim = sorted(pids)[1]
+        self.pid = pids[self.victim]
+        self.killed = None
+
+    def __call__(self, row):
+        if self.killed is not None or row.get("epoch") != self.epoch:
+            return
+        os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + self.patience  # a bound, not an expectation
+        while self.victim in self.client.nthreads():
+            assert time.monotonic() < deadline, "the scheduler kept the killed worker"
+            time.sleep(0.05)
+        self.killed = self.victim
 
 
-def _kill_when(client, marker, stop, delay=0.0):
-    """SIGKILL one worker process ``delay`` seconds after a task key containing
-    ``marker`` exists."""
-    pids = client.run(os.getpid)
-    victim = sorted(pids)[1]
-    while not stop.is_set():
-        keys = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
-        if any(marker in str(k) for k in keys):
-            time.sleep(delay)
-            os.kill(pids[victim], signal.SIGKILL)
-            return victim
-        time.sleep(0.01)
-    return None
+def _fit_killing_after(monkeypatch, client, estimator, epoch, X, y):
+    """Fit ``estimator`` with a :class:`KillAfter` callback next to its own (the
+    progress bar); return the fitted estimator and the killed worker's address."""
+    from dask_asyncopt.solvers.config import Settings
+
+    killer = KillAfter(client, epoch)
+    module = type(estimator).__module__
+
+    def settings(**kw):
+        own = kw.get("callback")
+
+        def callback(row):
+            if own is not None:
+                own(row)
+            killer(row)
+
+        return Settings(**{**kw, "callback": callback})
+
+    monkeypatch.setattr(f"{module}.Settings", settings)
+    estimator.fit(X, y)
+    monkeypatch.undo()
+    assert killer.killed is not None, "the fit ended before the worker was killed"
+    return estimator, killer.killed
 
 
 @pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
-def test_fit_survives_a_killed_worker(cluster3, solver):
+def test_fit_survives_a_killed_worker(cluster3, monkeypatch, solver):
     X, y = make_sparse_classification(60_000, 20_000, random_state=21)
     kw = dict(loss="log_loss", penalty="l1", alpha=ALPHA, max_iter=8, tol=None,
               solver=solver, random_state=0, timeout=30)
     with cluster3.as_current():
         undisturbed = AsyncSGDClassifier(**kw).fit(X, y)
         f_ref = logistic_objective(X, y, undisturbed.coef_, undisturbed.intercept_, ALPHA, 1.0)
-        times = undisturbed.history_.time
-        est, killed = _fit_while_killing(  # one task per loop for all epochs: about half-way
-            cluster3, lambda: AsyncSGDClassifier(**kw).fit(X, y), "-loop-0-epoch-1-",
-            delay=0.5 * (times.iloc[-1] - times.iloc[0]))
+        est, killed = _fit_killing_after(  # half-way: after epoch 4 of 8
+            monkeypatch, cluster3, AsyncSGDClassifier(**kw), 4, X, y)
     events = est.history_["event"].dropna().tolist()
     assert len(events) == 1 and killed in events[0], events
     assert est.n_iter_ == 8 and est.history_.epoch.max() == 8
@@ -78,7 +96,7 @@ def test_fit_survives_a_killed_worker(cluster3, solver):
     assert cluster_is_clean(cluster3, wait=10)
 
 
-def test_barrier_free_adpsgd_survives_a_killed_worker(cluster3):
+def test_barrier_free_adpsgd_survives_a_killed_worker(cluster3, monkeypatch):
     """Plain SGD under adpsgd runs one task per loop for the whole fit: the kill
     lands mid-fit, the fit resumes from the last row's mean on the survivors."""
     X, y = make_sparse_classification(60_000, 20_000, random_state=22)
@@ -88,10 +106,8 @@ def test_barrier_free_adpsgd_survives_a_killed_worker(cluster3):
     with cluster3.as_current():
         undisturbed = AsyncSGDClassifier(**kw).fit(X, y)
         f_ref = logistic_objective(X, y, undisturbed.coef_, undisturbed.intercept_, alpha, 1.0)
-        times = undisturbed.history_.time
-        est, killed = _fit_while_killing(  # about half-way through the epochs
-            cluster3, lambda: AsyncSGDClassifier(**kw).fit(X, y), "-adpsgd-loop-0-epoch-1-",
-            delay=0.5 * (times.iloc[-1] - times.iloc[0]))
+        est, killed = _fit_killing_after(  # half-way: after the row of epoch 10 of 20
+            monkeypatch, cluster3, AsyncSGDClassifier(**kw), 10, X, y)
     h = est.history_
     events = h["event"].dropna().tolist()
     assert len(events) == 1 and killed in events[0], events
@@ -103,7 +119,8 @@ def test_barrier_free_adpsgd_survives_a_killed_worker(cluster3):
 
 @pytest.mark.parametrize("optimizer,solver", [("sgd", "asyb"), ("amsgrad", "asyb"),
                                               ("sgd", "adpsgd")])
-def test_matrix_factorization_survives_a_killed_worker(cluster3, optimizer, solver):
+def test_matrix_factorization_survives_a_killed_worker(cluster3, monkeypatch, optimizer,
+                                                       solver):
     from dask_asyncopt import MatrixFactorization
     from dask_asyncopt.datasets import make_ratings
 
@@ -115,8 +132,8 @@ def test_matrix_factorization_survives_a_killed_worker(cluster3, optimizer, solv
     with cluster3.as_current():
         undisturbed = MatrixFactorization(**kw).fit(X, y)
         rmse_ref = np.sqrt(np.mean((undisturbed.predict(X_test) - y_test) ** 2))
-        est, killed = _fit_while_killing(
-            cluster3, lambda: MatrixFactorization(**kw).fit(X, y), "-loop-0-epoch-3-")
+        est, killed = _fit_killing_after(  # after epoch 2 of 8: resumed from its checkpoint
+            monkeypatch, cluster3, MatrixFactorization(**kw), 2, X, y)
     events = est.history_["event"].dropna().tolist()
     assert len(events) == 1 and killed in events[0], events
     assert est.n_iter_ == 8
