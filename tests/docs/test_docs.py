@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a Sphinx build in a subprocess, ~15 s
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

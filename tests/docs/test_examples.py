@@ -96,6 +96,7 @@ CHECKS = {"click_through_l1.py": _check_click_through,
           "amsgrad_vs_sgd.py": _check_amsgrad}
 
 
+@pytest.mark.slow  # fresh interpreters, each with its own embedded cluster
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
 def test_script_runs_at_small_size(script):
     proc = _run(script)
@@ -103,6 +104,7 @@ def test_script_runs_at_small_size(script):
         CHECKS[script.name](proc)
 
 
+@pytest.mark.slow  # a Jupyter kernel running every cell
 def test_quickstart_notebook_executes(monkeypatch):
     nb = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # inherited by the kernel

@@ -1,8 +1,11 @@
 """scikit-learn's estimator checks, on the shared real Dask cluster."""
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
+
+pytestmark = pytest.mark.slow  # every scikit-learn check: ~400 small fits
 
 # With the asynchronous solver, updates from the two workers interleave in
 # arrival order, so two fits on the same data and seed differ in the last

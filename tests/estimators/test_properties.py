@@ -26,6 +26,7 @@ def _clear(exc):
     return any(m.lower() in str(exc).lower() for m in MESSAGES)
 
 
+@pytest.mark.slow  # 20 random cases, each a fit
 @CASES
 @given(X=arrays(np.float64, st.tuples(st.integers(0, 12), st.integers(0, 4)), elements=values),
        labels=st.lists(st.integers(0, 2), min_size=0, max_size=12),
@@ -46,6 +47,7 @@ def test_linear_models_fit_or_fail_clearly(client, X, labels, regress):
     assert cluster_is_clean(client)
 
 
+@pytest.mark.slow  # 20 random cases, each a fit
 @CASES
 @given(ids=arrays(np.float64, st.tuples(st.integers(0, 10), st.integers(1, 3)),
                   elements=st.one_of(st.integers(-2, 6).map(float),

@@ -10,11 +10,14 @@ failing for another reason, or starts passing, fails this test.
 
 import re
 
+import pytest
 from sklearn.utils.estimator_checks import check_estimator
 
 from dask_asyncopt import MatrixFactorization
 
 from ..conftest import cluster_is_clean
+
+pytestmark = pytest.mark.slow  # every scikit-learn check
 
 SHAPE = r"X must have shape \(n_ratings, 2\)"
 FRACTIONAL = r"X contains fractional ids"

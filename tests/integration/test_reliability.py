@@ -15,6 +15,8 @@ from dask_asyncopt.datasets import make_sparse_classification
 
 from ..conftest import cluster_is_clean, logistic_objective
 
+pytestmark = pytest.mark.slow  # a 3-process cluster, two fits of 60k rows per test
+
 ALPHA = 1e-4
 
 

@@ -43,7 +43,7 @@ def _gap(data, optimum, penalty, **kw):
     return est, (f - optimum(penalty, alpha)) / optimum(penalty, alpha)
 
 
-@pytest.mark.parametrize("penalty", ["l2", "l1"])
+@pytest.mark.parametrize("penalty", ["l2", pytest.param("l1", marks=pytest.mark.slow)])
 def test_two_replicas_reach_optimum(data, optimum, penalty, client):
     est, gap = _gap(data, optimum, penalty)
     assert gap <= 1e-3
@@ -199,6 +199,7 @@ def processes3():
         yield c
 
 
+@pytest.mark.slow  # a 3-process cluster of its own, 300 rounds of exchanges
 @pytest.mark.parametrize("n_replicas", [3, 4])
 def test_many_gossip_rounds_no_deadlock_sum_conserved(processes3, n_replicas):
     """Every loop steps its replica and (active ones) averages with a peer, 300

@@ -51,6 +51,7 @@ def test_last_epoch_objective_is_exact(data, solver, dense):
     np.testing.assert_allclose(est.history_.objective.iloc[-1], f, rtol=1e-9)
 
 
+@pytest.mark.slow  # the exact optimum by scikit-learn's saga at tol 1e-8
 def test_l1_finds_the_optimum_support(data):
     """The L1 fit is as sparse as the exact optimum and agrees on its support."""
     X, y = data
