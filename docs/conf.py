@@ -1,6 +1,6 @@
 """Sphinx configuration: ``python -m sphinx -W -b html docs docs/_build/html``.
 
-Built by ``tests/test_docs.py`` with warnings as errors.  No extension that needs
+Built by ``tests/docs/test_docs.py`` with warnings as errors.  No extension that needs
 the network at build time (no intersphinx) or a system tool (no pandoc).
 """
 

@@ -11,6 +11,8 @@ from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
 from dask_asyncopt.datasets import make_ratings, make_sparse_classification
 from tests.integration.deployments import deploy, gone, nothing_left
 
+pytestmark = pytest.mark.slow  # scheduler and worker processes started from the CLI
+
 
 @pytest.fixture(scope="module")
 def cli():

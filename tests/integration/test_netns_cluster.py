@@ -12,8 +12,9 @@ from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.datasets import make_sparse_classification
 from tests.integration.deployments import deploy, nothing_left
 
-pytestmark = pytest.mark.skipif(deploy.netns_unavailable() is not None,
-                                reason=str(deploy.netns_unavailable()))
+pytestmark = [pytest.mark.skipif(deploy.netns_unavailable() is not None,
+                                 reason=str(deploy.netns_unavailable())),
+              pytest.mark.slow]  # network namespaces, a bridge and a delayed cluster
 
 
 def _ip(*args):

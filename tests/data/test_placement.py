@@ -1,0 +1,160 @@
+"""Placement of the training data on the workers (``data/placement.py``): rows per chunk,
+shards built from arrays and from dask partitions, in-memory data shuffled and
+shipped to each loop's worker, dask collections computed where they fall."""
+
+import math
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from distributed import wait
+
+from dask_asyncopt.data import placement
+from dask_asyncopt.data.shards import ShardLayout, WorkerShard
+
+from ..conftest import cluster_is_clean
+
+
+def _rows(shard):
+    """A shard's rows (dense, with their targets), in chunk order."""
+    X = np.vstack([c.X.toarray() if hasattr(c.X, "indptr") else c.X for c in shard.chunks])
+    return X, np.vstack([c.Y for c in shard.chunks])
+
+
+def _as_set(X, Y):
+    return sorted(map(tuple, np.hstack([X, Y]).round(12).tolist()))
+
+
+def test_auto_batch_size_aims_at_target_non_zeros():
+    assert placement.TARGET_CHUNK_NNZ == 2 ** 18
+    # 20 non-zeros a row: 13108 rows make 2**18 non-zeros
+    assert placement.auto_batch_size(10 ** 6, 20 * 10 ** 6) == math.ceil(2 ** 18 / 20)
+    # at least 8 chunks a shard, at least 16 rows
+    assert placement.auto_batch_size(8_000, 20 * 8_000) == 1_000
+    assert placement.auto_batch_size(50, 50) == 16
+    assert placement.auto_batch_size(0, 0) == 16
+
+
+def test_shard_from_arrays_takes_the_rows_and_chooses_the_batch():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(300, 4)), rng.normal(size=(300, 1))
+    rows = np.sort(rng.choice(300, 120, replace=False))
+    shard = placement.shard_from_arrays(X, Y, ShardLayout(4, 2, False), 0, rows)
+    assert isinstance(shard, WorkerShard) and shard.n_rows == 120
+    assert [c.n_rows for c in shard.chunks] == [16] * 7 + [8]  # auto: max(16, 120 / 8)
+    got_X, got_Y = _rows(shard)
+    np.testing.assert_array_equal(got_X, X[rows][:, [0, 2, 1, 3]])  # columns: block order
+    np.testing.assert_array_equal(got_Y, Y[rows])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_shard_from_parts_stacks_encodes_and_shuffles(sparse):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(90, 5)) * (rng.random((90, 5)) < 0.6)
+    y = rng.integers(0, 2, 90)
+    cuts = [0, 20, 55, 90]
+    parts = [X[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    if sparse:
+        parts = [sp.csr_matrix(p) for p in parts]
+    y_parts = [y[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+    def encode(labels):
+        return np.where(labels == 1, 1.0, -1.0)[:, None]
+
+    shard = placement.shard_from_parts(parts, y_parts, encode, ShardLayout(5, 1, False, 30), 4)
+    got_X, got_Y = _rows(shard)
+    assert _as_set(got_X, got_Y) == _as_set(X, encode(y))  # every row with its target
+    assert not np.array_equal(got_X, X)  # shuffled once, here
+    again = _rows(placement.shard_from_parts(parts, y_parts, encode,
+                                             ShardLayout(5, 1, False, 30), 4))
+    np.testing.assert_array_equal(again[0], got_X)  # by the seed
+    bad = [p.copy() for p in parts]
+    bad[1][3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        placement.shard_from_parts(bad, y_parts, encode, ShardLayout(5, 1, False, 30), 4)
+
+
+@pytest.mark.parametrize("where", ["client", "process_client"])
+def test_place_in_memory_ships_one_shuffled_part_to_each_loops_worker(request, where):
+    client = request.getfixturevalue(where)
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(1000, 6))
+    Y = rng.normal(size=(1000, 1))
+    workers = sorted(client.nthreads())
+    loop_workers = [workers[0], workers[1], workers[0]]  # three loops on two workers
+    futures, n = placement.place_in_memory(client, X, Y, loop_workers,
+                                           ShardLayout(6, 2, False, 100),
+                                           np.random.default_rng(0))
+    try:
+        assert n == 1000 and len(futures) == 3
+        wait(futures)
+        who = client.who_has(futures)
+        assert [list(who[f.key]) for f in futures] == [[a] for a in loop_workers]
+        shards = client.gather(futures)
+        assert [s.n_rows for s in shards] == [333, 333, 334]
+        rows = [_rows(s) for s in shards]
+        got_X = np.vstack([r[0] for r in rows])[:, np.argsort([0, 2, 4, 1, 3, 5])]
+        got_Y = np.vstack([r[1] for r in rows])
+        assert _as_set(got_X, got_Y) == _as_set(X, Y)  # every row once, with its target
+        assert not np.array_equal(got_Y, Y)  # shuffled
+        assert len({f.key for f in futures}) == 3 and all(
+            f.key.startswith("asyncopt-shard-") for f in futures)
+    finally:
+        client.cancel(futures)
+    assert cluster_is_clean(client)
+
+
+def test_place_dask_gives_each_loop_whole_partitions(client):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 6))
+    y = rng.integers(0, 2, 400)
+    Xd = da.from_array(X, chunks=(50, 3))  # 8 row chunks, 2 column chunks
+    yd = da.from_array(y, chunks=100)
+
+    def encode(labels):
+        return np.where(labels == 1, 1.0, -1.0)[:, None]
+
+    workers = sorted(client.nthreads())
+    futures, n = placement.place_dask(client, Xd, yd, workers,
+                                      ShardLayout(6, 2, False, 64), encode,
+                                      np.random.default_rng(0))
+    try:
+        assert n == 400 and len(futures) == 2
+        shards = client.gather(futures)
+        sizes = [s.n_rows for s in shards]
+        assert sum(sizes) == 400 and all(s % 50 == 0 for s in sizes)  # whole partitions
+        got = [_rows(s) for s in shards]
+        got_X = np.vstack([g[0] for g in got])[:, np.argsort([0, 2, 4, 1, 3, 5])]
+        got_Y = np.vstack([g[1] for g in got])
+        assert _as_set(got_X, got_Y) == _as_set(X, encode(y))
+    finally:
+        client.cancel(futures)
+    assert cluster_is_clean(client)
+    with pytest.raises(ValueError, match="rechunk X into at least n_workers row chunks"):
+        placement.place_dask(client, da.from_array(X, chunks=(400, 6)), yd, workers,
+                             ShardLayout(6, 2, False, 64), encode, np.random.default_rng(0))
+    bad = X.copy()
+    bad[123, 4] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        placement.place_dask(client, da.from_array(bad, chunks=(50, 6)), yd, workers,
+                             ShardLayout(6, 2, False, 64), encode, np.random.default_rng(0))
+    assert cluster_is_clean(client)
+
+
+def test_placement_keeps_rows_shuffled(client):
+    """Rows sorted by class reach every chunk mixed: the shards keep the
+    placement's shuffle (the sweeps visit rows in storage order)."""
+    n = 4000
+    X = sp.random(n, 50, density=0.1, format="csr", random_state=0)
+    Y = np.repeat([[-1.0], [1.0]], n // 2, axis=0)  # sorted by class
+    workers = sorted(client.nthreads())
+    layout = ShardLayout(n_features=50, n_blocks=2, fit_intercept=True, batch_size=200)
+    futures, _ = placement.place_in_memory(client, X, Y, workers, layout,
+                                           np.random.default_rng(0))
+    for shard in client.gather(futures):
+        for chunk in shard.chunks:
+            share = (chunk.Y > 0).mean()
+            assert 0.25 < share < 0.75
+    client.cancel(futures)
+

@@ -1,0 +1,199 @@
+"""The linear estimators (``estimators/linear_model.py``): bad input gets a clear error and
+any fit, failed or not, leaves the cluster clean; multiclass, warm start and early
+stopping on a held-out score."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+
+from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
+from dask_asyncopt.datasets import make_sparse_classification
+
+from ..conftest import cluster_is_clean
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(60, 3))
+y = (X[:, 0] > 0).astype(int)
+
+X_nan = X.copy()
+X_nan[3, 1] = np.nan
+X_inf = X.copy()
+X_inf[0, 0] = np.inf
+
+BAD_FIT = [
+    ("nan", dict(), X_nan, y, ValueError, "NaN"),
+    ("inf", dict(), X_inf, y, ValueError, "infinity"),
+    ("sparse nan", dict(), sp.csr_matrix(X_nan), y, ValueError, "NaN"),
+    ("y nan", dict(), X, np.where(y == 1, np.nan, 0.0), ValueError, "NaN|Unknown label"),
+    ("wrong lengths", dict(), X, y[:-1], ValueError, "inconsistent numbers of samples"),
+    ("1-d X", dict(), X[:, 0], y, ValueError, "2D array"),
+    ("one class", dict(), X, np.zeros(60), ValueError, "at least two classes"),
+    ("strings", dict(), np.array([["a", "b"]] * 60), y, ValueError, "convert|numeric"),
+    ("empty", dict(), np.empty((0, 3)), np.empty(0), ValueError, "0 sample"),
+    ("no features", dict(), np.empty((60, 0)), y, ValueError, "0 feature"),
+    ("unknown solver", dict(solver="hogwild"), X, y, ValueError, "solver"),
+    ("unknown penalty", dict(penalty="l3"), X, y, ValueError, "penalty"),
+    ("negative alpha", dict(alpha=-1.0), X, y, ValueError, "alpha"),
+    ("unknown loss", dict(loss="squared_error"), X, y, ValueError, "loss"),
+    ("bad l1_ratio", dict(l1_ratio=2.0), X, y, ValueError, "l1_ratio"),
+    ("bad batch_size", dict(batch_size=0), X, y, ValueError, "batch_size"),
+    ("bad n_workers", dict(n_workers=0), X, y, ValueError, "n_workers"),
+    ("string alpha", dict(alpha="big"), X, y, ValueError, "alpha"),
+    ("constant without eta0", dict(learning_rate="constant"), X, y, ValueError, "eta0"),
+    ("optimal without alpha", dict(alpha=0.0), X, y, ValueError, "alpha must be > 0"),
+    ("coef_init width", dict(), X, y, ValueError, "coef_init"),
+    ("svrg with hinge", dict(variance_reduction="svrg"), X, y, ValueError, "smooth loss"),
+    ("unknown variance_reduction", dict(variance_reduction="saga"), X, y, ValueError,
+     "variance_reduction"),
+]
+
+
+# Cases that do not apply to a regressor: it has no classes, squared_error is its
+# default loss and its losses are smooth.
+CLASSIFIER_ONLY = {"one class", "unknown loss", "svrg with hinge", "y nan",
+                   "constant without eta0", "optimal without alpha"}
+BAD_FIT_REGRESSOR = [c for c in BAD_FIT if c[0] not in CLASSIFIER_ONLY] + [
+    ("y nan", dict(), X, np.where(y == 1, np.nan, 0.0), ValueError, "NaN"),
+    ("unknown loss", dict(loss="log_loss"), X, y, ValueError, "loss"),
+    ("constant without eta0", dict(learning_rate="constant", eta0=0.0), X, y, ValueError,
+     "eta0"),
+    ("optimal without alpha", dict(alpha=0.0, variance_reduction=None,
+                                   learning_rate="optimal"), X, y, ValueError,
+     "alpha must be > 0"),
+    ("svrg with epsilon_insensitive", dict(loss="epsilon_insensitive",
+                                           variance_reduction="svrg"), X, y, ValueError,
+     "smooth loss"),
+]
+
+
+@pytest.mark.parametrize("estimator,case", [(AsyncSGDClassifier, c) for c in BAD_FIT] + [
+    (AsyncSGDRegressor, c) for c in BAD_FIT_REGRESSOR], ids=[
+    f"classifier-{c[0]}" for c in BAD_FIT] + [f"regressor-{c[0]}" for c in BAD_FIT_REGRESSOR])
+def test_bad_fit_input(estimator, case, client):
+    name, params, Xb, yb, exc, match = case
+    est = estimator(max_iter=2, **params)
+    kwargs = {"coef_init": np.zeros((1, 5))} if name == "coef_init width" else {}
+    with pytest.raises(exc, match=match):
+        est.fit(Xb, yb, **kwargs)
+    assert cluster_is_clean(client)
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        AsyncSGDClassifier().predict(X)
+    with pytest.raises(NotFittedError):
+        AsyncSGDRegressor().predict(X)
+
+
+def test_predict_with_wrong_width(client):
+    est = AsyncSGDClassifier(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="3 features"):
+        est.predict(X[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(X_nan)
+    assert cluster_is_clean(client)
+
+
+def test_predict_proba_only_for_probabilistic_losses():
+    est = AsyncSGDClassifier(loss="hinge", max_iter=2).fit(X, y)
+    assert not hasattr(est, "predict_proba")
+
+
+def test_divergence_is_an_error_not_nan_coefficients(client):
+    # values so large that one step overflows the predictions to inf
+    Xbig = rng.normal(loc=1e160, scale=1e159, size=(200, 3))
+    ybig = rng.normal(size=200)
+    est = AsyncSGDRegressor(learning_rate="constant", eta0=10.0, max_iter=5, tol=None)
+    with pytest.raises(FloatingPointError, match="step size"):
+        est.fit(Xbig, ybig)
+    assert not hasattr(est, "coef_")
+    assert cluster_is_clean(client)
+
+
+def test_failure_inside_a_worker_loop_leaves_cluster_clean(client):
+    """A dask partition with NaN fails on its worker; nothing is left behind."""
+    import dask.array as da
+
+    Xd = da.from_array(X_nan, chunks=(20, -1))
+    yd = da.from_array(y, chunks=20)
+    with pytest.raises(ValueError, match="NaN"):
+        AsyncSGDClassifier(max_iter=2).fit(Xd, yd)
+    assert cluster_is_clean(client)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "log_loss"])  # plain SGD, SVRG
+def test_exception_from_callback_stops_loops(client, monkeypatch, loss):
+    """An exception raised in the driver mid-fit stops the loops and frees actors."""
+    from dask_asyncopt.solvers.config import Settings
+
+    calls = []
+
+    def boom(row):
+        calls.append(row)
+        raise KeyboardInterrupt
+
+    def settings_with_callback(**kw):
+        return Settings(**{**kw, "callback": boom})  # replaces the progress callback
+
+    monkeypatch.setattr("dask_asyncopt.estimators.linear_model.Settings",
+                        settings_with_callback)
+    Xs, ys = rng.normal(size=(2000, 5)), rng.integers(0, 2, 2000)
+    with pytest.raises(KeyboardInterrupt):
+        AsyncSGDClassifier(loss=loss, max_iter=10, tol=None).fit(Xs, ys)
+    assert len(calls) == 1
+    assert cluster_is_clean(client)
+    # the client is still usable afterwards
+    monkeypatch.undo()
+    assert AsyncSGDClassifier(max_iter=2).fit(Xs, ys).n_iter_ == 2
+
+
+def test_multiclass_and_more_blocks(data):
+    X, _ = make_sparse_classification(3000, 500, n_classes=3, random_state=1)
+    _, y = make_sparse_classification(3000, 500, n_classes=3, random_state=1)
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, n_blocks=5, random_state=0)
+    est.fit(X, y)
+    assert est.coef_.shape == (3, 500)
+    proba = est.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert est.score(X, y) > 0.6
+
+
+def test_warm_start_continues_schedule(data):
+    X, y = data
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, max_iter=2, tol=None,
+                             warm_start=True, random_state=0).fit(X, y)
+    t1 = est.t_
+    est.fit(X, y)
+    assert est.t_ >= t1 + 2 * X.shape[0]
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
+def test_early_stopping_on_a_validation_score(data, solver):
+    """``early_stopping`` holds out rows, reports their score every epoch and stops on it."""
+    X, y = data
+    est = AsyncSGDClassifier(loss="log_loss", alpha=1e-4, early_stopping=True,
+                             validation_fraction=0.2, n_iter_no_change=2, tol=1e-2,
+                             max_iter=50, solver=solver, random_state=0).fit(X, y)
+    h = est.history_
+    assert h["validation_score"].between(0.5, 1.0).all()
+    assert est.n_iter_ < 50  # a 1e-2 accuracy improvement stops coming early
+    # the rule: each of the last n_iter_no_change epochs failed to beat the best score
+    # seen before it by tol
+    scores = h["validation_score"].to_numpy()
+    for k in (len(scores) - 2, len(scores) - 1):
+        assert scores[k] < scores[:k].max() + 1e-2, scores
+    assert est.t_ < est.n_iter_ * X.shape[0]  # it trained on the 80 % only
+
+
+def test_early_stopping_regressor_and_errors(client):
+    import dask.array as da
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 5))
+    y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=400)
+    est = AsyncSGDRegressor(early_stopping=True, max_iter=30, random_state=0).fit(X, y)
+    assert est.history_["validation_score"].iloc[-1] > 0.9  # R^2 on held-out rows
+    with pytest.raises(ValueError, match="early_stopping=True needs in-memory"):
+        AsyncSGDRegressor(early_stopping=True).fit(da.from_array(X), da.from_array(y))
+    assert cluster_is_clean(client)

@@ -1,0 +1,197 @@
+"""Numba kernels of the parameter store (``kernels/lazy.py``): lazy proximal
+updates of a block against one-map-at-a-time references (``tests/reference.py``)."""
+
+import numpy as np
+import pytest
+
+from dask_asyncopt.kernels import lazy
+
+from ..reference import L1_RATIOS, make_history, ref_materialise
+
+
+def make_block(rng, l1_ratio, n_coords=15, K=2):
+    hist_d, hist_s, steps = make_history(rng, l1_ratio)
+    now = len(steps)
+    w = rng.normal(size=(n_coords, K))
+    last = rng.integers(0, now + 1, size=n_coords).astype(np.int64)
+    last[0] = 0  # the whole history
+    last[1] = now  # already current
+    return w, last, hist_d, hist_s, steps, now
+
+
+@pytest.mark.parametrize("penalty", sorted(L1_RATIOS))
+@pytest.mark.parametrize("skip", [-1, 6])
+def test_gather(penalty, skip):
+    rng = np.random.default_rng([len(penalty), skip + 1])
+    w, last, hist_d, hist_s, steps, now = make_block(rng, L1_RATIOS[penalty])
+    last[6] = 0
+    want = ref_materialise(w, last, steps, now, skip)
+    ids = np.array([0, 1, 6, 9, 3, 12], dtype=np.int64)
+    w_before, last_before = w.copy(), last.copy()
+    out = np.empty((ids.shape[0], w.shape[1]))
+    lazy.gather(w, last, hist_d, hist_s, now, ids, skip, out)
+    np.testing.assert_allclose(out, want[ids], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(w[ids], want[ids], rtol=1e-10, atol=1e-13)  # written back
+    np.testing.assert_array_equal(last[ids], now)
+    others = np.setdiff1d(np.arange(w.shape[0]), ids)
+    np.testing.assert_array_equal(w[others], w_before[others])
+    np.testing.assert_array_equal(last[others], last_before[others])
+    if skip >= 0:
+        np.testing.assert_array_equal(out[2], w_before[6])  # unpenalised: untouched
+    else:
+        assert not np.allclose(out[2], w_before[6])
+    if penalty == "l1":  # coordinate 0 caught up over the whole history: thresholded
+        assert np.count_nonzero(want[ids] == 0.0) > 0
+        np.testing.assert_array_equal(out == 0.0, want[ids] == 0.0)
+    # A second gather at the same point changes nothing.
+    out2 = np.empty_like(out)
+    lazy.gather(w, last, hist_d, hist_s, now, ids, skip, out2)
+    np.testing.assert_array_equal(out2, out)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_gather_packed_is_gather_plus_the_terms(K):
+    rng = np.random.default_rng(K)
+    w, last, hist_d, hist_s, steps, now = make_block(rng, L1_RATIOS["l1"])
+    w = np.ascontiguousarray(np.repeat(w[:, :1], K, axis=1))
+    drift = rng.normal(size=w.shape)
+    scale = rng.uniform(1, 3, size=w.shape[0])
+    precond = rng.uniform(0.1, 1, size=w.shape[0])
+    ids = np.array([0, 1, 6, 9, 3, 12], dtype=np.int64)
+    want = np.empty((ids.shape[0], K))
+    w2, last2 = w.copy(), last.copy()
+    lazy.gather(w2, last2, hist_d, hist_s, now, ids, 6, want)
+    out = np.full((ids.shape[0] + 2, 2 * K + 2), np.nan)
+    lazy.gather_packed(w, last, hist_d, hist_s, now, ids, 6, drift, scale, precond,
+                          out[1:-1])
+    np.testing.assert_array_equal(out[1:-1, :K], want)
+    np.testing.assert_array_equal(out[1:-1, K:2 * K], drift[ids])
+    np.testing.assert_array_equal(out[1:-1, 2 * K], scale[ids])
+    np.testing.assert_array_equal(out[1:-1, 2 * K + 1], precond[ids])
+    np.testing.assert_array_equal(w, w2)  # materialised as gather does
+    np.testing.assert_array_equal(last, last2)
+    assert np.isnan(out[[0, -1]]).all()  # only its rows written
+    # the terms alone (reads of remote blocks): the weight columns are left alone
+    out = np.full((ids.shape[0], 2 * K + 2), np.nan)
+    lazy.gather_terms(drift, scale, precond, ids, out)
+    assert np.isnan(out[:, :K]).all()
+    np.testing.assert_array_equal(out[:, K:2 * K], drift[ids])
+    np.testing.assert_array_equal(out[:, 2 * K], scale[ids])
+    np.testing.assert_array_equal(out[:, 2 * K + 1], precond[ids])
+
+
+def test_add_rows_is_fancy_add():
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(20, 2))
+    ids = rng.permutation(20)[:9]
+    values = rng.normal(size=(9, 2))
+    want = target.copy()
+    want[ids] += values
+    lazy.add_rows(target, ids, values)
+    np.testing.assert_allclose(target, want, rtol=1e-15)
+
+
+def test_add_entries_is_fancy_add():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 50, size=30)
+    ids = rng.permutation(30)[:11]
+    values = rng.integers(0, 9, size=11)
+    want = target.copy()
+    want[ids] += values
+    lazy.add_entries(target, ids, values)
+    np.testing.assert_array_equal(target, want)
+
+
+@pytest.mark.parametrize("penalty", sorted(L1_RATIOS))
+@pytest.mark.parametrize("skip", [-1, 6])
+def test_add_delta(penalty, skip):
+    rng = np.random.default_rng([len(penalty), skip + 1, 2])
+    w, last, hist_d, hist_s, steps, now = make_block(rng, L1_RATIOS[penalty])
+    last[6] = 0
+    want = ref_materialise(w, last, steps, now, skip)
+    ids = np.array([6, 2, 0, 14, 1], dtype=np.int64)
+    delta = rng.normal(size=(ids.shape[0], w.shape[1]))
+    w_before, last_before = w.copy(), last.copy()
+    lazy.add_delta(w, last, hist_d, hist_s, now, ids, delta, skip)
+    np.testing.assert_allclose(w[ids], want[ids] + delta, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(last[ids], now)
+    others = np.setdiff1d(np.arange(w.shape[0]), ids)
+    np.testing.assert_array_equal(w[others], w_before[others])
+    np.testing.assert_array_equal(last[others], last_before[others])
+    if skip >= 0:
+        np.testing.assert_allclose(w[6], w_before[6] + delta[0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("penalty", sorted(L1_RATIOS))
+@pytest.mark.parametrize("skip", [-1, 6])
+def test_catch_up_all(penalty, skip):
+    rng = np.random.default_rng([len(penalty), skip + 1, 3])
+    w, last, hist_d, hist_s, steps, now = make_block(rng, L1_RATIOS[penalty], n_coords=40)
+    last[6] = 0
+    want = ref_materialise(w, last, steps, now, skip)
+    w_before, last_before = w.copy(), last.copy()
+    lazy.catch_up_all(w, last, hist_d, hist_s, now, skip)
+    np.testing.assert_allclose(w, want, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(last, now)
+    if skip >= 0:
+        np.testing.assert_array_equal(w[6], w_before[6])
+    # coordinates with a non-empty catch-up really moved
+    moved = (np.arange(40) != skip) & (last_before < now)
+    assert np.all(np.any(w[moved] != w_before[moved], axis=1))
+    np.testing.assert_array_equal(w[~moved], w_before[~moved])
+    if penalty == "l1":
+        assert np.count_nonzero(want == 0.0) > 0
+        np.testing.assert_array_equal(w == 0.0, want == 0.0)
+
+
+def test_catch_up_from_an_intermediate_point():
+    """Materialising twice (at s1 then at s2) equals materialising once at s2."""
+    rng = np.random.default_rng(9)
+    hist_d, hist_s, steps = make_history(rng, 0.6)
+    w = rng.normal(size=(10, 1))
+    last = np.zeros(10, dtype=np.int64)
+    w1, last1 = w.copy(), last.copy()
+    lazy.catch_up_all(w1, last1, hist_d, hist_s, 7, -1)
+    lazy.catch_up_all(w1, last1, hist_d, hist_s, 20, -1)
+    want = ref_materialise(w, last, steps, 20, -1)
+    np.testing.assert_allclose(w1, want, rtol=1e-10, atol=1e-13)
+
+
+
+
+def test_materialise_writes_only_what_changes():
+    """``last`` is written only for coordinates behind; an empty history (SVRG's
+    identity maps, ``now == 0``) leaves everything as it is."""
+    rng = np.random.default_rng(5)
+    w, last, hist_d, hist_s, steps, now = make_block(rng, 1.0)
+    want = ref_materialise(w, last, steps, now, -1)
+    ids = np.arange(w.shape[0], dtype=np.int64)
+    w0 = w.copy()
+    lazy.materialise(w, last, hist_d, hist_s, now, ids, -1)
+    np.testing.assert_allclose(w, want, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(last, now)
+    np.testing.assert_array_equal(w[1], w0[1])  # already current: untouched
+    w2, last2 = w0.copy(), np.zeros(w.shape[0], dtype=np.int64)
+    lazy.materialise(w2, last2, hist_d, hist_s, 0, ids, -1)
+    np.testing.assert_array_equal(w2, w0)
+    np.testing.assert_array_equal(last2, 0)
+
+
+@pytest.mark.parametrize("prox_d,prox_s", [(1.0, 0.0), (1.3, 0.4), (1.0, 0.7)])
+def test_step_replica_is_add_then_prox(prox_d, prox_s):
+    """A replica's eager step: ``w[ids] += delta``, then the composed map on every
+    row but the intercept (none for the identity)."""
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(size=(500, 3))
+    ids = rng.choice(500, size=120, replace=False).astype(np.int64)
+    delta = rng.normal(size=(120, 3))
+    w = w0.copy()
+    lazy.step_replica(w, ids, delta, prox_d, prox_s, 17)
+    want = w0.copy()
+    want[ids] += delta
+    keep = want[17].copy()
+    want = np.sign(want) * np.maximum(np.abs(want) - prox_s, 0.0) / prox_d
+    want[17] = keep
+    np.testing.assert_allclose(w, want, rtol=1e-13, atol=1e-15)
+    if prox_s > 0:
+        assert (w == 0).sum() > 10

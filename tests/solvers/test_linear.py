@@ -1,0 +1,107 @@
+"""Linear models on the cluster (``solvers/linear.py``): ``fit_linear`` places the data,
+runs the solver named in the settings and resumes from checkpoints."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_asyncopt.datasets import make_sparse_classification
+from dask_asyncopt.objective.losses import LOG_LOSS, SMOOTHNESS
+from dask_asyncopt.objective.penalties import ElasticNet
+from dask_asyncopt.objective.schedules import CONSTANT
+from dask_asyncopt.solvers import (
+    SVRG,
+    FitResult,
+    LinearProblem,
+    Schedule,
+    Settings,
+    fit_linear,
+)
+from dask_asyncopt.solvers.run import Checkpoint
+
+from ..conftest import cluster_is_clean, logistic_objective
+
+ALPHA = 1e-4
+
+
+@pytest.fixture(scope="module")
+def sparse():
+    X, y = make_sparse_classification(1500, 200, random_state=2)
+    return X, np.where(y == 1, 1.0, -1.0)[:, None], y
+
+
+def _problem(svrg=True):
+    return LinearProblem(n_features=200, n_outputs=1, loss=LOG_LOSS,
+                         penalty=ElasticNet(ALPHA, 1.0), fit_intercept=True,
+                         schedule=Schedule(CONSTANT, 0.05), intercept_decay=0.01,
+                         svrg=SVRG(SMOOTHNESS[LOG_LOSS]) if svrg else None)
+
+
+def test_fit_returns_the_model_intercept_last_and_its_exact_objective(client, sparse):
+    X, Y, y = sparse
+    result = fit_linear(client, (X, Y, None), _problem(),
+                        Settings(solver="sync", max_iter=3, tol=None),
+                        np.random.default_rng(0))
+    assert isinstance(result, FitResult)
+    assert result.model.shape == (201, 1) and result.n_iter == 3
+    assert result.t == 3 * X.shape[0] and result.best_epoch == 3
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    f = logistic_objective(X, y, result.model[:200, 0], result.model[200], ALPHA, 1.0)
+    np.testing.assert_allclose(result.history[-1]["objective"], f, rtol=1e-9)
+    assert cluster_is_clean(client)
+
+
+def test_resume_starts_from_the_checkpoint(client, sparse):
+    """A fit resumed from a checkpoint starts from its model and samples: resumed at
+    the last epoch, nothing is left to run and the fit returns the checkpoint's model."""
+    X, Y, _ = sparse
+    model = np.random.default_rng(1).normal(size=(201, 1))
+    resume = Checkpoint(model, 12345, 4)
+    settings = Settings(solver="asyb", max_iter=4, tol=None, first_epoch=5, resume=resume)
+    result = fit_linear(client, (X, Y, None), _problem(), settings, np.random.default_rng(0))
+    np.testing.assert_array_equal(result.model, model)
+    assert result.history == [] and result.n_iter == 4
+    # one more epoch of plain SGD: the samples go on from the checkpoint's
+    settings = Settings(solver="asyb", max_iter=5, tol=None, first_epoch=5, resume=resume)
+    result = fit_linear(client, (X, Y, None), _problem(svrg=False), settings,
+                        np.random.default_rng(0))
+    assert [r["epoch"] for r in result.history] == [5] and result.n_iter == 5
+    assert result.t == 12345 + X.shape[0]
+    assert cluster_is_clean(client)
+
+
+def test_warm_start_continues_the_sample_count(client, sparse):
+    X, Y, _ = sparse
+    init = np.zeros((201, 1))
+    result = fit_linear(client, (X, Y, None), _problem(svrg=False),
+                        Settings(max_iter=2, tol=None), np.random.default_rng(0), init=init,
+                        t_start=500)
+    assert result.t == 500 + 2 * X.shape[0]
+    assert result.history[0]["samples"] == 500 + X.shape[0]
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_dask_input_runs_at_most_one_loop_per_row_chunk(client, sparse, chunks):
+    """Loops take the partitions where they lie: no more loops than row chunks."""
+    X, Y, y = sparse
+    Xd = da.from_array(X.toarray(), chunks=(-(-X.shape[0] // chunks), -1))
+    yd = da.from_array(y, chunks=(Xd.chunks[0],))
+
+    def encode(part):
+        return np.where(part == 1, 1.0, -1.0)[:, None]
+
+    result = fit_linear(client, (Xd, yd, encode), _problem(svrg=False),
+                        Settings(solver="adpsgd", max_iter=1, tol=None, n_workers=2),
+                        np.random.default_rng(0))
+    assert len(result.history[0]["loop_shares"]) == min(chunks, 2)
+    assert result.history[0]["samples"] >= X.shape[0]
+    assert cluster_is_clean(client)
+
+
+def test_a_cluster_without_workers_is_an_error(sparse):
+    X, Y, _ = sparse
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as empty:
+        with pytest.raises(RuntimeError, match="has no workers"):
+            fit_linear(empty, (X, Y, None), _problem(), Settings(), np.random.default_rng(0))

@@ -1,0 +1,94 @@
+"""Step policies (``solvers/steps.py``): each policy's decision after an epoch, and the
+stopping rule they share."""
+
+import math
+
+import pytest
+
+from dask_asyncopt.solvers import steps
+from dask_asyncopt.solvers.run import EpochResult
+from dask_asyncopt.solvers.steps import (
+    STOP,
+    EarlyStopping,
+    EpochSteps,
+    HalvingSteps,
+    RuleSteps,
+    ScheduleSteps,
+    halve_if_rose,
+)
+
+
+def result(objective, step=None, before=None):
+    return EpochResult({}, objective, step=step, before=before)
+
+
+def test_early_stopping_is_scikit_learns_rule():
+    stop = EarlyStopping(0.1, 2)
+    assert [stop.stalled(w) for w in (1.0, 0.95, 0.92, 0.5, 0.45, 0.44)] == [
+        False, False, True, False, False, True]
+    assert stop.best == 0.44 and stop.no_improve == 2
+    never = EarlyStopping(None, 1)
+    assert not any(never.stalled(1.0) for _ in range(10))
+    resumed = EarlyStopping(0.1, 3, best=1.0, no_improve=2)
+    assert resumed.stalled(0.95)  # the third epoch without an improvement of 0.1
+
+
+def test_step_halved_only_when_the_objective_really_rose():
+    assert halve_if_rose(4.0, 0.5, 0.49) == 4.0
+    assert halve_if_rose(4.0, 0.5, 0.5 * (1 + 1e-15)) == 4.0  # rounding of a sum
+    assert halve_if_rose(4.0, 0.5, 0.5001) == 2.0
+
+
+def test_schedule_steps_divide_eta0_on_a_stall_only_when_adaptive():
+    plain = ScheduleSteps(0.5, False, EarlyStopping(0.1, 1))
+    assert plain.after(1, result(1.0), 1.0) == 0.5
+    assert plain.after(2, result(0.95), 0.95) is STOP
+    adaptive = ScheduleSteps(0.5, True, EarlyStopping(0.1, 1))
+    assert adaptive.after(1, result(1.0), 1.0) == 0.5
+    assert adaptive.after(2, result(0.95), 0.95) == pytest.approx(0.1)  # a stall: / 5
+    assert adaptive.stopping.no_improve == 0  # and a fresh count
+    assert adaptive.after(3, result(0.5), 0.5) == pytest.approx(0.1)
+    tiny = ScheduleSteps(steps.MIN_ETA0, True, EarlyStopping(0.1, 1))
+    tiny.after(1, result(1.0), 1.0)
+    assert tiny.after(2, result(1.0), 1.0) is STOP  # too small to divide further
+
+
+def test_halving_steps_take_the_first_epochs_step_and_halve_on_a_rise():
+    policy = HalvingSteps(EarlyStopping(1e-3, 2))
+    assert policy.after(1, result(0.8, step=0.4, before=1.0), 0.8) == 0.4
+    assert policy.after(2, result(0.9), 0.9) == 0.2  # rose from 0.8
+    assert policy.after(3, result(0.7), 0.7) == 0.2
+    assert policy.after(4, result(0.6999), 0.6999) == 0.2
+    assert policy.after(5, result(0.6998), 0.6998) is STOP  # 2 epochs below tol
+    known = HalvingSteps(EarlyStopping(None, 1), step=1.0, previous=0.5)
+    assert known.after(1, result(0.6, step=99.0, before=0.1), 0.6) == 0.5  # rose from 0.5
+
+
+def test_rule_steps_with_variance_reduction():
+    policy = RuleSteps(0.03, True, EarlyStopping(1e-3, 2), previous=1.0)
+    assert policy.after(1, result(0.8), 0.8) == 0.03  # fell: constant
+    assert policy.after(2, result(0.9), 0.9) == 0.015  # rose: halved
+    # stalls (2 epochs without improvement) divide by 5, at most twice, then stop
+    got = [policy.after(e, result(0.9), 0.9) for e in (3, 4, 5, 6)]
+    assert got == pytest.approx([0.003, 0.003, 0.0006, 0.0006])
+    assert policy.after(7, result(0.9), 0.9) is STOP
+
+
+def test_rule_steps_without_variance_reduction_decay():
+    policy = RuleSteps(0.03, False, EarlyStopping(None, 1), previous=1.0)
+    got = [policy.after(e, result(2.0 + e), 2.0 + e) for e in (1, 2, 3)]  # rises ignored
+    assert got == pytest.approx([0.03 / math.sqrt(2), 0.03 / math.sqrt(3), 0.015])
+    stalled = RuleSteps(0.03, False, EarlyStopping(1.0, 1), previous=1.0)
+    stalled.after(1, result(1.0), 1.0)
+    assert stalled.after(2, result(1.0), 1.0) == pytest.approx(0.03 / math.sqrt(2) / 5)
+    assert stalled.after(3, result(0.0), 0.0) == pytest.approx(0.006 / 2)  # lr0 / 5 / sqrt(4)
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_epoch_steps(decay):
+    policy = EpochSteps(0.1, decay, EarlyStopping(None, 1), first_epoch=4)
+    assert policy.step == (0.05 if decay else 0.1)  # a resumed fit's step at epoch 4
+    assert policy.after(4, result(1.0), 1.0) == (0.1 / math.sqrt(5) if decay else 0.1)
+    watched = EpochSteps(0.1, decay, EarlyStopping(0.01, 1))
+    watched.after(1, result(1.0), 0.5)
+    assert watched.after(2, result(0.1), 0.5) is STOP  # the watched value stalled
