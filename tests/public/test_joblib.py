@@ -24,7 +24,7 @@ from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization, cluster
 from dask_asyncopt.cluster import PrivateClusterWarning
 from dask_asyncopt.datasets import make_ratings, make_sparse_classification
 
-from .conftest import cluster_is_clean
+from ..conftest import cluster_is_clean
 
 PARAMS = {"max_iter": 3, "tol": None, "solver": "sync", "random_state": 0}
 
