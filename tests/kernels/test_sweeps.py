@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from dask_asyncopt.data.shards import NO_WEIGHTS
 from dask_asyncopt.kernels import sweeps
 from dask_asyncopt.objective import losses, schedules
 
@@ -75,7 +76,7 @@ def test_sweep_csr(name, schedule, K, with_intercept):
     Xc = sp.csr_matrix(X)
     assert intercept not in Xc.indices
     w = w0.copy()
-    got = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, rows, w, intercept,
+    got = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS, rows, w, intercept,
                             ALL_LOSSES[name], schedule, params, 7, 3)
     want = ref_sweep(X, Y, rows, w0, intercept, name, SCHEDULE_NAMES[schedule],
                      named_params(0.35), 7, 3)
@@ -95,7 +96,7 @@ def test_sweep_dense(name, schedule, K, with_intercept):
         w0 = np.insert(w0, 5, rng.normal(size=K), axis=0)
     params = make_params(l1_ratio=0.8)
     w = w0.copy()
-    got = sweeps.sweep_dense(np.ascontiguousarray(X), Y, rows, w, -1, ALL_LOSSES[name],
+    got = sweeps.sweep_dense(np.ascontiguousarray(X), Y, NO_WEIGHTS, rows, w, -1, ALL_LOSSES[name],
                               schedule, params, 11, 2)
     want = ref_sweep(X, Y, rows, w0, -1, name, SCHEDULE_NAMES[schedule], named_params(0.8),
                      11, 2)
@@ -112,12 +113,12 @@ def test_sweep_dense_ones_column_equals_csr_intercept_without_decay(K):
     params[sweeps.P_INTERCEPT_DECAY] = 1.0
     Xc = sp.csr_matrix(X)
     w_csr = w0.copy()
-    r_csr = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, rows, w_csr, 2,
+    r_csr = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS, rows, w_csr, 2,
                               losses.LOG_LOSS, schedules.INVSCALING, params, 1, 1)
     Xd = X.copy()
     Xd[:, 2] = 1.0
     w_dense = w0.copy()
-    r_dense = sweeps.sweep_dense(Xd, Y, rows, w_dense, -1, losses.LOG_LOSS,
+    r_dense = sweeps.sweep_dense(Xd, Y, NO_WEIGHTS, rows, w_dense, -1, losses.LOG_LOSS,
                                   schedules.INVSCALING, params, 1, 1)
     np.testing.assert_allclose(r_dense, r_csr, rtol=1e-10)
     np.testing.assert_allclose(w_dense, w_csr, rtol=1e-10, atol=1e-14)
@@ -133,11 +134,11 @@ def test_sweep_clips_derivative(sweep):
     w = np.zeros((2, 1))
     if sweep == "csr":
         Xc = sp.csr_matrix(X)
-        loss_sum, d, s = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, rows, w, -1,
+        loss_sum, d, s = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS, rows, w, -1,
                                            losses.SQUARED_ERROR, schedules.CONSTANT,
                                            params, 1, 1)
     else:
-        loss_sum, d, s = sweeps.sweep_dense(X, Y, rows, w, -1, losses.SQUARED_ERROR,
+        loss_sum, d, s = sweeps.sweep_dense(X, Y, NO_WEIGHTS, rows, w, -1, losses.SQUARED_ERROR,
                                              schedules.CONSTANT, params, 1, 1)
     np.testing.assert_allclose(w[:, 0], [1e-3 * 1e12, -1e-3 * 1e12 * 2.0], rtol=1e-14)
     assert loss_sum == pytest.approx(1e40)
@@ -163,9 +164,9 @@ def test_loss_sums(name, K):
     want = ref_loss(name, P, Y, EPSILON).sum()
     assert want > 0.0
     Xc = sp.csr_matrix(X)
-    got_csr = sweeps.loss_sum_csr(Xc.indptr, Xc.indices, Xc.data, Y, coef, intercept,
+    got_csr = sweeps.loss_sum_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS, coef, intercept,
                                    ALL_LOSSES[name], EPSILON)
-    got_dense = sweeps.loss_sum_dense(X, Y, coef, intercept, ALL_LOSSES[name], EPSILON)
+    got_dense = sweeps.loss_sum_dense(X, Y, NO_WEIGHTS, coef, intercept, ALL_LOSSES[name], EPSILON)
     np.testing.assert_allclose(got_csr, want, rtol=1e-10)
     np.testing.assert_allclose(got_dense, want, rtol=1e-10)
 
@@ -250,7 +251,7 @@ def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
 
     wg, dsnap = side_by_side(w), np.full(Y.shape, np.nan)
     wg[:, K:] = 0.0
-    got = sweeps.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, wg, intercept, code,
+    got = sweeps.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, NO_WEIGHTS, wg, intercept, code,
                                EPSILON, dsnap)
     check(wg, dsnap, got, (want_loss, want_norm, want_d, want_g))
     np.testing.assert_allclose(got[1], want_norm, rtol=1e-12)
@@ -259,7 +260,7 @@ def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
     want0 = ref_snapshot(X, Y, np.zeros_like(w), intercept, name, EPSILON)
     wg, dsnap = side_by_side(np.full_like(w, np.nan)), np.full(Y.shape, np.nan)
     wg[:, K:] = 0.0
-    got = sweeps.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, wg, intercept, code,
+    got = sweeps.snapshot_csr(Xs.indptr, Xs.indices, Xs.data, Y, NO_WEIGHTS, wg, intercept, code,
                                EPSILON, dsnap, True)
     check(wg, dsnap, got, want0)
     # Dense: the intercept is an explicit column of ones.
@@ -268,7 +269,7 @@ def test_snapshot_csr_and_dense(name, K, l1_ratio, with_intercept):
         Xd[:, intercept] = 1.0
     wg, dsnap = side_by_side(w), np.full(Y.shape, np.nan)
     wg[:, K:] = 0.0
-    got = sweeps.snapshot_dense(Xd, Y, wg, code, EPSILON, dsnap)
+    got = sweeps.snapshot_dense(Xd, Y, NO_WEIGHTS, wg, code, EPSILON, dsnap)
     check(wg, dsnap, got, (want_loss, None, want_d, want_g))
 
 
@@ -292,14 +293,14 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
     code = ALL_LOSSES[name]
     Xs = sp.csr_matrix(X)
     packed = _pack(w, drift, pen_scale, precond)
-    got = sweeps.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed, intercept,
+    got = sweeps.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, NO_WEIGHTS, rows, packed, intercept,
                                  dsnap, code, EPSILON, eta, alpha, l1_ratio, True, normalise)
     got_w = packed[:, :K]
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(got_w, want_w, rtol=1e-10, atol=1e-14)
     # without the loss: the same steps, no loss
     packed_nl = _pack(w, drift, pen_scale, precond)
-    assert sweeps.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, rows, packed_nl,
+    assert sweeps.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, NO_WEIGHTS, rows, packed_nl,
                                   intercept, dsnap, code, EPSILON, eta, alpha, l1_ratio,
                                   False, normalise) == 0.0
     np.testing.assert_array_equal(packed_nl, packed)
@@ -314,7 +315,7 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
     want_loss, want_w = ref_svrg_sweep(Xd, Y, rows, w, -1, dsnap, drift, pen_scale, name,
                                        EPSILON, eta, alpha, l1_ratio, precond, normalise)
     packed = _pack(w, drift, pen_scale, precond)
-    got = sweeps.sweep_dense_svrg(Xd, Y, rows, packed, dsnap, code, EPSILON, eta, alpha,
+    got = sweeps.sweep_dense_svrg(Xd, Y, NO_WEIGHTS, rows, packed, dsnap, code, EPSILON, eta, alpha,
                                    l1_ratio, True, normalise)
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(packed[:, :K], want_w, rtol=1e-10, atol=1e-14)
