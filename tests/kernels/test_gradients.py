@@ -28,7 +28,8 @@ def test_minibatch_grads_csr_equal_numpy(vr):
     size = X.nnz + n_steps
     ptr, idx = np.empty(n_steps + 1, dtype=np.int64), np.empty(size, dtype=np.int64)
     g, pen, out_rows = np.empty((size, K)), np.empty(size), np.empty(n_steps, dtype=np.int64)
-    loss = minibatch_grads_csr(X.indptr, X.indices, X.data, Y, NO_WEIGHTS, rows, w, icpt, LOG_LOSS, 0.1,
+    loss = minibatch_grads_csr(X.indptr, X.indices, X.data, Y, NO_WEIGHTS,
+                               rows, w, icpt, LOG_LOSS, 0.1,
                                batch, vr, dsnap, drift, pen_scale, ptr, idx, g, pen, out_rows)
     Xd = np.hstack([X.toarray(), np.ones((n_rows, 1))])
     # the rows' losses at w (the progressive loss of the exchange)
@@ -59,7 +60,8 @@ def test_minibatch_grads_dense_equal_numpy():
     n_steps = -(-n_rows // batch)
     g, pen = np.empty((n_steps * n_local, K)), np.empty(n_steps * n_local)
     out_rows = np.empty(n_steps, dtype=np.int64)
-    loss = minibatch_grads_dense(X, Y, NO_WEIGHTS, rows, w, LOG_LOSS, 0.1, batch, True, dsnap, drift,
+    loss = minibatch_grads_dense(X, Y, NO_WEIGHTS,
+                                 rows, w, LOG_LOSS, 0.1, batch, True, dsnap, drift,
                                  pen_scale, g, pen, out_rows)
     assert loss == pytest.approx(ref_loss("log_loss", X @ w, Y, 0.1).sum(), rel=1e-12)
     for s in range(n_steps):

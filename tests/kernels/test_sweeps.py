@@ -134,7 +134,8 @@ def test_sweep_clips_derivative(sweep):
     w = np.zeros((2, 1))
     if sweep == "csr":
         Xc = sp.csr_matrix(X)
-        loss_sum, d, s = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS, rows, w, -1,
+        loss_sum, d, s = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS,
+                                          rows, w, -1,
                                            losses.SQUARED_ERROR, schedules.CONSTANT,
                                            params, 1, 1)
     else:
@@ -293,7 +294,8 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
     code = ALL_LOSSES[name]
     Xs = sp.csr_matrix(X)
     packed = _pack(w, drift, pen_scale, precond)
-    got = sweeps.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, NO_WEIGHTS, rows, packed, intercept,
+    got = sweeps.sweep_csr_svrg(Xs.indptr, Xs.indices, Xs.data, Y, NO_WEIGHTS,
+                                rows, packed, intercept,
                                  dsnap, code, EPSILON, eta, alpha, l1_ratio, True, normalise)
     got_w = packed[:, :K]
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
@@ -315,7 +317,8 @@ def test_sweep_svrg_csr_and_dense(name, K, l1_ratio, with_intercept, normalise):
     want_loss, want_w = ref_svrg_sweep(Xd, Y, rows, w, -1, dsnap, drift, pen_scale, name,
                                        EPSILON, eta, alpha, l1_ratio, precond, normalise)
     packed = _pack(w, drift, pen_scale, precond)
-    got = sweeps.sweep_dense_svrg(Xd, Y, NO_WEIGHTS, rows, packed, dsnap, code, EPSILON, eta, alpha,
+    got = sweeps.sweep_dense_svrg(Xd, Y, NO_WEIGHTS,
+                                  rows, packed, dsnap, code, EPSILON, eta, alpha,
                                    l1_ratio, True, normalise)
     np.testing.assert_allclose(got, want_loss, rtol=1e-12)
     np.testing.assert_allclose(packed[:, :K], want_w, rtol=1e-10, atol=1e-14)
