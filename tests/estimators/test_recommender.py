@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import sparse
-from dask_asyncopt.kernels.factors import RULE_AMSGRAD, row_width
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 

@@ -17,7 +17,6 @@ Cases without a ``source`` come from the commit that introduced this file
 """
 
 import sys
-
 from pathlib import Path
 
 import numpy as np
