@@ -77,6 +77,17 @@ def logistic_objective(X, y, coef, intercept, alpha, l1_ratio):
     return np.logaddexp(0, -z).mean() + alpha * pen
 
 
+def returned_objective(history):
+    """The objective ``history`` records for the coefficients its fit returned: that
+    of its last epoch not undone.  An epoch that raised the objective is undone
+    (the blocks or replicas go back to the iterate it started from) and its row
+    keeps the objective it rose to, with an ``event``; whether the last epoch of
+    an asynchronous fit rises depends on the arrival order of its updates."""
+    undone = history["event"].fillna("").str.contains("epoch undone") if (
+        "event" in history) else np.zeros(len(history), dtype=bool)
+    return history.objective[~np.asarray(undone)].iloc[-1]
+
+
 @pytest.fixture(scope="session")
 def data():
     """The solvers' small sparse test problem (5000 x 2000)."""
@@ -86,24 +97,37 @@ def data():
 
 
 @pytest.fixture(scope="session")
-def optimum(data):
-    """``f_star(penalty, alpha)``: the exact optimum of ``data``'s logistic objective
-    (``LogisticRegression(solver="saga")`` with the matching ``C``), computed once
-    per session."""
+def saga(data):
+    """``fit(penalty, alpha)``: scikit-learn's exact solution of ``data``'s logistic
+    objective (``LogisticRegression(solver="saga")`` with the matching ``C``, tol
+    1e-8), computed once per session."""
     from sklearn.linear_model import LogisticRegression
 
     X, y = data
     cache = {}
 
-    def f_star(penalty, alpha=1e-4):
+    def fit(penalty, alpha=1e-4):
         if (penalty, alpha) not in cache:
             # LogisticRegression minimises C * sum(loss) + R(w): the same minimiser as
             # mean(loss) + alpha * R(w) for C = 1 / (n * alpha).
-            lr = LogisticRegression(penalty=penalty, C=1.0 / (X.shape[0] * alpha),
-                                    solver="saga", tol=1e-8, max_iter=5000).fit(X, y)
-            cache[penalty, alpha] = logistic_objective(X, y, lr.coef_, lr.intercept_, alpha,
-                                                       1.0 if penalty == "l1" else 0.0)
+            cache[penalty, alpha] = LogisticRegression(
+                penalty=penalty, C=1.0 / (X.shape[0] * alpha), solver="saga", tol=1e-8,
+                max_iter=5000).fit(X, y)
         return cache[penalty, alpha]
+
+    return fit
+
+
+@pytest.fixture(scope="session")
+def optimum(data, saga):
+    """``f_star(penalty, alpha)``: the exact optimum of ``data``'s logistic objective
+    (:func:`saga`'s solution)."""
+    X, y = data
+
+    def f_star(penalty, alpha=1e-4):
+        lr = saga(penalty, alpha)
+        return logistic_objective(X, y, lr.coef_, lr.intercept_, alpha,
+                                  1.0 if penalty == "l1" else 0.0)
 
     return f_star
 

@@ -2,7 +2,7 @@
 
 Every function here is an independent re-derivation of the documented maths
 (loss formulas, learning-rate schedules, proximal maps applied one step at a
-time, dense AMSGrad, an eager parameter block), written with plain NumPy and
+time, masked per-coordinate AMSGrad, an eager parameter block), written with plain NumPy and
 Python.  Nothing here imports ``dask_asyncopt``: a wrong kernel, rule or store
 must make the tests that use these fail.  Test modules import what they need
 from here instead of keeping copies.
@@ -230,9 +230,12 @@ class DenseRef:
 # AMSGrad
 # --------------------------------------------------------------------------
 class NumpyAMSGrad:
-    """Dense AMSGrad with the elastic-net prox in the sqrt(vhat) metric: every
-    coordinate every step (a zero gradient and no proximal map where a step does
-    not touch it)."""
+    """Proximal AMSGrad in the sqrt(vhat) metric, per coordinate on the steps that
+    touch it, written densely with masks: a step gives every coordinate its
+    gradient ``g`` (the step's mean over its rows) and reweighting ``omega`` (0
+    where the step does not touch it); touched coordinates update their moments
+    with ``g / omega`` and take the step ``lr``, the others do not change.
+    With ``omega = 1`` everywhere it is textbook (dense) proximal AMSGrad."""
 
     def __init__(self, n, K, lr, beta1, beta2, eps, alpha, l1_ratio, skip=-1):
         self.x = np.zeros((n, K))
@@ -244,21 +247,25 @@ class NumpyAMSGrad:
         self.zeroed = 0  # coordinates the prox set to exactly 0, summed over steps
 
     def step(self, g, omega):
-        """``g`` (n, K) dense gradient, ``omega`` (n,) penalty weights."""
-        self.m = self.b1 * self.m + (1 - self.b1) * g
-        self.v = self.b2 * self.v + (1 - self.b2) * g * g
-        self.vhat = np.maximum(self.vhat, self.v)
-        denom = np.sqrt(self.vhat) + self.eps
-        x = self.x - self.lr * self.m / denom
-        a = self.lr * self.alpha * omega[:, None] / denom
+        """``g`` (n, K) dense gradient, ``omega`` (n,) reweighting (0: untouched)."""
+        t = omega > 0
+        gh = np.zeros_like(g)
+        gh[t] = g[t] / omega[t, None]
+        m = self.b1 * self.m + (1 - self.b1) * gh
+        v = self.b2 * self.v + (1 - self.b2) * gh * gh
+        vhat = np.maximum(self.vhat, v)
+        denom = np.sqrt(vhat) + self.eps
+        x = self.x - self.lr * m / denom
+        a = self.lr * self.alpha / denom
         if self.skip >= 0:
             a[self.skip] = 0.0
-        self.x = soft(x, a * self.l1) / (1 + a * (1 - self.l1))
-        self.zeroed += int(((self.x == 0) & (x != 0)).sum())
+        x_new = soft(x, a * self.l1) / (1 + a * (1 - self.l1))
+        self.zeroed += int(((x_new == 0) & (x != 0) & t[:, None]).sum())
+        self.m[t], self.v[t], self.vhat[t], self.x[t] = m[t], v[t], vhat[t], x_new[t]
 
 
 def random_steps(rng, n, K, n_steps, density):
-    """Sparse gradient steps ``(ids, gradient sums, penalty weight sums, rows)``."""
+    """Sparse gradient steps ``(ids, gradient sums, reweighting sums, rows)``."""
     steps = []
     for _ in range(n_steps):
         ids = np.flatnonzero(rng.random(n) < density)
@@ -269,7 +276,7 @@ def random_steps(rng, n, K, n_steps, density):
 
 
 def dense_of(step, n, K):
-    """A sparse step of :func:`random_steps` as a dense gradient and penalty weights."""
+    """A sparse step of :func:`random_steps` as a dense gradient and reweighting."""
     ids, g, pen, rows = step
     gd, od = np.zeros((n, K)), np.zeros(n)
     gd[ids] = g / rows

@@ -360,7 +360,11 @@ class _BaseAsyncSGD(BaseEstimator):
             timeout=self.timeout, callback=callback,
             checkpoint_every=dask.config.get("asyncopt.checkpoint-every", 1),
             validation=validation)
-        result = fit_linear(client, data, problem, settings, rng, init, t_start, kept)
+        moments = None
+        if init is not None and (partial or self.warm_start) and coef_init is None:
+            moments = self._last_moments(problem)
+        result = fit_linear(client, data, problem, settings, rng, init, t_start, kept, moments)
+        self._moments = result.moments
         full = result.model
         intercept = full[problem.n_features] if problem.fit_intercept else np.zeros(
             problem.n_outputs)
@@ -476,6 +480,16 @@ class _BaseAsyncSGD(BaseEstimator):
             # scikit-learn's convention: on sparse data the intercept moves 100x slower,
             # as it is updated by every sample while each feature is by few
             intercept_decay=0.01 if sparse_input else 1.0, svrg=svrg, rule=rule)
+
+    def _last_moments(self, problem):
+        """The update rule's moments the last fit ended with, when this fit uses a
+        rule on a model of the same shape (a warm start or ``partial_fit``
+        continues them; a given ``coef_init`` starts them afresh)."""
+        moments = getattr(self, "_moments", None)
+        if problem.rule is None or moments is None or moments[0].shape != (
+                problem.n_coords, problem.n_outputs):
+            return None
+        return moments
 
     def _initial_coefficients(self, coef_init, intercept_init, n_outputs):
         if coef_init is None and self.warm_start and hasattr(self, "coef_"):
@@ -602,8 +616,11 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         exchange both growing as the square root of the exchange's size; one
         per exchange with ``max_staleness``) and every block applies them in order
         with AMSGrad state ``m, v, vhat`` kept next to its coordinates, the
-        penalty as a proximal step in the ``sqrt(vhat)`` metric, lazily on
-        sparse data.  Its step is ``eta0`` if > 0, else 0.03; with variance
+        penalty as a proximal step in the ``sqrt(vhat)`` metric.  On sparse
+        data each coordinate runs AMSGrad on the gradients that touch it,
+        reweighted as the sparse SVRG steps are, so a step costs only the
+        coordinates it touches and the zeros of an L1 optimum stay exactly
+        zero.  Its step is ``eta0`` if > 0, else 0.03; with variance
         reduction it is constant, halved when an epoch raises the objective
         and divided by 5 (at most twice) when the objective stalls, without it
         decays as ``1 / sqrt(epoch)``.  ``learning_rate`` and ``power_t`` are
@@ -660,7 +677,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         per epoch on the ``dask_asyncopt`` logger (see
         :class:`~dask_asyncopt.progress.FitProgress`).
     warm_start : bool, default=False
-        Start from the previous fit's coefficients and continue its schedule.
+        Start from the previous fit's coefficients and continue its schedule
+        (``optimizer="amsgrad"``: and its moments ``m, v, vhat``).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows (stratified), score the
         model on them after every epoch (``history_["validation_score"]``:

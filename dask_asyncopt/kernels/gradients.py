@@ -5,8 +5,8 @@ coordinates a chunk of rows touches, cuts the chunk into minibatches and
 computes every minibatch's gradient at those (stale) weights; the owners of
 the parameters apply them in order.  The output is packed as the rules take
 it: step ``s`` is entries ``ptr[s]:ptr[s + 1]`` of ``idx`` (local coordinates,
-sorted), ``g`` (gradient sums over the minibatch's rows) and ``pen`` (penalty
-weight sums: rows touching the coordinate times ``pen_scale``).
+sorted), ``g`` (gradient sums over the minibatch's rows) and ``pen`` (reweighting
+sums: rows touching the coordinate times ``pen_scale``, its ``n / n_j``).
 
 With ``vr`` the gradients are the variance-reduced ones of sparse proximal
 SVRG (see :mod:`dask_asyncopt.kernels.sweeps`): each row contributes

@@ -321,8 +321,9 @@ def run_gossip_epoch(shard, actors, config, rank, target):
         read = me.read(gids, snapshot, out=w0)._replace(values=w0, samples=known)
         tick = time.perf_counter()
         if rule:
-            chunk_loss, ptr, idx, g, pen, out_rows = minibatch_gradients(chunk, rows, w0, [read],
-                                                                         config)
+            chunk_loss, ptr, idx, g, pen, out_rows = minibatch_gradients(
+                chunk, rows, w0, read.drift, sparse_penalty_scale(config.grad.n_samples,
+                                                                  read.counts), config)
             kernel_time += time.perf_counter() - tick
             check_finite(chunk_loss, g)
             me.apply_grads(gids[idx], ptr, g, pen, out_rows, read.version)
@@ -438,7 +439,7 @@ def _ahead(me, n_loops, n_samples):
 
 
 def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0,
-        kept=None):
+        kept=None, moments=None):
     """Minimise ``problem`` with AD-PSGD (same arguments as :func:`.blocks.fit`;
     kept replicas serve the next fit with as many loops on the same workers,
     each continuing from its own values).
@@ -466,7 +467,7 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
         for i, addr in enumerate(loop_workers if reuse is None else ()):
             futures.append(client.submit(
                 Replica, i, n_loops, problem.n_coords, problem.n_outputs, intercept, init,
-                copy.deepcopy(problem.rule), problem.penalty,
+                copy.deepcopy(problem.rule), problem.penalty, moments,
                 actor=True, workers=[addr], key=f"asyncopt-replica-{i}-{token}"))
         if reuse is None:
             run.actors = run.connect(futures)
@@ -479,6 +480,12 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
         topology = Replicas(run, problem, n_samples, t_start)
         drive(run, topology)
         result = epochs_result(run, topology.mean, t_start + topology.total)
+        if problem.rule is not None:
+            # each replica keeps its own moments (module docstring): the next fit
+            # starts every replica from their mean (vhat >= v holds for it too)
+            per_replica = run.call_blocks("moments")
+            result.moments = tuple(np.mean([r[k] for r in per_replica], axis=0)
+                                   for k in range(len(per_replica[0])))
         if kept is not None:
             kept.model = result.model
         return result

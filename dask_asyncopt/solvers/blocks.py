@@ -60,7 +60,7 @@ MODES = {"asyb": "async", "sync": "sync"}
 
 
 def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t_start=0,
-        kept=None):
+        kept=None, moments=None):
     """Minimise ``problem`` over the data in ``shards`` on coefficient blocks.
 
     Parameters
@@ -82,6 +82,8 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
         Blocks kept from the last fit (``partial_fit``): taken as they are
         when they still serve this layout and hold ``init``; the blocks this
         fit ends with are kept there.
+    moments : tuple of ndarrays, optional
+        An update rule's moments to start from (shaped as ``init``).
 
     Returns
     -------
@@ -109,7 +111,8 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
                 problem.fit_intercept and b == icpt_block) else -1
             cls, extra = BlockServer, {}
             if problem.rule is not None:
-                cls, extra = RuleServer, {"rule": copy.deepcopy(problem.rule)}
+                cls, extra = RuleServer, {"rule": copy.deepcopy(problem.rule), "moments": (
+                    None if moments is None else tuple(a[b::n_blocks] for a in moments))}
             futures.append(client.submit(
                 cls, b, n_blocks, size, problem.n_outputs, problem.penalty, unpenalised, mode,
                 len(shards), settings.max_staleness, inits[b], t_start,
@@ -129,6 +132,8 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
         topology = Blocks(run, problem, n_samples, t_start, n_blocks, init)
         drive(run, topology)
         result = epochs_result(run, topology.model(), topology.total)
+        if problem.rule is not None:
+            result.moments = topology.moments()
         if kept is not None:
             kept.model = result.model
         return result
@@ -246,7 +251,15 @@ class Blocks:
 
     def model(self):
         """All blocks' coefficients as one (n_coords, n_outputs) array, intercept last."""
-        blocks = self.run.call_blocks("coefficients")
+        return self._interleave(self.run.call_blocks("coefficients"))
+
+    def moments(self):
+        """An update rule's moments, each as one array shaped as :meth:`model`."""
+        per_block = self.run.call_blocks("moments")
+        return tuple(self._interleave([b[k] for b in per_block])
+                     for k in range(len(per_block[0])))
+
+    def _interleave(self, blocks):
         full = np.empty((sum(len(b) for b in blocks), blocks[0].shape[1]))
         for b, values in enumerate(blocks):
             full[b::self.n_blocks] = values

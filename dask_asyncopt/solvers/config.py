@@ -260,3 +260,6 @@ class FitResult:
     n_iter: int = 0
     t: int = 0
     best_epoch: int = 0
+    # an update rule's moments (linear: each (n_coords, n_outputs), intercept last)
+    # at the fit's end, which a warm start continues from; None without a rule
+    moments: tuple | None = None

@@ -22,11 +22,11 @@ import numpy as np
 from distributed import secede
 
 from ..kernels.gradients import minibatch_grads_csr, minibatch_grads_dense
+from ..kernels.lazy import gather_rows
 from ..kernels.sweeps import P_EPSILON
-from ..objective.penalties import sparse_penalty_scale
 from .config import PassReport
 from .handles import bind
-from .loop import check_finite, epoch_then_snapshot, flush, is_csr, pull, push
+from .loop import check_finite, epoch_then_snapshot, flush, is_csr, pull, push, scratch
 
 # Measured defaults: rows per gradient and gradients per exchange on small
 # shards, and the exchanges per epoch a loop aims at on large ones.
@@ -35,16 +35,19 @@ STEPS_PER_EXCHANGE = 4
 EXCHANGES_PER_EPOCH = 96
 
 
-def minibatch_gradients(chunk, rows, w, replies, config):
+def minibatch_gradients(chunk, rows, w, drift, reweight, config):
     """Packed gradients of the chunk's minibatches at ``w`` (local coordinates):
-    ``(loss, ptr, idx, g, pen, rows per step)``; ``replies`` carry each block's
-    snapshot terms (drift and row counts)."""
+    ``(loss, ptr, idx, g, pen, rows per step)``.  ``drift`` (the snapshot's
+    gradient sum over each coordinate's row count, used with variance
+    reduction) and ``reweight`` (each coordinate's ``n / n_j``, the
+    intercept's too: the rule reweights its gradient and leaves its penalty
+    out) are those of the chunk's local coordinates."""
     loss_code, _, params = config.kernel
     grad = config.grad
     vr = grad.vr
-    pen_scale = sparse_penalty_scale(grad.n_samples, np.concatenate([r.counts for r in replies]),
-                                     chunk.intercept)
-    drift = np.concatenate([r.drift for r in replies]) if vr else np.zeros((0, w.shape[1]))
+    pen_scale = reweight
+    if not vr:
+        drift = np.zeros((0, w.shape[1]))
     dsnap = chunk.dsnap if vr else np.zeros((0, w.shape[1]))
     epsilon = params[P_EPSILON]
     batch = grad.batch
@@ -70,6 +73,22 @@ def minibatch_gradients(chunk, rows, w, replies, config):
     ptr = np.arange(n_steps + 1, dtype=np.int64) * n_local
     idx = np.tile(np.arange(n_local, dtype=np.int64), n_steps)
     return loss, ptr, idx, g, pen, out_rows
+
+
+def chunk_terms(chunk, terms, out_drift, out_reweight):
+    """The chunk's local ``drift`` and ``reweight`` (see :func:`minibatch_gradients`)
+    from every block's :meth:`~dask_asyncopt.store.rule_blocks.RuleServer.rule_terms`,
+    written into the given work arrays (returned)."""
+    b = chunk.bounds
+    for i, (drift, reweight) in enumerate(terms):
+        ids = chunk.block_ids[i]
+        if ids is None:  # dense chunks read whole blocks
+            out_drift[b[i]:b[i + 1]] = drift
+            out_reweight[b[i]:b[i + 1]] = reweight
+        else:
+            gather_rows(drift, ids, out_drift[b[i]:b[i + 1]])
+            np.take(reweight, ids, out=out_reweight[b[i]:b[i + 1]])
+    return out_drift, out_reweight
 
 
 def split_blocks(chunk, ptr, idx, g, pen):
@@ -100,18 +119,25 @@ def grad_epoch(shard, handles, config, worker, target):
     """
     sync = config.sync
     timeout = config.timeout
+    # The snapshot's drift and the row counts' reweighting change only between
+    # epochs: fetched once per epoch (references for blocks in this process),
+    # not with every read.
+    terms = [h.call("rule_terms").result(timeout) for h in handles]
     loss_sum, n_samples, steps, kernel_time = 0.0, 0, 0, 0.0
     started = time.perf_counter()
     while sync or n_samples < shard.n_rows:
         chunk, rows = shard.next_chunk()
-        replies, w = pull(handles, chunk, worker, config, shard, snapshot=True)
+        w, drift, _ = scratch(shard, chunk.bounds[-1], chunk.Y.shape[1])
+        replies, w = pull(handles, chunk, worker, config, shard, out=w)
         samples = max(r.samples for r in replies)
         if sync and samples >= target:
             shard.put_back(chunk)
             break
         tick = time.perf_counter()
-        chunk_loss, ptr, idx, g, pen, out_rows = minibatch_gradients(chunk, rows, w, replies,
-                                                                     config)
+        drift, reweight = chunk_terms(chunk, terms, drift, _reweight_scratch(shard,
+                                                                             chunk.bounds[-1]))
+        chunk_loss, ptr, idx, g, pen, out_rows = minibatch_gradients(chunk, rows, w, drift,
+                                                                     reweight, config)
         parts = split_blocks(chunk, ptr, idx, g, pen)
         kernel_time += time.perf_counter() - tick
         check_finite(chunk_loss, g)
@@ -124,6 +150,16 @@ def grad_epoch(shard, handles, config, worker, target):
     flush(handles, timeout)
     return PassReport(worker, loss_sum, n_samples, kernel_time, time.perf_counter() - started,
                       steps=steps)
+
+
+def _reweight_scratch(shard, n_local):
+    """A chunk's reweighting work array, reused (kept on the shard, as
+    :func:`~.loop.scratch`'s)."""
+    buf = getattr(shard, "reweight_scratch", None)
+    if buf is None or buf.shape[0] < n_local:
+        buf = np.empty(max(n_local, max(c.bounds[-1] for c in shard.chunks)))
+        shard.reweight_scratch = buf
+    return buf[:n_local]
 
 
 def rule_epoch(shard, handles, config, worker, target, first, last, n_samples, redo=False):

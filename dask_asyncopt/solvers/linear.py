@@ -88,7 +88,8 @@ def block_count(requested, n_workers, problem):
     return n_blocks
 
 
-def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=None):
+def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=None,
+               moments=None):
     """Fit a linear model; returns a :class:`~.config.FitResult` whose ``model`` is
     the ``(n_features + fit_intercept, n_outputs)`` coefficients, intercept last.
 
@@ -113,6 +114,10 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
         The store of the last fit, kept on the cluster (``partial_fit``): used
         as it is when it still fits this one, and the store this fit ends with
         is kept there (see :class:`~.run.KeptStore`).
+    moments : tuple of ndarrays, optional
+        An update rule's moments to start from with ``init`` (a warm start;
+        see :attr:`~.config.FitResult.moments`).  A restart from a checkpoint
+        starts them afresh.
 
     Settings that disagree with the data, the cluster or the solver are checked
     before any data moves: ``n_workers`` above the rows (or a dask ``X``'s row
@@ -156,12 +161,13 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
         else:
             shards, n_samples = place_in_memory(client, X, Y, W, loop_workers, layout,
                                                 rng)
-        start, samples = init, t_start
+        start, samples, start_moments = init, t_start, moments
         if settings.resume is not None:
             start, samples = settings.resume.model, settings.resume.samples
+            start_moments = None
         try:
             return fit(client, shards, loop_workers, n_samples, problem, settings, start,
-                       samples, kept)
+                       samples, kept, start_moments)
         finally:
             client.cancel(shards)
 

@@ -89,14 +89,23 @@ def request(handles, chunk, worker, config, shard, snapshot=False, skip=()):
             if not h.local and i not in skip}
 
 
+# What one round trip to another worker costs, in coordinates read: a remote call
+# takes 1.5-4 ms, about the time 100,000 float64 values take to travel.
+ROUND_TRIP_COORDS = 100_000
+
+
 def whole_blocks(handles, shard, config):
     """For a pass that reads every chunk once while no loop writes (a snapshot or
-    loss pass): each remote block's values in one read, when they are fewer
-    than the pass's chunks would read from it one by one.  By block."""
+    loss pass): each remote block's values in one read, when that costs less
+    than the pass's chunks reading it one by one (their coordinates plus
+    :data:`ROUND_TRIP_COORDS` per extra round trip: an update rule's shards
+    have many small chunks).  By block."""
     reads = {}
+    extra_trips = ROUND_TRIP_COORDS * (len(shard.chunks) - 1)
     for i, h in enumerate(handles):
         per_chunk = sum(int(c.bounds[i + 1] - c.bounds[i]) for c in shard.chunks)
-        if not h.local and config.block_sizes and config.block_sizes[i] <= per_chunk:
+        if not h.local and config.block_sizes and (
+                config.block_sizes[i] <= per_chunk + extra_trips):
             reads[i] = h.call("pull", None, -1)
     return {i: call.result(config.timeout).values for i, call in reads.items()}
 

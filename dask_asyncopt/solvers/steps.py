@@ -12,7 +12,10 @@ returns the next epoch's step, or :data:`STOP`.
   epoch raised the objective (a line search's answer to delays between loops
   and unlucky data); a stall stops.
 * :class:`RuleSteps` -- an update rule (AMSGrad): constant and halved on a
-  rise with variance reduction, ``lr / sqrt(epoch)`` without; a stall first
+  rise with variance reduction, where a stall stops the fit (as SVRG's: the
+  iterates converge at a constant step, a smaller one only slows them; the
+  two divisions by 5 this policy once made first doubled an L1 fit's epochs
+  for a fifth of its gap); ``lr / sqrt(epoch)`` without, where a stall first
   divides the step by 5, at most twice.
 * :class:`EpochSteps` -- matrix factorisation: constant for the adaptive rules,
   ``eta0 / sqrt(epoch)`` for plain SGD; stops only on a stall of what is
@@ -156,7 +159,8 @@ class RuleSteps(Rollbacks):
         Starting step.
     vr : bool
         Variance-reduced gradients: constant step, halved when an epoch raises
-        the objective; else ``lr / sqrt(epoch)``.
+        the objective, and a stall stops; else ``lr / sqrt(epoch)``, and a
+        stall divides the step by 5 (at most twice) before it stops.
     stopping : EarlyStopping
     previous : float
         Objective before the first epoch.
@@ -174,7 +178,7 @@ class RuleSteps(Rollbacks):
         objective = result.objective
         kept = self.judge(self.previous, objective) if self.vr else objective
         if self.stopping.stalled(watched):
-            if self.reductions == STALL_REDUCTIONS:
+            if self.vr or self.reductions == STALL_REDUCTIONS:
                 return STOP
             # as learning_rate="adaptive": a stall ends with a smaller step first
             self.reductions += 1

@@ -37,9 +37,9 @@ the kernel and send the identity).
 values (for AMSGrad its own moments ``m, v, vhat``); its loop sends minibatch
 gradients (:meth:`Replica.apply_grads`) instead of deltas.  Averaging mixes
 the *values* only: each replica keeps its own moments (measured against also
-averaging them, see :mod:`dask_asyncopt.solvers.adpsgd`).  The rule is lazy on
-sparse steps, so every operation on the whole vector (exchanges, reads of
-all values, the driver's consensus) first brings all coordinates up to date.
+averaging them, see :mod:`dask_asyncopt.solvers.adpsgd`).  A rule's step
+changes only the coordinates it touches: nothing to bring up to date before
+an exchange or a read.
 
 **Gossiped progress.**  Every replica keeps the cumulative samples processed
 by each loop as far as it knows (its own loop's count is exact); exchanges
@@ -54,6 +54,7 @@ import threading
 import numpy as np
 
 from ..kernels.lazy import step_replica
+from ..objective.rules import MOMENTS
 from .blocks import FitStopped, column_scale, preconditioner
 from .replies import Averaged, Pulled, StoreStats
 
@@ -75,10 +76,12 @@ class Replica:
         Update rule of :meth:`apply_grads` (its state is allocated here).
     penalty : ElasticNet, optional
         The penalty the rule's proximal steps apply.
+    moments : tuple of ndarrays, optional
+        The rule's moments to start from (a warm start).
     """
 
     def __init__(self, rank, n_replicas, n_coords, n_outputs, intercept=-1, init=None,
-                 rule=None, penalty=None):
+                 rule=None, penalty=None, moments=None):
         self.rank = rank
         self.intercept = intercept
         if init is None:
@@ -91,7 +94,7 @@ class Replica:
         self.energy = np.zeros(n_coords)  # sum of each column's squares (intercept: rows)
         self.precond = np.zeros(n_coords)  # see blocks.preconditioner
         self.rule = rule
-        self.state = None if rule is None else rule.init(n_coords, n_outputs)
+        self.state = None if rule is None else rule.init(n_coords, n_outputs, moments)
         self.penalty = penalty
         self.lock = threading.Lock()
         self.version = 0  # modifications: own steps, exchanges, absorbed replies
@@ -129,7 +132,6 @@ class Replica:
         """
         with self.lock:
             self._check_running()
-            self._catch_up(ids)
             if ids is None:
                 values = self.w.copy()
             elif out is not None:
@@ -159,7 +161,6 @@ class Replica:
         :class:`~.replies.Averaged` whose ``delta`` is the values)."""
         with self.lock:
             self._check_running()
-            self._catch_up(ids)
             values = self.w.copy() if ids is None else self.w[ids]
             self.n_sent += 1
             return Averaged(values, self.known.copy())
@@ -221,17 +222,17 @@ class Replica:
         """Divide each coordinate's rule step by its column's scale (from the fit's
         first snapshot; see ``AMSGradRule.set_scales``)."""
         with self.lock:
-            self.rule.set_scales(self.state, self.w, column_scale(self.row_counts,
-                                                                  self.energy))
+            self.rule.set_scales(self.state, column_scale(self.row_counts, self.energy))
 
     def set_lr(self, lr):
-        """Use rule step ``lr`` from now on (every coordinate is caught up first)."""
+        """Use rule step ``lr`` from now on."""
         with self.lock:
-            self.rule.set_lr(self.state, self.w, lr)
+            self.rule.set_lr(self.state, lr)
 
-    def _catch_up(self, ids):
-        if self.rule is not None:
-            self.rule.materialise(self.state, self.w, ids)
+    def moments(self):
+        """The rule's moments (copies): what a warm start continues from."""
+        with self.lock:
+            return tuple(getattr(self.state, name).copy() for name in MOMENTS)
 
     def exchange(self, values, known, ids=None):
         """Passive side of a pairwise average: ``x <- (values + x) / 2`` at ``ids``.
@@ -242,7 +243,6 @@ class Replica:
         """
         with self.lock:
             self._check_running()
-            self._catch_up(ids)
             if ids is None:
                 d = 0.5 * (values - self.w)
                 self.w += d
@@ -257,7 +257,6 @@ class Replica:
     def absorb(self, d, known, ids=None):
         """Active side: subtract the passive side's change ``d`` and merge progress."""
         with self.lock:
-            self._catch_up(ids)
             if ids is None:
                 self.w -= d
             else:
@@ -270,7 +269,6 @@ class Replica:
         """Overwrite the values (the driver's consensus at an epoch boundary)."""
         with self.lock:
             self._check_running()
-            self._catch_up(None)
             self.w[:] = values
             if known is not None:
                 self.known[:] = known
@@ -283,7 +281,6 @@ class Replica:
         0); the driver has now recorded ``recorded`` epochs of this fit."""
         with self.lock:
             self._check_running()
-            self._catch_up(None)
             self.w += d
             self.version += 1
         self.recorded = recorded

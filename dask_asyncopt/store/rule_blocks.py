@@ -6,7 +6,8 @@ holds next to them -- for ``optimizer="amsgrad"`` the moments ``m, v, vhat``
 of its coordinates.  Worker loops push minibatch gradients computed at the
 weights they pulled (stale by the versions applied since); the block applies
 them in order, one version per gradient (step), as the master of
-asynchronous AMSGrad (APAM) does, but per block and lazily on sparse steps.
+asynchronous AMSGrad (APAM) does, but per block and per coordinate (a step
+changes only the coordinates it touches, see :mod:`dask_asyncopt.objective.rules`).
 
 * ``"async"``: a push of ``n`` steps is applied on arrival.  Its ``i``-th step
   (from 0) has staleness ``version - read_version + i``: the steps of one
@@ -29,12 +30,18 @@ import asyncio
 
 import numpy as np
 
+from ..objective.penalties import sparse_penalty_scale
+from ..objective.rules import MOMENTS
 from .blocks import BlockServer, column_scale
-from .replies import Pulled, Pushed
+from .replies import Pushed
 
 
 class RuleServer(BlockServer):
     """A parameter block updated by an update rule from pushed gradients.
+
+    The rule changes only the coordinates a step touches (no lazy catch-up),
+    so reads, snapshots and rollbacks are the parent's: its proximal history
+    stays empty.
 
     Parameters
     ----------
@@ -42,54 +49,47 @@ class RuleServer(BlockServer):
         As :class:`~dask_asyncopt.store.blocks.BlockServer` (``average_rounds`` unused).
     rule : AMSGradRule
         The update rule; its state is allocated here.
+    moments : tuple of ndarrays, optional
+        The rule's moments to start from (a warm start), shaped as the block.
     """
 
-    def __init__(self, *args, rule, **kwargs):
+    def __init__(self, *args, rule, moments=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.rule = rule
-        self.state = rule.init(*self.w.shape)
+        self.state = rule.init(*self.w.shape, moments=moments)
+        self.reweight = np.zeros(self.w.shape[0])  # n / n_j, see finish_snapshot
 
-    # ------------------------------------------------------------------ reads
-    def _pull(self, ids, snapshot=False, out=None):
-        self.rule.materialise(self.state, self.w, ids)
-        values = self.w.copy() if ids is None else self.w[ids]
-        if out is not None:
-            out[:] = values
-            values = None
-        if snapshot:
-            return Pulled(values, self.version, self.samples, *self._snapshot_terms(ids))
-        return Pulled(values, self.version, self.samples)
+    def finish_snapshot(self, n_samples=None):
+        """:meth:`BlockServer.finish_snapshot`; given ``n_samples``, also each
+        coordinate's reweighting ``n / n_j`` (the intercept's too, see
+        :mod:`dask_asyncopt.objective.rules`)."""
+        super().finish_snapshot(n_samples)
+        if n_samples is not None:
+            with self.lock:
+                sparse_penalty_scale(n_samples, self.counts, out=self.reweight)
 
-    def _penalty_value(self):
-        self.rule.materialise(self.state, self.w)
-        return super()._penalty_value()
-
-    def _materialise_all(self):
-        self.rule.materialise(self.state, self.w)
-
-    def restore(self):
-        """:meth:`BlockServer.restore`; every coordinate counts as current at the
-        rule's step (no momentum catch-up on the restored values)."""
-        super().restore()
+    def rule_terms(self):
+        """``(drift, reweight)``: what a loop's gradients need besides the weights.
+        They change only when a snapshot completes, so a loop fetches them once
+        per epoch (see :func:`~dask_asyncopt.solvers.gradients.grad_epoch`)."""
         with self.lock:
-            self.state.last[:] = self.state.t[0]
+            return self.drift, self.reweight
 
     def scale_steps(self):
         """Divide each coordinate's step by its column's scale (:func:`column_scale`,
         from the fit's first snapshot): see ``AMSGradRule.set_scales``."""
         with self.lock:
-            self.rule.set_scales(self.state, self.w, column_scale(self.counts, self.energy))
+            self.rule.set_scales(self.state, column_scale(self.counts, self.energy))
 
     def set_lr(self, lr):
-        """Use step ``lr`` from now on (every coordinate is caught up first)."""
+        """Use step ``lr`` from now on."""
         with self.lock:
-            self.rule.set_lr(self.state, self.w, lr)
+            self.rule.set_lr(self.state, lr)
 
-    def rule_state(self):
-        """The rule's state, caught up (a copy)."""
+    def moments(self):
+        """The rule's moments (copies): what a warm start continues from."""
         with self.lock:
-            self.rule.materialise(self.state, self.w)
-            return self.state.copy()
+            return tuple(getattr(self.state, name).copy() for name in MOMENTS)
 
     # ----------------------------------------------------------------- writes
     def push_grads(self, worker, ptr, ids, g, pen, rows, read_version, timeout=None):

@@ -37,6 +37,8 @@ SAMPLE_WEIGHT_MEANING = {
 DETERMINISTIC = [
     AsyncSGDClassifier(solver="sync", random_state=0, max_iter=5),
     AsyncSGDRegressor(solver="sync", random_state=0, max_iter=5),
+    AsyncSGDClassifier(solver="sync", optimizer="amsgrad", random_state=0, max_iter=5),
+    AsyncSGDRegressor(solver="sync", optimizer="amsgrad", random_state=0, max_iter=5),
 ]
 ASYNCHRONOUS = [
     AsyncSGDClassifier(random_state=0, max_iter=5),

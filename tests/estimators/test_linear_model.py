@@ -169,6 +169,39 @@ def test_warm_start_continues_schedule(data):
 
 
 @pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
+def test_amsgrad_l1_is_as_sparse_as_the_optimum(data, saga, solver):
+    """optimizer="amsgrad" with default settings: the L1 fit's support is within 10%
+    of the exact optimum's (saga) and mostly the same coordinates."""
+    X, y = data
+    ref = np.flatnonzero(saga("l1").coef_)
+    est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, solver=solver,
+                             optimizer="amsgrad", random_state=0).fit(X, y)
+    ours = np.flatnonzero(est.coef_)
+    assert abs(len(ours) - len(ref)) <= 0.1 * len(ref), (len(ours), len(ref))
+    assert len(np.intersect1d(ours, ref)) >= 0.9 * len(ref)
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
+def test_warm_start_keeps_the_amsgrad_moments(data, solver):
+    """A warm start continues from the moments the last fit ended with: ``vhat`` only
+    grows, so after the second fit it is at least the first fit's everywhere (a
+    fresh start from the same coefficients, ``coef_init``, ends below it in places,
+    and so would moments handed to the wrong blocks)."""
+    X, y = data
+    params = dict(loss="log_loss", penalty="l1", alpha=1e-4, solver=solver,
+                  optimizer="amsgrad", n_blocks=None if solver == "adpsgd" else 3,
+                  max_iter=2, tol=None, random_state=0)
+    est = AsyncSGDClassifier(warm_start=True, **params).fit(X, y)
+    m, v, vhat = est._moments
+    assert m.shape == vhat.shape == (X.shape[1] + 1, 1) and (vhat >= v).all()
+    coef, intercept = est.coef_.copy(), est.intercept_.copy()
+    est.fit(X, y)
+    assert (est._moments[2] >= vhat).all()
+    cold = AsyncSGDClassifier(**params).fit(X, y, coef_init=coef, intercept_init=intercept)
+    assert (cold._moments[2] < vhat).any()
+
+
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
 def test_early_stopping_on_a_validation_score(data, solver):
     """``early_stopping`` holds out rows, reports their score every epoch and stops on it."""
     X, y = data

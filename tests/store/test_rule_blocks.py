@@ -1,5 +1,5 @@
 """Parameter blocks updated by a rule from pushed gradients (``store/rule_blocks.py``:
-``RuleServer``) against the dense NumPy AMSGrad of ``tests/reference.py``."""
+``RuleServer``) against the masked NumPy AMSGrad of ``tests/reference.py``."""
 
 import asyncio
 import threading
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dask_asyncopt.objective.penalties import ElasticNet
-from dask_asyncopt.objective.rules import AMSGradRule, AMSGradState, pack_steps
+from dask_asyncopt.objective.rules import AMSGradRule, pack_steps
 from dask_asyncopt.store.replies import Pushed
 from dask_asyncopt.store.rule_blocks import RuleServer, merge_rounds
 
@@ -76,9 +76,9 @@ def test_merge_rounds_sums_step_by_step():
     np.testing.assert_array_equal(rows, [10, 5])
 
 
-def test_pulls_and_penalty_are_the_dense_iterates():
-    """Lazy on untouched coordinates, but every read (a pull, the penalty, the rule's
-    state) sees the dense AMSGrad iterate; ``set_lr`` catches up with the old step."""
+def test_pulls_penalty_and_moments_are_the_reference_iterates():
+    """Every read (a pull, the penalty, the rule's moments) sees the masked NumPy
+    AMSGrad's iterate, across a change of step; moments come as copies."""
     rng = np.random.default_rng(8)
     n = 20
     s = server(n_workers=1, unpenalised=4)
@@ -96,12 +96,26 @@ def test_pulls_and_penalty_are_the_dense_iterates():
                                        atol=1e-12)
     w = ref.x[np.arange(n) != 4]
     assert s.penalty_value() == pytest.approx(0.01 * np.abs(w).sum(), rel=1e-10)
-    state = s.rule_state()
-    assert isinstance(state, AMSGradState) and state.t[0] == 36
-    np.testing.assert_allclose(state.m, ref.m, rtol=1e-10, atol=1e-14)
-    state.m[:] = 0.0  # a copy
-    assert np.abs(s.rule_state().m).max() > 0
+    m, v, vhat = s.moments()
+    assert s.state.t[0] == 36
+    np.testing.assert_allclose(m, ref.m, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(vhat, ref.vhat, rtol=1e-10, atol=1e-14)
+    m[:] = 0.0  # a copy
+    assert np.abs(s.moments()[0]).max() > 0
     np.testing.assert_allclose(s.coefficients(), ref.x, rtol=1e-10, atol=1e-12)
+
+
+def test_given_moments_are_where_the_rule_starts():
+    """A warm start's moments (``moments=``) are the state the first step updates."""
+    n = 6
+    moments = tuple(np.full((n, 1), x) for x in (0.5, 4.0, 4.0))
+    s = RuleServer(0, 1, n, 1, ElasticNet(), -1, "async", 1, None,
+                   rule=AMSGradRule(lr=0.1, beta1=0.5, beta2=0.5, eps=0.0), moments=moments)
+    s.push_grads(0, *packed(None, n, 0, [(np.array([2]), np.array([[1.0]]), np.ones(1), 1)]),
+                 0)
+    # m = (0.5 + 1) / 2, v = (4 + 1) / 2, vhat = max(4, 2.5): x = -0.1 * 0.75 / 2
+    assert s.coefficients()[2, 0] == pytest.approx(-0.0375, rel=1e-14)
+    assert s.coefficients()[0, 0] == 0.0 and s.moments()[0][0, 0] == 0.5
 
 
 def test_bounded_push_waits_for_the_straggler_and_async_twin():
