@@ -611,7 +611,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         runs per-sample steps on its pulled copy and pushes the difference.
         "amsgrad": asynchronous AMSGrad (APAM): loops push minibatch gradients
         (computed at the pulled weights; with ``batch_size="auto"`` 32 rows
-        each, 4 per exchange, and on shards of over 12,288 rows about 96
+        each, 4 per exchange, and on shards of over 4,096 rows about 32
         exchanges per epoch per loop, rows per gradient and gradients per
         exchange both growing as the square root of the exchange's size; one
         per exchange with ``max_staleness``) and every block applies them in order
@@ -621,9 +621,10 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         reweighted as the sparse SVRG steps are, so a step costs only the
         coordinates it touches and the zeros of an L1 optimum stay exactly
         zero.  Its step is ``eta0`` if > 0, else 0.03; with variance
-        reduction it is constant, halved when an epoch raises the objective
-        and divided by 5 (at most twice) when the objective stalls, without it
-        decays as ``1 / sqrt(epoch)``.  ``learning_rate`` and ``power_t`` are
+        reduction it is constant, halved when an epoch raises the objective,
+        and a stall of the objective ends the fit (as with "sgd"); without it
+        the step decays as ``1 / sqrt(epoch)`` and a stall first divides it
+        by 5 (at most twice).  ``learning_rate`` and ``power_t`` are
         not used.  With ``solver="adpsgd"`` every replica keeps its own AMSGrad
         state and its loop applies the gradients to it; gossip and the
         epoch-end consensus average the coefficients, not the moments.

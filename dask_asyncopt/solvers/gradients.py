@@ -29,10 +29,12 @@ from .handles import bind
 from .loop import check_finite, epoch_then_snapshot, flush, is_csr, pull, push, scratch
 
 # Measured defaults: rows per gradient and gradients per exchange on small
-# shards, and the exchanges per epoch a loop aims at on large ones.
+# shards, and the exchanges per epoch a loop aims at on large ones (96 took 2-4x
+# as long per epoch as 32 on process workers for as many epochs, see
+# docs/design.md, "Update rules (APAM)").
 MINIBATCH = 32
 STEPS_PER_EXCHANGE = 4
-EXCHANGES_PER_EPOCH = 96
+EXCHANGES_PER_EPOCH = 32
 
 
 def minibatch_gradients(chunk, rows, w, drift, reweight, config):
@@ -179,10 +181,11 @@ def exchange_sizes(rows_per_loop, batch_size=None, bounded=False):
     :data:`EXCHANGES_PER_EPOCH` exchanges per pass over its ``rows_per_loop``
     rows, with at least ``MINIBATCH * STEPS_PER_EXCHANGE`` (128) rows each;
     rows per gradient and gradients per exchange both grow as the square root
-    of the exchange's growth over 128 rows (shards of up to 12,288 rows keep
-    32-row gradients, 4 per exchange; 100,000 rows: 1,042 rows per exchange,
-    gradients of 92 rows, 12 per exchange), so that the exchange's cost (one
-    round trip per block) stays small against its compute.  ``bounded``
+    of the exchange's growth over 128 rows (shards of up to 4,096 rows keep
+    32-row gradients, 4 per exchange; 100,000 rows: 3,125 rows per exchange,
+    gradients of 159 rows, 20 per exchange), so that the exchanges' cost (one
+    round trip per block, several milliseconds between loaded processes) stays
+    small against their compute.  ``bounded``
     (``max_staleness``): one gradient per exchange -- the ``i``-th gradient of
     an exchange is ``i`` versions older than the first, so several per exchange
     cannot all keep a bound that admission control enforces on the first (and

@@ -164,14 +164,14 @@ def test_one_worker_loop_equals_numpy_amsgrad(client, kind, steps):
 
 def test_exchange_sizes():
     """Rows per exchange and per gradient (the documented sizes)."""
-    assert gradients.exchange_sizes(12_288) == (128, 32)  # 4 gradients of 32 rows
+    assert gradients.exchange_sizes(4_096) == (128, 32)  # 4 gradients of 32 rows
     assert gradients.exchange_sizes(1_000) == (128, 32)
     rows, batch = gradients.exchange_sizes(100_000)
-    assert (rows, batch) == (1042, 92) and -(-rows // batch) == 12
+    assert (rows, batch) == (3125, 159) and -(-rows // batch) == 20
     assert gradients.exchange_sizes(100_000, batch_size=500) == (500, 32)
     assert gradients.exchange_sizes(100_000, batch_size=20) == (20, 20)
     # max_staleness: one gradient per exchange
-    assert gradients.exchange_sizes(100_000, bounded=True) == (1042, 1042)
+    assert gradients.exchange_sizes(100_000, bounded=True) == (3125, 3125)
     assert gradients.exchange_sizes(5_000, batch_size=64, bounded=True) == (64, 64)
 
 
