@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from report import OUT_HELP, machine, result_path, size_label, write_result  # noqa: E402
 
-N, D, ALPHA = 50_000, 20_000, 1e-5
+N, D, ALPHA = 20_000, 10_000, 1e-5
 MAX_EPOCHS = 30
 REPEATS = 2
 DECADES = (-2, 2)
