@@ -47,7 +47,6 @@ def minibatch_gradients(chunk, rows, w, drift, reweight, config):
     loss_code, _, params = config.kernel
     grad = config.grad
     vr = grad.vr
-    pen_scale = reweight
     if not vr:
         drift = np.zeros((0, w.shape[1]))
     dsnap = chunk.dsnap if vr else np.zeros((0, w.shape[1]))
@@ -65,13 +64,13 @@ def minibatch_gradients(chunk, rows, w, drift, reweight, config):
         pen = np.empty(size)
         loss = minibatch_grads_csr(X.indptr, X.indices, X.data, chunk.Y, chunk.W, rows, w,
                                    chunk.intercept, loss_code, epsilon, batch, vr, dsnap,
-                                   drift, pen_scale, ptr, idx, g, pen, out_rows)
+                                   drift, reweight, ptr, idx, g, pen, out_rows)
         return loss, ptr, idx[:ptr[-1]], g[:ptr[-1]], pen[:ptr[-1]], out_rows
     n_local = w.shape[0]
     g = np.empty((n_steps * n_local, K))
     pen = np.empty(n_steps * n_local)
     loss = minibatch_grads_dense(chunk.X, chunk.Y, chunk.W, rows, w, loss_code, epsilon, batch,
-                                 vr, dsnap, drift, pen_scale, g, pen, out_rows)
+                                 vr, dsnap, drift, reweight, g, pen, out_rows)
     ptr = np.arange(n_steps + 1, dtype=np.int64) * n_local
     idx = np.tile(np.arange(n_local, dtype=np.int64), n_steps)
     return loss, ptr, idx, g, pen, out_rows
