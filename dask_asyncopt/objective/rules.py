@@ -42,8 +42,8 @@ This is the reweighting of sparse proximal SAGA/SVRG; the intercept
   penalty where a step does not touch a coordinate, which an earlier version
   computed lazily in closed form) has no such fixed point: the momentum of a
   reweighted gradient carries a coordinate off 0 between the steps that
-  penalise it, and L1 fits ended tens of times denser than the optimum and
-  1e-2 above it.  A coordinate's step does not grow with its reweighting
+  penalise it: L1 fits ended 80 times denser than the optimum and 7.9e-3
+  above it on click-through data.  A coordinate's step does not grow with its reweighting
   (``s * pen * scale``, the dense update's pace for rare coordinates, moved
   them by tens at their first touches and needed more epochs); measurements
   in docs/design.md, "Update rules (APAM)".
