@@ -6,19 +6,21 @@ multiplied by a scale drawn log-uniformly from [1e-2, 1e2] (4 decades), an
 L2-logistic objective ``mean(log-loss) + alpha |w|^2 / 2``.  The exact optimum
 ``F*`` comes from scikit-learn's ``LogisticRegression(lbfgs, tol=1e-10)``; the
 target is ``F* (1 + 1e-3)``.  Each method runs at its default settings (only
-``loss``, ``penalty``, ``alpha``, ``solver``, ``optimizer`` and ``max_staleness``
-given; ``tol=None`` and ``max_iter=--max-epochs`` so that every run goes on
-until the cap) on a 2-process-worker ``LocalCluster`` (``--threads``: thread
-workers); ``history_`` gives the exact objective after each epoch (the
-variance-reduced estimators' snapshot pass evaluates it) and the wall time
+``loss``, ``penalty``, ``alpha``, ``solver``, ``optimizer``, ``max_staleness``
+and, for plain SGD, ``variance_reduction=None`` given; ``tol=None`` and
+``max_iter=--max-epochs`` so that every run goes on until the cap) on a
+2-process-worker ``LocalCluster`` (``--threads``: thread workers); ``history_``
+gives the exact objective after each epoch (the variance-reduced estimators'
+snapshot pass evaluates it; plain SGD's is progressive) and the wall time
 since the start of ``fit``, from which the time to the target is read.
 Methods run in rounds (one fit of each per round, in the same order), so the
 machine's load weighs on all alike.  scikit-learn's ``lbfgs`` time to its own
 solution is given as the peer.
 
 The plot (next to the result file, ``.png``) shows the relative gap against
-wall time of the last round: left the claim's three methods, right async
-AMSGrad for each ``max_staleness``.
+wall time of the last round: left the claim's methods (APAM's baselines are sync
+AMSGrad and plain async SGD; the default optimizer, preconditioned proximal
+SVRG, is shown too), right async AMSGrad for each ``max_staleness``.
 
 Run: ``python benchmarks/bench_amsgrad.py`` (a few minutes; ``--n-samples``,
 ``--n-features``, ``--max-epochs``, ``--repeats`` for quick tries).  Writes its
@@ -43,11 +45,16 @@ MAX_EPOCHS = 30
 REPEATS = 2
 DECADES = (-2, 2)
 STALENESS = (None, 16, 4, 1)
-#: (label, solver, optimizer, max_staleness); the first three are the claim's
-METHODS = [("async AMSGrad", "asyb", "amsgrad", None),
-           ("sync AMSGrad", "sync", "amsgrad", None),
-           ("async SGD (default optimizer)", "asyb", "sgd", None)] + [
-    (f"async AMSGrad, max_staleness={s}", "asyb", "amsgrad", s) for s in STALENESS[1:]]
+#: (label, solver, optimizer, max_staleness, variance_reduction); the first four are
+#: the claim's: APAM's baselines are sync AMSGrad and plain (non-adaptive) async
+#: SGD, here also the default optimizer (preconditioned proximal SVRG)
+METHODS = [("async AMSGrad", "asyb", "amsgrad", None, "auto"),
+           ("sync AMSGrad", "sync", "amsgrad", None, "auto"),
+           ("async SGD (plain)", "asyb", "sgd", None, None),
+           ("async SGD (default: SVRG)", "asyb", "sgd", None, "auto")] + [
+    (f"async AMSGrad, max_staleness={s}", "asyb", "amsgrad", s, "auto")
+    for s in STALENESS[1:]]
+N_CLAIM = 4
 
 
 def data(n=N, d=D):
@@ -90,14 +97,16 @@ def main():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=not args.threads,
                       dashboard_address=None) as cluster, Client(
             cluster, direct_to_workers=True):
-        for _, solver, optimizer, staleness in METHODS:  # compile / load the kernels
+        for _, solver, optimizer, staleness, vr in METHODS:  # compile / load the kernels
             AsyncSGDClassifier(loss="log_loss", solver=solver, optimizer=optimizer,
-                               max_staleness=staleness, max_iter=1).fit(X[:2000], y[:2000])
+                               max_staleness=staleness, variance_reduction=vr,
+                               max_iter=1).fit(X[:2000], y[:2000])
         for rep in range(args.repeats):
-            for label, solver, optimizer, staleness in METHODS:
+            for label, solver, optimizer, staleness, vr in METHODS:
                 est = AsyncSGDClassifier(loss="log_loss", penalty="l2", alpha=ALPHA,
                                          solver=solver, optimizer=optimizer,
-                                         max_staleness=staleness, tol=None,
+                                         max_staleness=staleness, variance_reduction=vr,
+                                         tol=None,
                                          max_iter=args.max_epochs, random_state=rep)
                 tick = time.perf_counter()
                 est.fit(X, y)
@@ -128,7 +137,7 @@ def main():
 def draw(curves, n, d):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, labels, title in (
-            (axes[0], [m[0] for m in METHODS[:3]], "async vs sync AMSGrad vs async SGD"),
+            (axes[0], [m[0] for m in METHODS[:N_CLAIM]], "async vs sync AMSGrad vs async SGD"),
             (axes[1], [m[0] for m in METHODS if m[1:3] == ("asyb", "amsgrad")],
              "async AMSGrad: max_staleness")):
         for label in labels:
