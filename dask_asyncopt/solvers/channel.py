@@ -181,14 +181,14 @@ class Link:
         self.exchange._spawn(self._writer())
         self.exchange._spawn(self._reader())
 
-    def call(self, key, method, args, kwargs, reply=True):
+    def call(self, key, method, args, kwargs, reply=True, now=False):
         """Send ``method(*args, **kwargs)`` to the actor ``key``; a
         ``concurrent.futures.Future`` of its result.
 
         Without ``reply`` (``None`` is returned) the request waits in the outbox
         for the next one with a reply (or :meth:`flush`) and travels with it: a
         loop's push and its next read are one message, one wake-up of each
-        event loop.
+        event loop.  ``now``: written at once all the same (others wait for it).
         """
         if self.error is not None:
             raise self.error
@@ -199,7 +199,7 @@ class Link:
             self.pending[rid] = future
         self.n_calls += 1
         self.outbox.append([rid, key, method, _wrap(args), _wrap(kwargs)])
-        if reply:
+        if reply or now:
             self.loop.call_soon_threadsafe(self.wake.set)
             if self.error is not None and not future.done():  # failed meanwhile
                 future.set_exception(ChannelError(
