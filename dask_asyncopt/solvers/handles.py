@@ -118,14 +118,18 @@ class Handle:
     def send(self, method, *args, **kwargs):
         """A call whose reply nobody needs (a push): through a link it costs no round
         trip, and the caller's next call on the link sees it applied; a failure
-        fails that next call.  Elsewhere it is a call waited for."""
+        fails that next call.  Elsewhere it is a call waited for (through the
+        method's async twin if it has one, see :meth:`wait`; the check-ins sent
+        have none: they never wait in the store)."""
         if self.obj is not None:
             getattr(self.obj, method)(*args, **kwargs)
         elif self.link is not None:
             self.n_calls += 1
             self.link.call(self.ref.key, method, args, kwargs, reply=False)
-        else:
+        elif hasattr(self.ref.cls, method + "_async"):
             self.wait(method, *args, **kwargs).result(kwargs.get("timeout"))
+        else:
+            self.call(method, *args, **kwargs).result(kwargs.get("timeout"))
 
     def flush(self):
         """Something to wait on until every call sent before was applied."""
