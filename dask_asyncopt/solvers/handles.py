@@ -119,7 +119,9 @@ class Handle:
         """A call whose reply nobody needs (a push): through a link it costs no round
         trip and travels with the caller's next call on the link, which sees it
         applied; a failure fails that next call.  Elsewhere it is a call waited
-        for.  Only for calls nobody else waits for: see :meth:`post`."""
+        for (through the method's async twin if it has one, see :meth:`wait`;
+        check-ins have none: they never wait in the store).  Only for calls
+        nobody else waits for: see :meth:`post`."""
         self._send(method, args, kwargs, False)
 
     def post(self, method, *args, **kwargs):
@@ -135,8 +137,10 @@ class Handle:
         elif self.link is not None:
             self.n_calls += 1
             self.link.call(self.ref.key, method, args, kwargs, reply=False, now=now)
-        else:
+        elif hasattr(self.ref.cls, method + "_async"):
             self.wait(method, *args, **kwargs).result(kwargs.get("timeout"))
+        else:
+            self.call(method, *args, **kwargs).result(kwargs.get("timeout"))
 
     def flush(self):
         """Something to wait on until every call sent before was applied."""

@@ -76,14 +76,20 @@ def test_state_layout_and_copy():
     rule = AMSGradRule(lr=0.03)
     state = rule.init(5, 3)
     assert isinstance(state, AMSGradState)
-    assert state._fields == ("m", "v", "vhat", "last", "t", "lr")
+    assert state._fields == ("m", "v", "vhat", "last", "t", "lr", "coord_lr")
     assert state.m.shape == state.v.shape == state.vhat.shape == (5, 3)
     assert state.last.shape == (5,) and state.last.dtype == np.int64
     assert list(state.t) == [0] and list(state.lr) == [0.03]
+    assert list(state.coord_lr) == [1.0] * 5  # every coordinate takes the whole step
     copy = state.copy()
     copy.m[0, 0] = 1.0
     copy.t[0] = 7
-    assert state.m[0, 0] == 0.0 and state.t[0] == 0  # an independent copy
+    copy.coord_lr[2] = 0.5
+    # an independent copy
+    assert state.m[0, 0] == 0.0 and state.t[0] == 0 and state.coord_lr[2] == 1.0
+    # set_scales: coordinate j steps by lr / column_scale[j], in the state
+    rule.set_scales(state, np.zeros((5, 3)), np.array([1.0, 2.0, 4.0, 1.0, 0.5]))
+    np.testing.assert_array_equal(state.coord_lr, [1.0, 0.5, 0.25, 1.0, 2.0])
 
 
 def test_pack_steps():
