@@ -4,8 +4,8 @@ Column scales spread over three decades (log-uniform in [1e-2, 1e1]) make a
 single step size wrong for most coordinates: ``1 / L`` for the largest row is
 tiny for the small-scale columns.  Both of the estimator's optimizers adapt
 per coordinate: the default SVRG steps are preconditioned by each column's
-``1 / sqrt(sum of squares)`` and normalised per row, AMSGrad divides by
-``sqrt(vhat)``.
+``sqrt(rows touching it) / sum of squares`` (invariant to the column's scale) and
+normalised per row, AMSGrad divides by ``sqrt(vhat)`` and by each column's scale.
 
     python examples/amsgrad_vs_sgd.py [--size small|medium|large]
 

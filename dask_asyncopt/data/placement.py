@@ -9,6 +9,7 @@ validation (structure, finite values) happens there.
 
 import math
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -73,19 +74,26 @@ def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
     n = X.shape[0]
     perm = rng.permutation(n)
     bounds = np.linspace(0, n, len(loop_workers) + 1).astype(int)
+    seeds = [int(rng.integers(2**31)) for _ in loop_workers]
     in_process = client.scheduler.address.startswith("inproc://")
-    shards = []
-    for i, addr in enumerate(loop_workers):
+
+    def place(i):
         idx = perm[bounds[i]:bounds[i + 1]]
         part = (X, Y, W, idx) if in_process else (
             X[idx], Y[idx], None if W is None else W[idx], None)
-        part = client.scatter(part, workers=[addr], direct=True, hash=False)
-        shards.append(client.submit(
+        part = client.scatter(part, workers=[loop_workers[i]], direct=True, hash=False)
+        return client.submit(
             lambda part, layout, seed: shard_from_arrays(*part[:3], layout, seed, part[3]),
-            part, layout, int(rng.integers(2**31)), workers=[addr],
+            part, layout, seeds[i], workers=[loop_workers[i]],
             allow_other_workers=False, pure=False,
-            key=f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}"))
-    return shards, n
+            key=f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}")
+
+    if in_process or len(loop_workers) == 1:
+        return [place(i) for i in range(len(loop_workers))], n
+    # One loop's rows are gathered (scipy releases the GIL) and serialised while
+    # another's are on the wire.
+    with ThreadPoolExecutor(min(len(loop_workers), 4)) as pool:
+        return list(pool.map(place, range(len(loop_workers)))), n
 
 
 def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):

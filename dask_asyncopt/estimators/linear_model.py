@@ -848,7 +848,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Parameters
         ----------
         X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            This call's training samples, as in :meth:`fit`.
         y : array-like or dask array of shape (n_samples,)
+            Their labels.
         classes : array-like of shape (n_classes,), default=None
             Every label the stream holds; required on the first call, and if
             given later the same.  Labels of ``y`` outside it are an error.
@@ -858,6 +860,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Returns
         -------
         self : object
+            The estimator, updated by one pass over ``X``.
         """
         return self._partial(X, y, classes, sample_weight)
 
@@ -1061,12 +1064,16 @@ early_stopping, validation_fraction :
         Parameters
         ----------
         X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            This call's training samples, as in :meth:`fit`.
         y : array-like or dask array of shape (n_samples,)
+            Their target values.
         sample_weight : array-like or dask array of shape (n_samples,), default=None
+            As in :meth:`fit`.
 
         Returns
         -------
         self : object
+            The estimator, updated by one pass over ``X``.
         """
         return self._partial(X, y, sample_weight=sample_weight)
 

@@ -124,13 +124,18 @@ class Exchange(WorkerPlugin):
     # ------------------------------------------------------------ serving
     async def _serve(self, comm, **_):
         """Serve one incoming link until it closes: its requests in order, on a
-        thread of its own."""
+        thread of its own -- or right here on the event loop when every request
+        of a batch is one its object declares quick (see :meth:`_quick`): no
+        thread hop, which on a busy machine costs a context switch each way."""
         self.incoming.add(comm)
         runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncopt-link")
         try:
             while not self.closed:
                 batch = await comm.read()
-                replies = await self.loop.run_in_executor(runner, self._run, batch)
+                if self._quick(batch):
+                    replies = self._run(batch)
+                else:
+                    replies = await self.loop.run_in_executor(runner, self._run, batch)
                 if replies:
                     await comm.write(replies)
         except (OSError, asyncio.CancelledError):
@@ -140,6 +145,20 @@ class Exchange(WorkerPlugin):
             comm.abort()
             runner.shutdown(wait=False)
         return Status.dont_reply
+
+    def _quick(self, batch):
+        """Whether every request of ``batch`` is to a method that never waits for
+        another caller, as its object says (``quick(method)``; objects without
+        it are served on the link's thread).  A waiting method on the event
+        loop would stall every link of this worker, the pushes that end its
+        wait included."""
+        actors = self.worker.state.actors
+        for _, key, method, _, _ in batch:
+            if key is not None:
+                quick = getattr(actors.get(key), "quick", None)
+                if quick is None or not quick(method):
+                    return False
+        return True
 
     def _run(self, batch):
         actors = self.worker.state.actors
@@ -181,14 +200,14 @@ class Link:
         self.exchange._spawn(self._writer())
         self.exchange._spawn(self._reader())
 
-    def call(self, key, method, args, kwargs, reply=True):
+    def call(self, key, method, args, kwargs, reply=True, now=False):
         """Send ``method(*args, **kwargs)`` to the actor ``key``; a
         ``concurrent.futures.Future`` of its result.
 
         Without ``reply`` (``None`` is returned) the request waits in the outbox
         for the next one with a reply (or :meth:`flush`) and travels with it: a
         loop's push and its next read are one message, one wake-up of each
-        event loop.
+        event loop.  ``now``: written at once all the same (others wait for it).
         """
         if self.error is not None:
             raise self.error
@@ -199,7 +218,7 @@ class Link:
             self.pending[rid] = future
         self.n_calls += 1
         self.outbox.append([rid, key, method, _wrap(args), _wrap(kwargs)])
-        if reply:
+        if reply or now:
             self.loop.call_soon_threadsafe(self.wake.set)
             if self.error is not None and not future.done():  # failed meanwhile
                 future.set_exception(ChannelError(

@@ -117,15 +117,30 @@ class Handle:
 
     def send(self, method, *args, **kwargs):
         """A call whose reply nobody needs (a push): through a link it costs no round
-        trip, and the caller's next call on the link sees it applied; a failure
-        fails that next call.  Elsewhere it is a call waited for."""
+        trip and travels with the caller's next call on the link, which sees it
+        applied; a failure fails that next call.  Elsewhere it is a call waited
+        for (through the method's async twin if it has one, see :meth:`wait`;
+        check-ins have none: they never wait in the store).  Only for calls
+        nobody else waits for: see :meth:`post`."""
+        self._send(method, args, kwargs, False)
+
+    def post(self, method, *args, **kwargs):
+        """:meth:`send` written at once: for a call that *other* callers wait for
+        (a check-in of a block the next holder waits to acquire).  Held back
+        until this caller's next call on the link, it could wait behind this
+        caller's own wait for a holder that waits for it."""
+        self._send(method, args, kwargs, True)
+
+    def _send(self, method, args, kwargs, now):
         if self.obj is not None:
             getattr(self.obj, method)(*args, **kwargs)
         elif self.link is not None:
             self.n_calls += 1
-            self.link.call(self.ref.key, method, args, kwargs, reply=False)
-        else:
+            self.link.call(self.ref.key, method, args, kwargs, reply=False, now=now)
+        elif hasattr(self.ref.cls, method + "_async"):
             self.wait(method, *args, **kwargs).result(kwargs.get("timeout"))
+        else:
+            self.call(method, *args, **kwargs).result(kwargs.get("timeout"))
 
     def flush(self):
         """Something to wait on until every call sent before was applied."""

@@ -283,16 +283,32 @@ def diverged(config):
         f"the factors became non-finite: the step size is too large for this data; {hint}")
 
 
+def load_kernel(config):
+    """Load the rating kernel (for ``config.rule``) in this process on no ratings.
+
+    Called by every loop before it holds anything: a fresh worker process (a
+    nanny's restart after a lost worker, say) loads or compiles the kernel on
+    its first call, which on a loaded machine can outlast another loop's wait
+    for a block it holds; that loop's ``timeout`` would then blame a live,
+    merely slow, loop.  Holding a block never includes loading the kernel.
+    """
+    none, rows = np.empty(0, np.int32), np.empty((0, 2))
+    sgd_ratings(none, none, np.empty(0), np.empty(0, np.int64), rows, rows, config.mu,
+                config.eta, config.reg_factors, config.reg_biases, config.rule, *config.adam)
+
+
 def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch, table=None):
     """One pass of loop ``worker`` over its strata; returns its report.
 
     ``sync``: DSGD's schedule, each check-out at its ticket.  ``asyb``: the
     check-out ``table`` hands the loop whichever block it has not visited
-    this epoch is free first (one call, no polling).  Check-ins are sent
-    without waiting (the block's next holder waits for them at the block).
+    this epoch is free first (one call, no polling).  Check-ins are posted
+    at once without waiting for a reply (the block's next holder waits for
+    them at the block).
     """
     secede()  # a long-running task: free the worker's slot
     started = time.perf_counter()
+    load_kernel(config)
     timeout = config.timeout
     sync = config.solver == "sync"
     user_block = bind([user_actor], config=config)[0]
@@ -343,9 +359,10 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch, table=No
                 blocks[b].call("give_back", worker).result(10)
                 raise
             kernel_time += time.perf_counter() - tick
-            blocks[b].send("release", worker, V, ratings.shape[0])  # V: not used again
+            # posted, not sent: the block's next holder waits for both
+            blocks[b].post("release", worker, V, ratings.shape[0])  # V: not used again
             if checkout is not None:
-                checkout.send("release", b)
+                checkout.post("release", b)
             sse += part
             n_seen += ratings.shape[0]
             visits += 1

@@ -45,7 +45,7 @@ from ..store.replicas import Replica
 from .adpsgd import Gossip, consensus, own_replica
 from .config import PassReport
 from .handles import bind, remote_calls
-from .mf import diverged
+from .mf import diverged, load_kernel
 
 
 def block_offsets(sizes):
@@ -57,6 +57,7 @@ def run_mf_gossip_epoch(shard, user_actor, replicas, config, worker, epoch):
     """One pass of loop ``worker`` over its strata against its item replica."""
     secede()
     started = time.perf_counter()
+    load_kernel(config)
     timeout = config.timeout
     n_loops = config.n_loops
     offsets = config.offsets

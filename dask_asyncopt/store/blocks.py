@@ -137,7 +137,7 @@ class BlockServer(EpochHandOff):
         over the pushes that touched it rather than their sum (for updates
         that already contain their proximal steps, see ``_apply_round``).
     precondition : bool
-        Serve the SVRG sweeps the preconditioner ``1 / sqrt(energy)`` (see
+        Serve the SVRG sweeps the preconditioner ``sqrt(counts) / energy`` (see
         :meth:`finish_snapshot`); otherwise ones (a user's constant step).
     """
 
@@ -174,7 +174,7 @@ class BlockServer(EpochHandOff):
         self.counts = np.zeros(n_coords, dtype=np.int64)
         self.energy = np.zeros(n_coords)  # sum of each column's squares (intercept: rows)
         self.pen_scale = np.zeros(n_coords)  # n / counts (0: unpenalised), see pull_packed
-        self.precond = np.zeros(n_coords)  # 1 / sqrt(energy), see finish_snapshot
+        self.precond = np.zeros(n_coords)  # sqrt(counts) / energy, see preconditioner
         self.snapshot_parts = {}
         self.arrived = {}  # barrier key -> loops arrived (see arrive)
         self.reported = {}  # snapshot key -> loops whose snapshot parts are all in
@@ -268,6 +268,13 @@ class BlockServer(EpochHandOff):
         if ids is None:
             return self.drift.copy(), self.counts.copy()
         return self.drift[ids], self.counts[ids]
+
+    def quick(self, method):
+        """Whether ``method`` never waits for another caller (a channel serves such
+        calls on its event loop): a read, and a push when no ``max_staleness``
+        holds pushes back.  Everything else may wait (a sync round, the
+        hand-off) or is rare."""
+        return method == "pull" or (method == "push" and self.max_staleness is None)
 
     def pull_packed(self, ids, out, worker=-1, min_version=None, timeout=None):
         """Write ``[values | drift | penalty scale]`` of ``ids`` into ``out``.

@@ -17,13 +17,21 @@ from ..conftest import cluster_is_clean
 
 
 def _rows(shard):
-    """A shard's rows (dense, with their targets), in chunk order."""
+    """A shard's rows (dense, with their targets and weights), in chunk order; an
+    unweighted chunk's weights (``NO_WEIGHTS``) are all 1."""
     X = np.vstack([c.X.toarray() if hasattr(c.X, "indptr") else c.X for c in shard.chunks])
-    return X, np.vstack([c.Y for c in shard.chunks])
+    W = np.vstack([np.ones_like(c.Y) if c.W.size == 0 else c.W for c in shard.chunks])
+    return X, np.vstack([c.Y for c in shard.chunks]), W
 
 
-def _as_set(X, Y):
-    return sorted(map(tuple, np.hstack([X, Y]).round(12).tolist()))
+def _as_set(*columns):
+    return sorted(map(tuple, np.hstack(columns).round(12).tolist()))
+
+
+def _encode(labels, sample_weight):
+    """A classifier's targets (+1 / -1) and weights, shaped as the targets."""
+    Y = np.where(labels == 1, 1.0, -1.0)[:, None]
+    return Y, None if sample_weight is None else sample_weight[:, None]
 
 
 def test_auto_batch_size_aims_at_target_non_zeros():
@@ -39,13 +47,17 @@ def test_auto_batch_size_aims_at_target_non_zeros():
 def test_shard_from_arrays_takes_the_rows_and_chooses_the_batch():
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(300, 4)), rng.normal(size=(300, 1))
+    W = rng.uniform(0.5, 2.0, size=(300, 1))
     rows = np.sort(rng.choice(300, 120, replace=False))
-    shard = placement.shard_from_arrays(X, Y, ShardLayout(4, 2, False), 0, rows)
+    shard = placement.shard_from_arrays(X, Y, W, ShardLayout(4, 2, False), 0, rows)
     assert isinstance(shard, WorkerShard) and shard.n_rows == 120
     assert [c.n_rows for c in shard.chunks] == [16] * 7 + [8]  # auto: max(16, 120 / 8)
-    got_X, got_Y = _rows(shard)
+    got_X, got_Y, got_W = _rows(shard)
     np.testing.assert_array_equal(got_X, X[rows][:, [0, 2, 1, 3]])  # columns: block order
     np.testing.assert_array_equal(got_Y, Y[rows])
+    np.testing.assert_array_equal(got_W, W[rows])  # each row keeps its weight
+    unweighted = placement.shard_from_arrays(X, Y, None, ShardLayout(4, 2, False), 0, rows)
+    assert all(c.W.size == 0 for c in unweighted.chunks)  # NO_WEIGHTS: every weight 1
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -53,26 +65,30 @@ def test_shard_from_parts_stacks_encodes_and_shuffles(sparse):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(90, 5)) * (rng.random((90, 5)) < 0.6)
     y = rng.integers(0, 2, 90)
+    sw = rng.uniform(0.5, 2.0, 90)
     cuts = [0, 20, 55, 90]
     parts = [X[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     if sparse:
         parts = [sp.csr_matrix(p) for p in parts]
     y_parts = [y[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    w_parts = [sw[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    layout = ShardLayout(5, 1, False, 30)
 
-    def encode(labels):
-        return np.where(labels == 1, 1.0, -1.0)[:, None]
-
-    shard = placement.shard_from_parts(parts, y_parts, encode, ShardLayout(5, 1, False, 30), 4)
-    got_X, got_Y = _rows(shard)
-    assert _as_set(got_X, got_Y) == _as_set(X, encode(y))  # every row with its target
+    shard = placement.shard_from_parts(parts, y_parts, w_parts, _encode, layout, 4)
+    got_X, got_Y, got_W = _rows(shard)
+    # every row with its target and its weight
+    assert _as_set(got_X, got_Y, got_W) == _as_set(X, *_encode(y, sw))
     assert not np.array_equal(got_X, X)  # shuffled once, here
-    again = _rows(placement.shard_from_parts(parts, y_parts, encode,
-                                             ShardLayout(5, 1, False, 30), 4))
+    again = _rows(placement.shard_from_parts(parts, y_parts, w_parts, _encode, layout, 4))
     np.testing.assert_array_equal(again[0], got_X)  # by the seed
+    got_X, got_Y, got_W = _rows(placement.shard_from_parts(parts, y_parts, None, _encode,
+                                                           layout, 4))
+    assert _as_set(got_X, got_Y) == _as_set(X, _encode(y, None)[0])
+    assert (got_W == 1).all()  # unweighted
     bad = [p.copy() for p in parts]
     bad[1][3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
-        placement.shard_from_parts(bad, y_parts, encode, ShardLayout(5, 1, False, 30), 4)
+        placement.shard_from_parts(bad, y_parts, w_parts, _encode, layout, 4)
 
 
 @pytest.mark.parametrize("where", ["client", "process_client"])
@@ -81,9 +97,10 @@ def test_place_in_memory_ships_one_shuffled_part_to_each_loops_worker(request, w
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1000, 6))
     Y = rng.normal(size=(1000, 1))
+    W = rng.uniform(0.5, 2.0, size=(1000, 1))
     workers = sorted(client.nthreads())
     loop_workers = [workers[0], workers[1], workers[0]]  # three loops on two workers
-    futures, n = placement.place_in_memory(client, X, Y, loop_workers,
+    futures, n = placement.place_in_memory(client, X, Y, W, loop_workers,
                                            ShardLayout(6, 2, False, 100),
                                            np.random.default_rng(0))
     try:
@@ -96,7 +113,9 @@ def test_place_in_memory_ships_one_shuffled_part_to_each_loops_worker(request, w
         rows = [_rows(s) for s in shards]
         got_X = np.vstack([r[0] for r in rows])[:, np.argsort([0, 2, 4, 1, 3, 5])]
         got_Y = np.vstack([r[1] for r in rows])
-        assert _as_set(got_X, got_Y) == _as_set(X, Y)  # every row once, with its target
+        got_W = np.vstack([r[2] for r in rows])
+        # every row once, with its target and its weight
+        assert _as_set(got_X, got_Y, got_W) == _as_set(X, Y, W)
         assert not np.array_equal(got_Y, Y)  # shuffled
         assert len({f.key for f in futures}) == 3 and all(
             f.key.startswith("asyncopt-shard-") for f in futures)
@@ -109,15 +128,14 @@ def test_place_dask_gives_each_loop_whole_partitions(client):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, 6))
     y = rng.integers(0, 2, 400)
+    sw = rng.uniform(0.5, 2.0, 400)
     Xd = da.from_array(X, chunks=(50, 3))  # 8 row chunks, 2 column chunks
     yd = da.from_array(y, chunks=100)
-
-    def encode(labels):
-        return np.where(labels == 1, 1.0, -1.0)[:, None]
+    swd = da.from_array(sw, chunks=200)  # rechunked as X's rows
 
     workers = sorted(client.nthreads())
-    futures, n = placement.place_dask(client, Xd, yd, workers,
-                                      ShardLayout(6, 2, False, 64), encode,
+    futures, n = placement.place_dask(client, Xd, yd, swd, workers,
+                                      ShardLayout(6, 2, False, 64), _encode,
                                       np.random.default_rng(0))
     try:
         assert n == 400 and len(futures) == 2
@@ -127,18 +145,19 @@ def test_place_dask_gives_each_loop_whole_partitions(client):
         got = [_rows(s) for s in shards]
         got_X = np.vstack([g[0] for g in got])[:, np.argsort([0, 2, 4, 1, 3, 5])]
         got_Y = np.vstack([g[1] for g in got])
-        assert _as_set(got_X, got_Y) == _as_set(X, encode(y))
+        got_W = np.vstack([g[2] for g in got])
+        assert _as_set(got_X, got_Y, got_W) == _as_set(X, *_encode(y, sw))
     finally:
         client.cancel(futures)
     assert cluster_is_clean(client)
     with pytest.raises(ValueError, match="rechunk X into at least n_workers row chunks"):
-        placement.place_dask(client, da.from_array(X, chunks=(400, 6)), yd, workers,
-                             ShardLayout(6, 2, False, 64), encode, np.random.default_rng(0))
+        placement.place_dask(client, da.from_array(X, chunks=(400, 6)), yd, None, workers,
+                             ShardLayout(6, 2, False, 64), _encode, np.random.default_rng(0))
     bad = X.copy()
     bad[123, 4] = np.inf
     with pytest.raises(ValueError, match="NaN or infinity"):
-        placement.place_dask(client, da.from_array(bad, chunks=(50, 6)), yd, workers,
-                             ShardLayout(6, 2, False, 64), encode, np.random.default_rng(0))
+        placement.place_dask(client, da.from_array(bad, chunks=(50, 6)), yd, None, workers,
+                             ShardLayout(6, 2, False, 64), _encode, np.random.default_rng(0))
     assert cluster_is_clean(client)
 
 
@@ -150,7 +169,7 @@ def test_placement_keeps_rows_shuffled(client):
     Y = np.repeat([[-1.0], [1.0]], n // 2, axis=0)  # sorted by class
     workers = sorted(client.nthreads())
     layout = ShardLayout(n_features=50, n_blocks=2, fit_intercept=True, batch_size=200)
-    futures, _ = placement.place_in_memory(client, X, Y, workers, layout,
+    futures, _ = placement.place_in_memory(client, X, Y, None, workers, layout,
                                            np.random.default_rng(0))
     for shard in client.gather(futures):
         for chunk in shard.chunks:

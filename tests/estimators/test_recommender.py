@@ -120,12 +120,14 @@ def test_containers_give_the_same_model(client, tiny):
 
 
 def test_non_contiguous_ids_are_mapped(client, tiny):
+    """Ids are labels: large and gappy, negative or fractional ids in the integers'
+    order map to the same rows, so the sync fit is the same model."""
     X, y = tiny
     ref = fast(solver="sync").fit(X, y)
-    sparse_ids = X * 1000 + 10**12  # large, gappy ids
-    mf = fast(solver="sync").fit(sparse_ids, y)
-    np.testing.assert_array_equal(mf.user_ids_, np.unique(sparse_ids[:, 0]))
-    np.testing.assert_array_equal(mf.predict(sparse_ids), ref.predict(X))
+    for ids in (X * 1000 + 10**12, X - 500, X / 4 - 0.5):
+        mf = fast(solver="sync").fit(ids, y)
+        np.testing.assert_array_equal(mf.user_ids_, np.unique(ids[:, 0]))
+        np.testing.assert_array_equal(mf.predict(ids), ref.predict(X))
 
 
 def test_early_stopping_keeps_best_epoch(client, ratings):
@@ -198,20 +200,23 @@ def test_unknown_ids_fall_back_to_mean_and_bias(blocks):
     items, scores = mf.recommend([999], n=5)
     np.testing.assert_array_equal(items[0], mf.item_ids_[np.argsort(-mf.item_bias_)[:5]])
     np.testing.assert_allclose(scores[0], mf.global_mean_ + np.sort(mf.item_bias_)[::-1][:5])
-    neighbours, sims = mf.similar_items([999], n=3)
-    assert neighbours.shape == (1, 3) and (sims == 0).all()
+    # an unknown item has no factors: no similarity to rank by
+    with pytest.raises(KeyError, match="unknown item id.s. 999"):
+        mf.similar_items([999], n=3)
 
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("X, y, error, match", [
-    (np.array([[0, 1], [-1, 2]]), [1.0, 2.0], ValueError, "negative ids"),
-    (np.array([[0, 1.5], [1, 2]]), [1.0, 2.0], ValueError, "fractional ids"),
+    # ids are labels (negative, fractional, strings: all fine), but each rating needs one
+    (np.array([[0, 1], [np.nan, 2]]), [1.0, 2.0], ValueError, "missing user id"),
+    (np.array([[0, 1], [1, None]], dtype=object), [1.0, 2.0], ValueError,
+     "missing item id"),
     (np.array([[0, 1, 2], [1, 2, 3]]), [1.0, 2.0], ValueError, r"shape \(n_ratings, 2\)"),
     (np.array([0, 1]), [1.0, 2.0], ValueError, r"shape \(n_ratings, 2\)"),
     (np.array([[0, 1], [1, 2]]), [1.0, np.nan], ValueError, "y contains NaN or infinity"),
     (np.array([[0, 1], [1, 2]]), [1.0, np.inf], ValueError, "y contains NaN or infinity"),
     (np.array([[0, 1], [1, 2]]), [1.0], ValueError, "2 pairs but y has 1"),
-    (np.array([["a", "b"], ["c", "d"]]), [1.0, 2.0], TypeError, "integer ids"),
+    (np.array([["a", "b"], ["c", "d"]]), ["x", "y"], TypeError, "numeric ratings"),
     (sp.eye(3, format="csr"), [1.0, 2.0, 3.0], TypeError, "pass the users x items"),
     (np.array([[0, 1], [1, 2]]), None, TypeError, "needs a scipy.sparse"),
     (np.zeros((0, 2), dtype=int), np.zeros(0), ValueError, "0 ratings"),
@@ -231,8 +236,12 @@ def test_bad_parameters_and_serving_input(client, blocks):
                 {"adam_epsilon": 0.0}, {"eta0": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             MatrixFactorization(**bad).fit(np.array([[0, 1]]), [1.0])
-    with pytest.raises(ValueError, match="fractional ids"):
-        blocks.predict([[0.5, 1]])
+    with pytest.raises(ValueError, match="missing user id"):
+        blocks.predict([[np.nan, 1]])
+    # a fractional id is a label fit never saw: global mean plus the item's bias
+    item = blocks.item_index_.get_loc(1)
+    assert blocks.predict([[0.5, 1]])[0] == pytest.approx(
+        blocks.global_mean_ + blocks.item_bias_[item])
     with pytest.raises(ValueError, match="n must be a positive integer"):
         blocks.recommend([0], n=0)
     with pytest.raises(FloatingPointError, match="eta0"):

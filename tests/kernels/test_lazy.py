@@ -91,6 +91,52 @@ def test_add_rows_is_fancy_add():
     np.testing.assert_allclose(target, want, rtol=1e-15)
 
 
+def test_gather_rows_is_fancy_indexing():
+    """Into a strided view of a work array too (a loop's pull writes there)."""
+    rng = np.random.default_rng(2)
+    source = rng.normal(size=(20, 3))
+    ids = np.array([7, 0, 19, 7, 4], dtype=np.int64)  # any order, repeats
+    work = np.full((5, 6), np.nan)
+    lazy.gather_rows(source, ids, work[:, 1:4])
+    np.testing.assert_array_equal(work[:, 1:4], source[ids])
+    assert np.isnan(work[:, [0, 4, 5]]).all()  # nothing written outside the view
+    lazy.gather_rows(source, ids[:0], work[:0, 1:4])  # no ids: nothing to do
+
+
+def _add_matching_reference(dst_ids, dst, src_ids, src):
+    out = dst.copy()
+    for q, j in enumerate(src_ids):
+        out[dst_ids == j] += src[q]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_add_matching_adds_where_the_sorted_ids_meet(seed):
+    """A loop's own update of a chunk (``src`` at ``src_ids``) added to a read of the
+    next chunk (``dst`` at ``dst_ids``) on the coordinates both touch."""
+    rng = np.random.default_rng(seed)
+    dst_ids = np.sort(rng.choice(40, size=15, replace=False)).astype(np.int64)
+    src_ids = np.sort(rng.choice(40, size=12, replace=False)).astype(np.int64)
+    dst, src = rng.normal(size=(15, 2)), rng.normal(size=(12, 2))
+    want = _add_matching_reference(dst_ids, dst, src_ids, src)
+    assert not np.array_equal(want, dst)  # some ids meet
+    lazy.add_matching(dst_ids, dst, src_ids, src)
+    np.testing.assert_array_equal(dst, want)
+
+
+def test_add_matching_edges():
+    dst = np.zeros((3, 1))
+    lazy.add_matching(np.array([1, 5, 9]), dst, np.array([0, 2, 4]), np.ones((3, 1)))
+    np.testing.assert_array_equal(dst, 0.0)  # no common id
+    lazy.add_matching(np.array([1, 5, 9]), dst, np.array([9, 10]), np.full((2, 1), 2.0))
+    np.testing.assert_array_equal(dst.ravel(), [0.0, 0.0, 2.0])  # the last one only
+    lazy.add_matching(np.array([1, 5, 9]), dst, np.array([1]), np.full((1, 1), 3.0))
+    np.testing.assert_array_equal(dst.ravel(), [3.0, 0.0, 2.0])  # the first one only
+    lazy.add_matching(np.array([1, 5, 9]), dst, np.zeros(0, dtype=np.int64),
+                      np.zeros((0, 1)))
+    np.testing.assert_array_equal(dst.ravel(), [3.0, 0.0, 2.0])  # nothing to add
+
+
 def test_add_entries_is_fancy_add():
     rng = np.random.default_rng(1)
     target = rng.integers(0, 50, size=30)

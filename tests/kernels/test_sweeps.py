@@ -345,11 +345,15 @@ def test_subtract_finite(bad):
 
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
 def test_all_finite(bad):
-    a = np.linspace(-5.0, 5.0, 11)
+    """Any 2-d array, a strided view included (the delta of a pushed block)."""
+    a = np.linspace(-5.0, 5.0, 24).reshape(4, 6)
     if bad is not None:
-        a[7] = bad
+        a[2, 3] = bad
     assert sweeps.all_finite(a) == (bad is None)
-    assert sweeps.all_finite(np.empty(0))
+    assert sweeps.all_finite(a[:, 1::2]) == (bad is None)  # (2, 3) is in the view
+    assert sweeps.all_finite(a[:, ::2])  # and not in this one
+    assert sweeps.all_finite(a.T) == (bad is None)
+    assert sweeps.all_finite(np.empty((0, 3)))
 
 
 def test_clip_bounds_a_derivative():

@@ -145,10 +145,16 @@ def test_state_layout_copy_and_given_moments():
     assert state._fields == ("m", "v", "vhat", "t", "lr", "coord_lr")
     assert state.m.shape == state.v.shape == state.vhat.shape == (5, 3)
     assert list(state.t) == [0] and list(state.lr) == [0.03]
+    assert list(state.coord_lr) == [1.0] * 5  # every coordinate takes the whole step
     copy = state.copy()
     copy.m[0, 0] = 1.0
     copy.t[0] = 7
-    assert state.m[0, 0] == 0.0 and state.t[0] == 0  # an independent copy
+    copy.coord_lr[2] = 0.5
+    # an independent copy
+    assert state.m[0, 0] == 0.0 and state.t[0] == 0 and state.coord_lr[2] == 1.0
+    # set_scales: coordinate j steps by lr / column_scale[j], in the state
+    rule.set_scales(state, np.array([1.0, 2.0, 4.0, 1.0, 0.5]))
+    np.testing.assert_array_equal(state.coord_lr, [1.0, 0.5, 0.25, 1.0, 2.0])
     given = tuple(np.full((5, 3), v) for v in (0.1, 0.2, 0.3))
     warm = rule.init(5, 3, moments=given)
     assert [float(a[0, 0]) for a in warm[:3]] == [0.1, 0.2, 0.3]

@@ -32,10 +32,16 @@ def _seen(pid, states, timeout=60.0):
 
 @pytest.fixture
 def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    """A process asleep (state S): it says so once started, so that no state of its
+    start-up (reading files: D) is taken for anything else."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
     yield proc.pid
     proc.kill()
     proc.wait()
+    proc.stdout.close()
 
 
 def test_slowdown_must_exceed_one():

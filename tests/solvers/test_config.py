@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from dask_asyncopt.data.shards import NO_WEIGHTS
 from dask_asyncopt.kernels import sweeps
 from dask_asyncopt.objective.losses import HUBER, LOG_LOSS
 from dask_asyncopt.objective.penalties import ElasticNet
@@ -72,8 +73,8 @@ def test_a_sweep_with_kernel_args_is_the_problems_sgd(schedule, name):
     Xc = sp.csr_matrix(X)
     w = w0.copy()
     loss, sched, params = kernel_args(problem)
-    got = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, rows, w, 5, loss, sched, params,
-                           3.0, 2.0)
+    got = sweeps.sweep_csr(Xc.indptr, Xc.indices, Xc.data, Y, NO_WEIGHTS, rows, w, 5, loss,
+                           sched, params, 3.0, 2.0)
     want = ref_sweep(X, Y, rows, w0, 5, "log_loss", name, {
         "eta0": 0.2, "alpha": 0.03, "l1_ratio": 0.25, "t0": 50.0, "power_t": 0.4,
         "epsilon": 0.6, "decay": 0.01}, 3.0, 2.0)
@@ -121,7 +122,10 @@ def test_reports_and_decisions():
     assert EpochReport(epoch).passes() == [epoch]
     assert EpochReport(epoch, after, start, 0.5).passes() == [start, epoch, after]
     assert EpochReport(epoch, after).eta is None
-    assert Decision(100, None) == (100, None) and Decision(7, "c").config == "c"
+    assert EpochReport(epoch).remote_calls == 0 == epoch.remote_calls
+    # go on to a sample count, with a new loop configuration or not; or undo the epoch
+    assert Decision(100) == (100, None, False) and Decision(7, "c").config == "c"
+    assert Decision(7, redo=True).redo and not Decision(7, "c").redo
     result = FitResult(np.zeros(2))
     assert (result.history, result.n_iter, result.t, result.best_epoch) == ([], 0, 0, 0)
     assert FitResult(None).history is not result.history  # no shared default list

@@ -5,11 +5,11 @@ others (process workers), and chunks' ids sent once per fit to a remote block.""
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import get_worker
+from distributed import Actor, get_worker
 
 from dask_asyncopt.data.shards import ShardLayout, make_shard
 from dask_asyncopt.objective.penalties import ElasticNet
-from dask_asyncopt.solvers.handles import Handle, Ready, bind, objects_here
+from dask_asyncopt.solvers.handles import Handle, Ready, StoreRef, bind, objects_here
 from dask_asyncopt.store.blocks import BlockServer, IdSet
 from dask_asyncopt.store.replies import Pulled, StoreStats
 
@@ -113,9 +113,21 @@ def test_a_loop_sends_a_chunks_ids_once_to_a_remote_block(process_client):
 
 
 def test_handle_without_shard_or_object():
-    h = Handle(actor=None, obj=None, sent=set(), loop=1)
+    """Loops get references (key, address), not actors: without the object here or a
+    channel link, the handle binds an actor from the reference; it names a chunk's
+    ids by their key after the first time.  With the object here it calls it."""
+    ref = StoreRef("asyncopt-block-test", "tcp://127.0.0.1:1", BlockServer)
+    h = Handle(ref, obj=None, sent=set(), loop=1)
+    assert not h.local and h.ref is ref
+    assert isinstance(h.actor, Actor) and StoreRef.of(h.actor) == ref
     ids = np.arange(3)
     named = h.ids(ids)
-    assert isinstance(named, IdSet) and named.ids is ids and h.ids(ids).ids is None
+    assert isinstance(named, IdSet) and named.ids is ids and named.key == (1, id(ids))
+    again = h.ids(ids)
+    assert again.ids is None and again.key == named.key
     assert h.ids(None) is None
-    assert not h.local and Handle(None, obj=object()).local
+    obj = object()
+    here = Handle(ref, obj=obj, sent=set())
+    assert here.local and here.actor is None and here.ids(ids) is ids
+    assert isinstance(here.call("__repr__"), Ready) and here.n_calls == 0
+    del h

@@ -40,7 +40,7 @@ def _problem(svrg=True):
 
 def test_fit_returns_the_model_intercept_last_and_its_exact_objective(client, sparse):
     X, Y, y = sparse
-    result = fit_linear(client, (X, Y, None), _problem(),
+    result = fit_linear(client, (X, Y, None, None), _problem(),
                         Settings(solver="sync", max_iter=3, tol=None),
                         np.random.default_rng(0))
     assert isinstance(result, FitResult)
@@ -59,12 +59,12 @@ def test_resume_starts_from_the_checkpoint(client, sparse):
     model = np.random.default_rng(1).normal(size=(201, 1))
     resume = Checkpoint(model, 12345, 4)
     settings = Settings(solver="asyb", max_iter=4, tol=None, first_epoch=5, resume=resume)
-    result = fit_linear(client, (X, Y, None), _problem(), settings, np.random.default_rng(0))
+    result = fit_linear(client, (X, Y, None, None), _problem(), settings, np.random.default_rng(0))
     np.testing.assert_array_equal(result.model, model)
     assert result.history == [] and result.n_iter == 4
     # one more epoch of plain SGD: the samples go on from the checkpoint's
     settings = Settings(solver="asyb", max_iter=5, tol=None, first_epoch=5, resume=resume)
-    result = fit_linear(client, (X, Y, None), _problem(svrg=False), settings,
+    result = fit_linear(client, (X, Y, None, None), _problem(svrg=False), settings,
                         np.random.default_rng(0))
     assert [r["epoch"] for r in result.history] == [5] and result.n_iter == 5
     assert result.t == 12345 + X.shape[0]
@@ -74,7 +74,7 @@ def test_resume_starts_from_the_checkpoint(client, sparse):
 def test_warm_start_continues_the_sample_count(client, sparse):
     X, Y, _ = sparse
     init = np.zeros((201, 1))
-    result = fit_linear(client, (X, Y, None), _problem(svrg=False),
+    result = fit_linear(client, (X, Y, None, None), _problem(svrg=False),
                         Settings(max_iter=2, tol=None), np.random.default_rng(0), init=init,
                         t_start=500)
     assert result.t == 500 + 2 * X.shape[0]
@@ -88,10 +88,10 @@ def test_dask_input_runs_at_most_one_loop_per_row_chunk(client, sparse, chunks):
     Xd = da.from_array(X.toarray(), chunks=(-(-X.shape[0] // chunks), -1))
     yd = da.from_array(y, chunks=(Xd.chunks[0],))
 
-    def encode(part):
-        return np.where(part == 1, 1.0, -1.0)[:, None]
+    def encode(part, sample_weight):
+        return np.where(part == 1, 1.0, -1.0)[:, None], sample_weight
 
-    result = fit_linear(client, (Xd, yd, encode), _problem(svrg=False),
+    result = fit_linear(client, (Xd, yd, None, encode), _problem(svrg=False),
                         Settings(solver="adpsgd", max_iter=1, tol=None, n_workers=2),
                         np.random.default_rng(0))
     assert len(result.history[0]["loop_shares"]) == min(chunks, 2)
@@ -104,4 +104,4 @@ def test_a_cluster_without_workers_is_an_error(sparse):
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, \
             Client(cluster, set_as_default=False) as empty:
         with pytest.raises(RuntimeError, match="has no workers"):
-            fit_linear(empty, (X, Y, None), _problem(), Settings(), np.random.default_rng(0))
+            fit_linear(empty, (X, Y, None, None), _problem(), Settings(), np.random.default_rng(0))

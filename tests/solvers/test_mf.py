@@ -9,7 +9,7 @@ from dask_asyncopt.datasets import make_ratings
 from dask_asyncopt.kernels.factors import RULE_ADAGRAD, RULE_SGD
 from dask_asyncopt.solvers import mf
 from dask_asyncopt.solvers.config import FactorLoopConfig, PassReport
-from dask_asyncopt.store.factors import FactorBlock, initial_rows
+from dask_asyncopt.store.factors import CheckoutTable, FactorBlock, initial_rows
 from dask_asyncopt.store.replies import StoreStats
 
 from ..conftest import cluster_is_clean
@@ -112,24 +112,34 @@ def _factor_setup(client):
                                           ("asyb", "process_client")])
 def test_one_loops_epoch_on_real_blocks_equals_per_rating_sgd(request, solver, where):
     """One loop's epoch (check out each item block, Numba SGD over the stratum, check
-    in) == per-rating AdaGrad SGD in NumPy in the same block and rating order."""
+    in) == per-rating AdaGrad SGD in NumPy in the same block and rating order.
+    Under asyb the loop takes the blocks through the fit's check-out table (its
+    first free one in the loop's random order: all of them, one loop)."""
     client = request.getfixturevalue(where)
     layout, parts, users, items, shard, worker, mu = _factor_setup(client)
+    table = client.submit(CheckoutTable, N_BLOCKS, actor=True, workers=[worker], pure=False)
     config = FactorLoopConfig(solver, 1, mu, 0.05, 0.03, 0.02, RULE_ADAGRAD,
                               (0.9, 0.999, 1e-8), 30.0)
     try:
         user_actor, item_actors = users.result(30), client.gather(items)
+        table_actor = table.result(30)
         report = client.submit(mf.run_mf_epoch, shard, user_actor, item_actors, config, 0, 1,
+                               table=None if solver == "sync" else table_actor,
                                workers=[worker], pure=False).result(60)
         U = user_actor.rows().result(30)
         V = [a.rows().result(30) for a in item_actors]
-        side = mf.CheckedOutItems(item_actors, layout, 30.0)
+        # the driver's side of the blocks: the item blocks, then the table
+        side = mf.CheckedOutItems(item_actors + [table_actor], layout, 30.0)
+        assert side.loop_kwargs(solver) == ({} if solver == "sync" else {"table": table_actor})
         stats, extra = side.after_epoch([report])
         blocks = side.item_blocks()
         ustats = user_actor.stats().result(30)
-        del user_actor, item_actors, side
+        held = table_actor.acquire_any(5, list(range(N_BLOCKS)), 0.0).result(30)
+        del user_actor, item_actors, table_actor, side
     finally:
-        client.cancel([users, shard, *items], force=True)
+        client.cancel([users, shard, table, *items], force=True)
+    # every block checked in: the table has them all free again
+    assert held == 0
     # the reference: the same starting rows, the shard's block and rating orders
     replay = mf.RatingShard(parts[0], 9)
     U_ref = initial_rows(int(layout.user_sizes[0]), K, 0.3, [0, 0, 0])

@@ -3,18 +3,23 @@ fake topology (the topologies themselves are tested with their solvers), the his
 rows, validation and best model, checkpoints, restarts after a lost worker, the
 driver's collection of epoch reports from real loop tasks, and releasing everything."""
 
+import copy
+import gc
 import logging
 import math
+import pickle
 import time
 
 import numpy as np
 import pytest
+from distributed import wait
 
 from dask_asyncopt.objective.penalties import ElasticNet
 from dask_asyncopt.solvers.config import FitResult, PassReport, Settings, Validation
 from dask_asyncopt.solvers.run import (
     Checkpoint,
     EpochResult,
+    KeptStore,
     Run,
     WorkerLost,
     drive,
@@ -255,10 +260,12 @@ def test_store_columns():
              StoreStats(1, 5, pushes=2, staleness_sum=0, staleness_max=0)]
     reports = [PassReport(0, 0.0, 10, kernel_time=1.0, wall_time=4.0),
                PassReport(1, 0.0, 10, kernel_time=2.0, wall_time=2.0)]
-    assert store_columns(stats, reports) == {
-        "updates": 6, "staleness_mean": 1.0, "staleness_max": 3, "compute_fraction": 0.5}
-    assert store_columns([], []) == {"updates": 0, "staleness_mean": 0.0, "staleness_max": 0,
-                                      "compute_fraction": 0.0}
+    assert store_columns(stats, reports, 7) == {
+        "updates": 6, "staleness_mean": 1.0, "staleness_max": 3, "compute_fraction": 0.5,
+        "remote_calls": 7}
+    assert store_columns([], [], 0) == {"updates": 0, "staleness_mean": 0.0,
+                                         "staleness_max": 0, "compute_fraction": 0.0,
+                                         "remote_calls": 0}
 
 
 def test_epochs_result_without_a_best_model(client):
@@ -293,6 +300,44 @@ def test_on_cluster_releases_actors_and_reraises(client):
     assert cluster_is_clean(client)
     fut = _block(client)
     assert on_cluster(client, _run(client), [fut], lambda: 42) == 42
+    assert cluster_is_clean(client)
+
+
+def test_kept_store_serves_the_same_layout_and_model_only(client):
+    """``partial_fit``'s store between calls: ``take`` hands the kept actors back only
+    on the same client and layout key and for the model the last fit returned;
+    anything else releases them, as ``release`` and the store's garbage collection
+    do (nothing is left on the cluster).  ``forget`` hands them over instead;
+    copies and pickles of a store are empty."""
+    model = np.arange(3.0)
+
+    def kept_block(kept):
+        kept.keep(client, "layout", [_block(client)], ["ref"], None)
+        wait(kept.futures)
+        kept.model = model
+        return kept
+
+    kept = kept_block(KeptStore())
+    assert kept.take(client, "layout", model.copy()) == (["ref"], None)  # served, kept
+    assert kept.take(client, "layout", model) == (["ref"], None)
+    assert copy.deepcopy(kept).futures == [] and pickle.loads(pickle.dumps(kept)).refs == []
+    for key, start in [("other layout", model), ("layout", model + 1), ("layout", None),
+                       ("layout", model[:2])]:
+        assert kept.take(client, key, start) is None  # released
+        assert kept.futures == [] and cluster_is_clean(client)
+        kept = kept_block(kept)
+    kept.release()
+    assert cluster_is_clean(client)
+    kept = kept_block(KeptStore())
+    del kept  # the estimator's end: its store's finalizer frees the actors
+    gc.collect()
+    assert cluster_is_clean(client)
+    kept = kept_block(KeptStore())
+    futures = kept.forget()  # a failed fit frees them itself, with its own actors
+    assert len(futures) == 1 and kept.take(client, "layout", model) is None
+    assert not cluster_is_clean(client, wait=0.0)
+    client.cancel(futures, force=True)
+    del futures
     assert cluster_is_clean(client)
 
 
@@ -337,12 +382,13 @@ def test_release_stops_running_loops_then_frees_the_actors(request, where):
     assert cluster_is_clean(client)
 
 
-def _post_after(block, delay, worker, fail=False):
-    """A worker loop's task ending with its last epoch's post (or failing instead)."""
-    time.sleep(delay)
-    if fail:
+def _post_after(shard, actors, config, worker, delay, epoch, fail=False):
+    """A worker loop's task (as ``Run.start_loops`` submits it) ending with its last
+    epoch's post, loop 1 ``delay`` seconds after loop 0 (or failing instead)."""
+    time.sleep(delay * worker)
+    if fail and worker == 1:
         raise ValueError("a loop failed")
-    block.post_epoch(1, worker, worker).result(10)
+    actors[0].post_epoch(epoch, worker, worker).result(10)
     return {"worker": worker}
 
 
@@ -350,28 +396,34 @@ def _post_after(block, delay, worker, fail=False):
 def test_driver_collects_epochs_and_sees_failed_loops(request, where):
     """``Run.epoch_reports``: a loop whose task already ended (after its last post)
     is no failure while a slower one has yet to post; a failed loop's error is
-    raised.  Direct calls on a thread cluster, actor calls on a process cluster."""
+    raised as soon as its task ends (its end wakes the driver: no polling, no wait
+    for the timeout).  Direct calls on a thread cluster, actor calls on a process
+    cluster."""
     client = request.getfixturevalue(where)
     fut = client.submit(BlockServer, 0, 1, 3, 1, ElasticNet(), -1, "async", 2, None,
                         actor=True, key=f"test-handoff-driver-{where}")
+    workers = sorted(client.nthreads())
+    # a timeout no test machine reaches: a failure noticed only at the timeout fails
+    run = Run(client, [None, None], workers[:2], Settings(timeout=600), f"t-{where}")
     try:
-        run = Run(client, [], [], Settings(timeout=10), "t")
         run.actors = [fut.result(timeout=10)]
-        workers = sorted(client.nthreads())
-        for fail in (False, True):
-            run.loops = [client.submit(_post_after, run.actors[0], delay, i, fail and i == 1,
-                                       workers=[workers[i]], pure=False)
-                         for i, delay in enumerate((0.0, 0.4))]
-            run.epochs = (0, 1)
+        for epoch, fail in ((1, False), (2, True)):
+            run.epochs = (epoch - 1, 2)
+            run.start_loops(_post_after, "test", epoch, 0.4, epoch, fail)
             assert run.handles()[0].local == (where == "client")
             if fail:
+                started = time.monotonic()
                 with pytest.raises(ValueError, match="a loop failed"):
-                    run.epoch_reports(1, poll=0.05)
+                    run.epoch_reports(epoch)
+                assert time.monotonic() - started < 300  # woken by the failed task
             else:
-                assert run.epoch_reports(1, poll=0.05) == [0, 1]
-                assert run.epochs == (1, 1)
+                assert run.epoch_reports(epoch) == [0, 1]
+                assert run.epochs == (1, 2)
             run.loops.clear()
         # call_blocks: every actor at once, direct calls for those in this process
         assert [s.block for s in run.call_blocks("stats")] == [0]
     finally:
-        client.cancel([fut], force=True)
+        # as a failed fit's release: the stop wakes the driver's wait for the reports
+        fut.result(10).stop().result(10)
+        run._waiter.shutdown(wait=True)
+        client.cancel([fut] + run.loops, force=True)

@@ -67,9 +67,28 @@ def test_halving_steps_take_the_first_epochs_step_and_halve_on_a_rise():
 def test_rule_steps_with_variance_reduction():
     policy = RuleSteps(0.03, True, EarlyStopping(1e-3, 2), previous=1.0)
     assert policy.after(1, result(0.8), 0.8) == 0.03  # fell: constant
-    assert policy.after(2, result(0.9), 0.9) == 0.015  # rose: halved
-    # a stall (2 epochs without improvement: 2 and 3) stops: the constant step converges
+    assert not policy.rose and policy.previous == 0.8
+    assert policy.after(2, result(0.9), 0.9) == 0.015  # rose: rolled back, halved
+    assert policy.rose and policy.previous == 0.8  # the kept iterate's objective
+    # a stall (2 epochs without improvement: 2 and 3) stops: the constant step
+    # converges, a smaller one would only slow it
     assert policy.after(3, result(0.85), 0.85) is STOP
+
+
+def test_rule_steps_stop_when_every_epoch_is_rolled_back():
+    """An objective that rises epoch after epoch (each rolled back, the step halved)
+    stops the fit after MAX_ROLLBACKS in a row; a fall in between starts the count
+    again."""
+    policy = RuleSteps(1.0, True, EarlyStopping(None, 1), previous=1.0)
+    got = [policy.after(e, result(2.0), 2.0) for e in range(1, steps.MAX_ROLLBACKS + 1)]
+    assert got[:-1] == [0.5 ** e for e in range(1, steps.MAX_ROLLBACKS)]
+    assert got[-1] is STOP and policy.hopeless
+    again = RuleSteps(1.0, True, EarlyStopping(None, 1), previous=1.0)
+    for e in range(1, steps.MAX_ROLLBACKS):
+        again.after(e, result(2.0), 2.0)
+    assert again.after(steps.MAX_ROLLBACKS, result(0.5), 0.5) == 0.5 ** (
+        steps.MAX_ROLLBACKS - 1)  # fell: kept, the step as it was
+    assert not again.hopeless and again.in_a_row == 0
 
 
 def test_rule_steps_without_variance_reduction_decay():

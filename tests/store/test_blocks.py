@@ -179,6 +179,17 @@ def test_version_and_staleness_stats():
     np.testing.assert_array_equal(server.pull(None).values[:, 0], [0.0, 5.0, 5.0, 0.0])
 
 
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_quick_methods_are_those_that_never_wait(mode):
+    """A channel serves these on its event loop: a read never waits, a push only
+    under ``max_staleness`` (admission), a sync barrier read always may."""
+    free, bounded = new_server(mode=mode), new_server(mode=mode, max_staleness=1)
+    assert free.quick("pull") and bounded.quick("pull")
+    assert free.quick("push") and not bounded.quick("push")
+    for method in ("pull_when", "collect_epoch", "decide", "pull_packed"):
+        assert not free.quick(method)
+
+
 def test_warm_init_and_samples():
     rng = np.random.default_rng(2)
     init = rng.normal(size=(10, 2))
@@ -583,8 +594,10 @@ def test_snapshot_terms(mode):
     pulled = server.pull(np.array([1, 3, 4]), -1, True)
     np.testing.assert_array_equal(pulled.counts, [1, 5, 2])
     np.testing.assert_allclose(pulled.drift.ravel(), [2.0, 9.0 / 5, 2.0])
-    # the sweeps' preconditioner: 1 / sqrt(sum of squares), 0 where no row touches
-    np.testing.assert_allclose(server.svrg_terms()[2], [0.0, 1 / 2, 0.0, 1 / 5, 2.0])
+    # the sweeps' preconditioner: sqrt(rows touching) / sum of squares, 0 where no row
+    # touches (coordinate 3: 5 rows, 9 + 16; coordinate 4: 2 rows, 0.25)
+    np.testing.assert_allclose(server.svrg_terms()[2],
+                               [0.0, 1 / 4, 0.0, np.sqrt(5) / 25, np.sqrt(2) / 0.25])
     server.reset_snapshot()
     server.add_snapshot((0, 0), None, np.ones((5, 1)))
     server.finish_snapshot()
@@ -644,3 +657,93 @@ def test_barrier_times_out_and_stop_wakes_it():
     t.join(5)
     assert not t.is_alive() and len(errors) == 1
 
+
+
+# --------------------------------------------------------------------------
+# Column statistics, going back to a kept iterate, serving another fit
+# --------------------------------------------------------------------------
+def test_preconditioner_and_column_scale():
+    counts = np.array([4, 0, 1, 9, 3])
+    energy = np.array([16.0, 0.0, 0.25, 9.0, 0.0])  # column 4: explicit zeros only
+    want = [np.sqrt(4) / 16, 0.0, 1 / 0.25, np.sqrt(9) / 9, 0.0]
+    np.testing.assert_allclose(blocks.preconditioner(counts, energy), want, rtol=1e-15)
+    out = np.full(5, np.nan)
+    assert blocks.preconditioner(counts, energy, out=out) is out  # in place (a block's)
+    np.testing.assert_allclose(out, want, rtol=1e-15)
+    # a column 1000 times larger takes steps 1000**2 times smaller: sqrt(n) / energy
+    # is what makes the preconditioned steps invariant to a column's scale
+    big = blocks.preconditioner(counts, energy * 1e6)
+    np.testing.assert_allclose(big * 1e6, want, rtol=1e-12)
+    # the rules' scale: root mean square of the non-zeros, 1 where unknown
+    np.testing.assert_allclose(blocks.column_scale(counts, energy),
+                               [2.0, 1.0, 0.5, 1.0, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(blocks.column_scale(counts, energy * 1e6),
+                               [2e3, 1.0, 5e2, 1e3, 1.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("init", [None, "given"])
+def test_keep_and_restore_go_back_to_the_iterate_kept(init):
+    """``keep`` (an accepted epoch) remembers the materialised coefficients;
+    ``restore`` (an epoch that raised the objective) goes back to them, or to the
+    fit's start when none was kept, and starts a new snapshot."""
+    rng = np.random.default_rng(5)
+    start = None if init is None else rng.normal(size=(8, 2))
+    server = new_server(8, 2, alpha=0.5, l1_ratio=0.5, unpenalised=7, init=start)
+    ref = DenseRef(np.zeros((8, 2)) if start is None else start, 7)
+
+    def push(i):
+        ids, delta, steps = random_push(rng, 8, 2, 0.5, 0.5)
+        server.push(0, ids, delta, *ref_compose(steps), len(steps), i)
+        ref.push(ids, delta, steps)
+
+    push(0)
+    server.restore()  # nothing kept yet: back to the start
+    np.testing.assert_array_equal(server.coefficients(), 0.0 if start is None else start)
+    ref = DenseRef(server.coefficients(), 7)
+    for i in range(3):
+        push(i)
+    server.keep()
+    kept = server.coefficients()
+    assert_close(kept, ref.w)
+    server.add_snapshot((0, 0), None, np.ones((8, 2)))
+    for i in range(3):
+        push(i)
+    assert not np.allclose(server.coefficients(), kept)
+    server.restore()
+    np.testing.assert_array_equal(server.coefficients(), kept)
+    np.testing.assert_array_equal(server.grad_sum, 0.0)  # the snapshot is taken again
+    push(0)  # the lazy history goes on from the restored values
+    server.keep()  # a second keep overwrites the first
+    server.restore()
+    assert not np.array_equal(server.coefficients(), kept)
+
+
+def test_begin_serves_another_fit_from_the_coefficients_as_they_are():
+    """``partial_fit``'s kept store: the coefficients and sample count carry over;
+    the last fit's version, stop, snapshot and column statistics do not; with
+    ``undoable`` a restore goes back to where the new fit began."""
+    rng = np.random.default_rng(6)
+    server = new_server(10, 1, alpha=0.2, l1_ratio=1.0, samples=40)
+    for i in range(2):
+        ids, delta, steps = random_push(rng, 10, 1, 0.2, 1.0)
+        server.push(0, ids, delta, *ref_compose(steps), len(steps), i)
+    server.add_snapshot((0, 0), None, np.ones((10, 1)), (np.ones(10, dtype=np.int64),
+                                                          np.ones(10)))
+    server.finish_snapshot(10)
+    server.keep()
+    values, samples = server.coefficients(), server.samples
+    assert samples > 40 and server.precond.any()
+    server.stop()  # the last fit's end
+    server.begin(3, undoable=True)
+    assert (server.n_workers, server.version, server.samples) == (3, 0, samples)
+    np.testing.assert_array_equal(server.pull(None).values, values)  # running again
+    for terms in (server.grad_sum, server.drift, server.counts, server.energy,
+                  server.pen_scale, server.precond):
+        assert not terms.any()
+    ids, delta, steps = random_push(rng, 10, 1, 0.2, 1.0)
+    server.push(0, ids, delta, *ref_compose(steps), len(steps), 0)
+    server.restore()  # the new fit's first epoch undone: back to where it began
+    np.testing.assert_array_equal(server.coefficients(), values)
+    server.begin(1)  # not undoable: nothing to go back to but zeros
+    server.restore()
+    np.testing.assert_array_equal(server.coefficients(), 0.0)

@@ -91,14 +91,23 @@ def test_read_returns_values_version_and_snapshot_terms():
     out = np.full((2, 2), np.nan)
     assert r.read(ids, out=out).values is out
     np.testing.assert_array_equal(out, init[ids])
-    # the snapshot: gradient sums over the row counts, counts kept, sums restarted
-    r.add_snapshot(np.ones((6, 2)) * 6.0, np.array([1, 2, 3, 0, 6, 2]))
+    # the snapshot: gradient sums over the row counts, counts kept, sums restarted; the
+    # first snapshot's column statistics (row counts, sums of squares) give the
+    # preconditioner sqrt(counts) / energy (0 where no row touches)
+    counts, energy = np.array([1, 2, 3, 0, 6, 2]), np.array([1.0, 4.0, 9.0, 0.0, 36.0, 1.0])
+    r.add_snapshot(np.ones((6, 2)) * 6.0, (counts, energy))
     got = r.read(ids, snapshot=True)
     np.testing.assert_array_equal(got.counts, [6, 2])
     np.testing.assert_allclose(got.drift, [[1.0, 1.0], [3.0, 3.0]])
+    np.testing.assert_allclose(got.precond, [np.sqrt(6) / 36, np.sqrt(2) / 4])
+    np.testing.assert_allclose(r.read(None, snapshot=True).precond,
+                               [1.0, np.sqrt(2) / 4, np.sqrt(3) / 9, 0.0, np.sqrt(6) / 36,
+                                np.sqrt(2)])
     r.reset_snapshot()
     r.add_snapshot(np.ones((6, 2)))
-    np.testing.assert_allclose(r.read(ids, snapshot=True).drift, [[1 / 6] * 2, [0.5] * 2])
+    again = r.read(ids, snapshot=True)
+    np.testing.assert_allclose(again.drift, [[1 / 6] * 2, [0.5] * 2])
+    np.testing.assert_array_equal(again.counts, [6, 2])  # kept
     # staleness of a step counts the modifications by others since the read
     version = r.read(ids).version
     r.assign(init)

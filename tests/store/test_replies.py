@@ -18,8 +18,10 @@ from dask_asyncopt.store.replies import (
 
 
 def test_fields_and_defaults():
-    assert Pulled._fields == ("values", "version", "samples", "drift", "counts")
-    assert Pulled(None, 3) == (None, 3, 0, None, None)
+    # the variance-reduced solver's snapshot terms (drift, counts, the preconditioner)
+    # come only when asked for
+    assert Pulled._fields == ("values", "version", "samples", "drift", "counts", "precond")
+    assert Pulled(None, 3) == (None, 3, 0, None, None, None)
     assert Pushed._fields == ("version", "samples", "staleness")
     assert CheckedOut._fields == ("rows", "version")
     assert CheckedIn._fields == ("version", "staleness")

@@ -1,0 +1,93 @@
+"""The fit's exchange channel (``solvers/channel.py``) between real worker processes:
+requests in order, pushes that travel with the next read, posts written at once,
+and nothing left on the workers once the channel is removed."""
+
+from types import SimpleNamespace
+
+import numpy as np
+from distributed import Event
+
+from dask_asyncopt.solvers.channel import Exchange, plugin_name
+from dask_asyncopt.solvers.handles import StoreRef, bind
+from dask_asyncopt.store.factors import CheckoutTable
+
+from ..conftest import cluster_is_clean
+
+TIMEOUT = 60  # a bound on a stalled exchange, never reached when the channel works
+
+
+def _channel(client, token):
+    client.register_plugin(Exchange(token), name=plugin_name(token))
+
+
+def _unregister(client, token):
+    client.unregister_worker_plugin(plugin_name(token))
+
+
+def _check_out_and_post(table, token):
+    """On one worker: hold block 0 of ``table`` (on another worker), say so, check
+    it in with ``post``, then make no further call on the link until the driver
+    says it got the block."""
+    config = SimpleNamespace(channel=token, timeout=TIMEOUT)
+    (h,) = bind([table], config=config)
+    assert h.link is not None, "the table is on another worker: reached through a link"
+    assert h.wait("acquire_any", 0, [0], TIMEOUT).result(TIMEOUT) == 0
+    Event(f"{token}-held").set()
+    h.post("release", 0)
+    Event(f"{token}-done").wait(TIMEOUT)
+    return h.link.n_calls
+
+
+def test_a_posted_check_in_reaches_the_waiting_holder_without_a_later_call(process_client):
+    """A check-in that another loop waits for is written at once: held back until
+    the poster's next call on the link, it would wait behind the poster's own wait
+    for a block the waiting loop holds (the MF ``asyb`` deadlock this prevents)."""
+    client = process_client
+    first, second = sorted(client.nthreads())
+    token = f"test{np.random.default_rng().integers(1 << 30)}"
+    _channel(client, token)
+    table = client.submit(CheckoutTable, 1, workers=[second], actor=True, pure=False)
+    held = Event(f"{token}-held", client=client)
+    done = Event(f"{token}-done", client=client)
+    task = None
+    try:
+        task = client.submit(_check_out_and_post, StoreRef.of(table.result()), token,
+                             workers=[first], pure=False)
+        assert held.wait(TIMEOUT)
+        # the driver waits for block 0 through the actor: it is free only once the
+        # poster's check-in has crossed the link (which the poster no longer uses)
+        assert table.result().acquire_any(1, [0], TIMEOUT).result(TIMEOUT) == 0
+        done.set()
+        assert task.result(TIMEOUT) == 2  # the check-out and the check-in, nothing after
+    finally:
+        done.set()
+        _unregister(client, token)
+        client.cancel([table] + ([task] if task is not None else []), force=True)
+    assert cluster_is_clean(client)
+
+
+def _pushes_then_read(actor_ref, token, n):
+    """Pushes without replies, then one read: the read sees every push applied."""
+    config = SimpleNamespace(channel=token, timeout=TIMEOUT)
+    (h,) = bind([actor_ref], config=config)
+    for b in range(n):
+        h.wait("acquire_any", 0, [b], TIMEOUT).result(TIMEOUT)
+        h.send("release", b)  # held in the outbox ...
+    # ... and carried by this request, ahead of it: every block is free again
+    return [h.wait("acquire_any", 0, [b], TIMEOUT).result(TIMEOUT) for b in range(n)]
+
+
+def test_sends_travel_in_order_with_the_next_request(process_client):
+    client = process_client
+    first, second = sorted(client.nthreads())
+    token = f"test{np.random.default_rng().integers(1 << 30)}"
+    _channel(client, token)
+    table = client.submit(CheckoutTable, 4, workers=[second], actor=True, pure=False)
+    task = client.submit(_pushes_then_read, StoreRef.of(table.result()), token, 4,
+                         workers=[first], pure=False)
+    try:
+        assert task.result(TIMEOUT) == [0, 1, 2, 3]
+    finally:
+        _unregister(client, token)
+        client.cancel([table, task], force=True)
+    assert cluster_is_clean(client)
