@@ -44,6 +44,8 @@ class RuleServer(BlockServer):
         The update rule; its state is allocated here.
     """
 
+    RULE_UPDATES = True
+
     def __init__(self, *args, rule, **kwargs):
         super().__init__(*args, **kwargs)
         self.rule = rule

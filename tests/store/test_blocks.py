@@ -584,7 +584,8 @@ def test_snapshot_terms(mode):
     np.testing.assert_array_equal(pulled.counts, [1, 5, 2])
     np.testing.assert_allclose(pulled.drift.ravel(), [2.0, 9.0 / 5, 2.0])
     # the sweeps' preconditioner: 1 / sqrt(sum of squares), 0 where no row touches
-    np.testing.assert_allclose(server.svrg_terms()[2], [0.0, 1 / 2, 0.0, 1 / 5, 2.0])
+    np.testing.assert_allclose(server.svrg_terms()[:, 2], [0.0, 1 / 2, 0.0, 1 / 5, 2.0])
+    assert server.precond.dtype == np.float32 and server.counts.dtype == np.int32
     server.reset_snapshot()
     server.add_snapshot((0, 0), None, np.ones((5, 1)))
     server.finish_snapshot()
@@ -601,12 +602,12 @@ def test_barrier_releases_all_loops_and_starts_the_snapshot():
     server.reset_snapshot()
     server.add_snapshot((0, 0), None, np.ones((4, 1)), (np.array([1, 2, 0, 4]), np.ones(4)))
     server.finish_snapshot(8)
-    np.testing.assert_allclose(server.pen_scale, [8.0, 4.0, 8.0, 2.0])
+    np.testing.assert_allclose(server.svrg_terms()[:, 1], [8.0, 4.0, 8.0, 2.0])
     passed = []
 
     def loop(i):
         server.arrive("e1", i, 10)
-        passed.append((i, server.grad_sum.copy()))
+        passed.append((i, server.drift.copy()))  # the gradient sum until the snapshot ends
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -620,7 +621,7 @@ def test_barrier_releases_all_loops_and_starts_the_snapshot():
     assert all((g == 0).all() for _, g in passed)  # zeroed before anyone passed
     for i in range(3):
         server.add_snapshot((i, 0), np.array([i]), np.array([[2.0]]))
-        np.testing.assert_allclose(server.drift.ravel(), [1.0, 0.5, 1.0, 0.25])  # not yet
+        assert server.drift[i, 0] == 2.0  # the sum, not yet divided by the count
         server.snapshot_done("e1", i, 8)
     np.testing.assert_allclose(server.drift.ravel(), [2.0, 1.0, 2.0 / 1, 0.0])
 
@@ -644,3 +645,138 @@ def test_barrier_times_out_and_stop_wakes_it():
     t.join(5)
     assert not t.is_alive() and len(errors) == 1
 
+
+
+# --------------------------------------------------------------------------
+# What a block keeps: memory per coordinate, the undo log, the changes
+# --------------------------------------------------------------------------
+def _arrays(server):
+    """Every NumPy array the block holds (attributes, lists and dicts of them)."""
+    found = []
+    for value in vars(server).values():
+        items = value.values() if isinstance(value, dict) else (
+            value if isinstance(value, list | tuple) else [value])
+        found += [a for a in items if isinstance(a, np.ndarray)]
+    return found
+
+
+def _svrg_block(n_coords, touched, undoable=True, track=True):
+    """A block after an SVRG fit's first snapshot over the ``touched`` coordinates."""
+    server = BlockServer(0, 1, n_coords, 1, ElasticNet(1e-3, 1.0), int(touched[-1]), "async",
+                         1, None, undoable=undoable, track=track)
+    grad = np.linspace(-1.0, 1.0, touched.shape[0])[:, None]
+    server.add_snapshot((0, 0), touched, grad, (np.full(touched.shape[0], 3),
+                                                np.full(touched.shape[0], 0.5)))
+    server.finish_snapshot(1000)
+    return server
+
+
+def test_bytes_per_coefficient_follow_the_data():
+    """An SVRG block keeps 24 bytes per coordinate (w, drift, int32 counts, float32
+    preconditioner); everything else it holds -- the undo and change log, the
+    active coordinates, the history -- grows with the coordinates pushes touched,
+    not with the block.  A plain SGD block: w and int32 timestamps, 12 bytes."""
+    n_coords = 1 << 16
+    rng = np.random.default_rng(0)
+    touched = np.sort(rng.choice(n_coords, size=n_coords // 64, replace=False))
+    server = _svrg_block(n_coords, touched)
+    n_changed = 0
+    for i in range(40):  # an epoch: pushes at touched coordinates, then kept
+        ids = np.sort(rng.choice(touched, size=200, replace=False))
+        server.push(0, ids, rng.normal(size=(200, 1)) * 1e-3, 1.0, 0.0, 200, i)
+        n_changed += ids.shape[0]
+    server.keep()
+    server.changes()
+    server.stats()
+    arrays = _arrays(server)
+    wide = sum(a.nbytes for a in arrays if a.shape[0] == n_coords)
+    assert wide == 24 * n_coords
+    rest = sum(a.nbytes for a in arrays if a.shape[0] != n_coords)
+    # log slots (int32 id + float64 value, at most 2x its entries) + active ids + history
+    assert rest <= 2 * 12 * n_changed + 4 * touched.shape[0] + 2048
+    assert server.energy is None and server.active.shape == touched.shape
+    sgd = BlockServer(0, 1, n_coords, 1, ElasticNet(1e-3, 1.0), -1, "async", 1, None)
+    sgd.push(0, touched, np.ones((touched.shape[0], 1)), 1.0, 1e-4, 10, 0)
+    assert sum(a.nbytes for a in _arrays(sgd) if a.shape[0] == n_coords) == 12 * n_coords
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_undo_log_restores_the_kept_iterate(track):
+    """restore() goes back to the last keep() (the fit's start before any) through the
+    log of replaced values, also after the log compacted itself many times."""
+    rng = np.random.default_rng(1)
+    init = rng.normal(size=(50, 2))
+    server = BlockServer(0, 1, 50, 2, ElasticNet(), -1, "async", 1, None, init=init,
+                         undoable=True, track=track)
+
+    def pushes(n, version):
+        for i in range(n):
+            ids = np.sort(rng.choice(50, size=9, replace=False))
+            server.push(0, ids, rng.normal(size=(9, 2)), 1.0, 0.0, 9, version + i)
+        return version + n
+
+    version = pushes(300, 0)  # > 1024 entries: compacted
+    server.restore()
+    np.testing.assert_array_equal(server.pull(None).values, init)
+    version = pushes(200, version)
+    kept = server.pull(None).values
+    server.keep()
+    pushes(250, version)
+    assert not np.array_equal(server.pull(None).values, kept)
+    server.restore()
+    np.testing.assert_array_equal(server.pull(None).values, kept)
+    assert server.log_ids.shape[0] <= 4 * 50 + 2048
+
+
+def test_changes_bring_a_copy_up_to_date():
+    """A copy of the block updated with changes() equals the block, through pushes,
+    keeps, restores and log compaction; a proximal map (plain SGD) or a block
+    that does not track its changes reports the whole block."""
+    rng = np.random.default_rng(2)
+    n = 400
+    touched = np.sort(rng.choice(n, size=40, replace=False))
+    server = _svrg_block(n, touched)
+    copy = np.zeros((n, 1))
+    version = 0
+    for epoch in range(6):
+        for _ in range(60):
+            ids = np.sort(rng.choice(touched, size=7, replace=False))
+            server.push(0, ids, rng.normal(size=(7, 1)), 1.0, 0.0, 7, version)
+            version += 1
+        if epoch % 3 == 2:
+            server.restore()
+        else:
+            server.keep()
+        if epoch % 2:
+            ids, values = server.changes()
+            assert ids is not None and np.isin(ids, touched).all()
+            copy[ids] = values
+            np.testing.assert_array_equal(copy, server.pull(None).values)
+    sgd = BlockServer(0, 1, n, 1, ElasticNet(0.1, 1.0), -1, "async", 1, None, track=True)
+    sgd.push(0, touched[:3], np.ones((3, 1)), 1.0, 0.0, 3, 0)
+    assert sgd.changes()[0].tolist() == touched[:3].tolist()
+    sgd.push(0, touched[:3], np.ones((3, 1)), 1.0, 1e-2, 3, 1)  # shrinks every coordinate
+    ids, values = sgd.changes()
+    assert ids is None and values.shape == (n, 1)
+    untracked = new_server(n, 1)
+    assert untracked.changes()[0] is None
+
+
+def test_penalty_over_the_active_coordinates():
+    """Once the data's coordinates are known, the penalty is summed over them plus
+    the constant rest (a warm start's values no row touches)."""
+    n = 1000
+    rng = np.random.default_rng(3)
+    touched = np.sort(rng.choice(n, size=30, replace=False))
+    init = np.zeros((n, 1))
+    init[::7] = 0.5
+    server = BlockServer(0, 1, n, 1, ElasticNet(0.1, 0.5), int(touched[-1]), "async", 1, None,
+                         init=init, undoable=True, track=True)
+    server.add_snapshot((0, 0), touched, np.ones((30, 1)), (np.ones(30, dtype=np.int64),
+                                                            np.ones(30)))
+    server.finish_snapshot(10)
+    assert server.active is not None
+    server.push(0, touched, rng.normal(size=(30, 1)), 1.0, 0.0, 30, 0)
+    w = server.pull(None).values
+    np.testing.assert_allclose(server.stats().penalty,
+                               ElasticNet(0.1, 0.5).value(w, int(touched[-1])), rtol=1e-12)
