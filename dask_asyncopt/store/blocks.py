@@ -52,6 +52,7 @@ ACTIVE_SHARE = 1 / 8
 _NO_HISTORY = np.zeros(0, dtype=np.int32)
 _NO_VALUES = np.zeros((0, 1))
 _LOG_START = 1024
+_SLICE = 1 << 20
 
 
 class FitStopped(RuntimeError):
@@ -131,8 +132,9 @@ class BlockServer(EpochHandOff):
     coordinates than its data touches, so a block keeps per coordinate only
     what every coordinate needs, 24 bytes with one output under SVRG: the
     coefficients (float64), the snapshot's gradient sum, divided in place into
-    the drift when the snapshot completes (float64; between the epoch's
-    barrier and that moment no loop reads the drift), the rows touching each
+    the drift when the snapshot completes (float64; one array: a snapshot's
+    first part arrives after every loop passed the barrier that ends the
+    sweeps, so no loop reads the drift while it sums), the rows touching each
     column (int32: the drift's divisor and the penalty scale ``n / n_j``,
     computed where it is read) and the sweeps' preconditioner (float32: a
     per-coordinate step scale, which moves no fixed point).  The lazy proximal
@@ -239,6 +241,7 @@ class BlockServer(EpochHandOff):
         self.energy = None  # sum of each column's squares, while the columns come in
         self.n_rows = 0  # rows of the fit's data: the penalty scale's numerator
         self.columns_added = False  # a snapshot part brought column statistics
+        self.summing = False  # drift holds a snapshot's sum being gathered, not the drift
         self.active = None  # coordinates some row touches (int32), None: all
         self.inactive_penalty = None  # penalty of the others (they never change)
 
@@ -387,23 +390,31 @@ class BlockServer(EpochHandOff):
 
     # --------------------------------------------------------------- snapshot
     def reset_snapshot(self):
-        """Start a new snapshot: zero the gradient sum (row counts are kept)."""
+        """Start a new snapshot: its first part zeroes the gradient sum (row counts
+        are kept)."""
         with self.lock:
             self._reset_snapshot()
 
     def _reset_snapshot(self):
-        if self.drift is not None:  # zero where the last snapshot added (see active)
+        self.summing = False
+        self.snapshot_parts = {}
+
+    def _open_sum(self):
+        """Before a snapshot's first part: zero the sum, where the last snapshot
+        added (see ``active``).  The array holds the drift until then: the
+        first part comes after every loop passed the barrier that ends the
+        sweeps (see :meth:`arrive`), so no loop reads the drift any more."""
+        if not self.summing:
             if self.active is None:
                 self.drift[:] = 0.0
             else:
                 self.drift[self.active] = 0.0
-        self.snapshot_parts = {}
+            self.summing = True
 
     def arrive(self, key, worker, timeout, value=0.0):
         """Wait until every worker loop has arrived at barrier ``key`` (the end of
-        an epoch's sweeps); the last arrival starts the next snapshot (zeroes the
-        gradient sum, as :meth:`reset_snapshot`; only :meth:`finish_snapshot`
-        reads it).  Returns the largest ``value`` the loops brought.
+        an epoch's sweeps, or of a snapshot).  Returns the largest ``value`` the
+        loops brought.
 
         A loop that passed this barrier at every block may add snapshot parts:
         no other loop still sweeps with the old drift.  This replaces a task
@@ -432,7 +443,6 @@ class BlockServer(EpochHandOff):
         arrived = self.arrived.setdefault(key, {})
         arrived[worker] = value
         if len(arrived) == self.n_workers:
-            self._reset_snapshot()
             self.notify()
         return arrived
 
@@ -486,6 +496,8 @@ class BlockServer(EpochHandOff):
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
             self.snapshot_parts = {}
+            self._open_sum()  # no part: the sum is 0
+            self.summing = False
             if self.columns_added:
                 self._fix_columns()
             if self.active is None:
@@ -503,19 +515,21 @@ class BlockServer(EpochHandOff):
         penalty reaches the others in this fit, so per-epoch work skips them.
         Then the energies go (but for :attr:`RULE_UPDATES`)."""
         self.columns_added = False
-        if self.precondition:
-            self.precond[:] = preconditioner(self.counts, self.energy)
-        else:
-            self.precond[:] = 1.0
         active = np.flatnonzero(self.counts)
         self.active = (active.astype(np.int32)
                        if active.shape[0] <= ACTIVE_SHARE * self.w.shape[0] else None)
         self.inactive_penalty = None
+        if self.precondition:  # 0 where no row touches (see preconditioner)
+            seen = slice(None) if self.active is None else self.active
+            self.precond[seen] = preconditioner(self.counts[seen], self.energy[seen])
+        else:
+            self.precond[:] = 1.0
         if not self.RULE_UPDATES:
             self.energy = None
 
     def _add_snapshot(self, ids, grad, columns):
         self._snapshot_arrays()
+        self._open_sum()
         if columns is not None:
             if self.energy is None:
                 self.energy = np.zeros(self.w.shape[0])
@@ -657,12 +671,14 @@ class BlockServer(EpochHandOff):
             return self.penalty.value(self.w, self.unpenalised)
         # only the active coordinates change in this fit (no pending catch-up: now == 0)
         active, skip = self.active, self.unpenalised
-        if self.inactive_penalty is None:
+        if self.inactive_penalty is None:  # once per fit, in slices (no model-sized copy)
             others = np.ones(self.w.shape[0], dtype=bool)
             others[active] = False
             if skip >= 0:
                 others[skip] = False
-            self.inactive_penalty = self.penalty.value(self.w[others])
+            self.inactive_penalty = sum(
+                self.penalty.value(self.w[i:i + _SLICE][others[i:i + _SLICE]])
+                for i in range(0, self.w.shape[0], _SLICE))
         where = int(np.searchsorted(active, skip)) if skip >= 0 else -1
         if where >= active.shape[0] or (where >= 0 and active[where] != skip):
             where = -1
