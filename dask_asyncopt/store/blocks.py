@@ -210,6 +210,7 @@ class BlockServer(EpochHandOff):
             self.w = np.array(init, dtype=np.float64, order="C", copy=True)
         # whole copies to go back to, only for RULE_UPDATES (restore() before any keep())
         self.init_w = None if init is None or not self.RULE_UPDATES else self.w.copy()
+        self.w_set = init is not None  # values not all zero may sit anywhere (see active)
         self.w_kept = None
         self.last = _NO_HISTORY  # int32 per coordinate once a proximal map is pushed
         self.hist_d = np.ones(64)
@@ -241,6 +242,7 @@ class BlockServer(EpochHandOff):
         self.energy = None  # sum of each column's squares, while the columns come in
         self.n_rows = 0  # rows of the fit's data: the penalty scale's numerator
         self.columns_added = False  # a snapshot part brought column statistics
+        self.column_ids = []  # ... at these coordinates (None: all)
         self.summing = False  # drift holds a snapshot's sum being gathered, not the drift
         self.active = None  # coordinates some row touches (int32), None: all
         self.inactive_penalty = None  # penalty of the others (they never change)
@@ -251,6 +253,7 @@ class BlockServer(EpochHandOff):
             self.drift = np.zeros((n_coords, n_outputs))
             self.counts = np.zeros(n_coords, dtype=np.int32)
             self.precond = np.zeros(n_coords, dtype=np.float32)
+            self.summing = True  # a sum of nothing: zeros, no need to write them (pages)
 
     def _init_log(self, undoable, track):
         self.undoable = undoable and not self.RULE_UPDATES
@@ -285,6 +288,7 @@ class BlockServer(EpochHandOff):
             self._drop_snapshot()
             self._materialise_all()
             self._init_log(undoable, track)
+            self.w_set = True
             self.w_kept = None
             self.init_w = self.w.copy() if undoable and self.RULE_UPDATES else None
             self.reset_stats()
@@ -515,9 +519,13 @@ class BlockServer(EpochHandOff):
         penalty reaches the others in this fit, so per-epoch work skips them.
         Then the energies go (but for :attr:`RULE_UPDATES`)."""
         self.columns_added = False
-        active = np.flatnonzero(self.counts)
-        self.active = (active.astype(np.int32)
-                       if active.shape[0] <= ACTIVE_SHARE * self.w.shape[0] else None)
+        active = None
+        if all(ids is not None for ids in self.column_ids):  # no scan of the block
+            active = np.unique(np.concatenate(self.column_ids + [np.zeros(0, np.int64)]))
+            active = active[self.counts[active] > 0]
+        self.column_ids = []
+        self.active = (active.astype(np.int32) if active is not None
+                       and active.shape[0] <= ACTIVE_SHARE * self.w.shape[0] else None)
         self.inactive_penalty = None
         if self.precondition:  # 0 where no row touches (see preconditioner)
             seen = slice(None) if self.active is None else self.active
@@ -534,6 +542,7 @@ class BlockServer(EpochHandOff):
             if self.energy is None:
                 self.energy = np.zeros(self.w.shape[0])
             self.columns_added = True
+            self.column_ids.append(ids)
         add_snapshot_part((self.drift, self.counts, self.energy), ids, grad, columns)
 
     def svrg_terms(self, ids=None):
@@ -671,6 +680,8 @@ class BlockServer(EpochHandOff):
             return self.penalty.value(self.w, self.unpenalised)
         # only the active coordinates change in this fit (no pending catch-up: now == 0)
         active, skip = self.active, self.unpenalised
+        if self.inactive_penalty is None and not self.w_set:
+            self.inactive_penalty = 0.0  # a cold start's untouched coordinates: zeros
         if self.inactive_penalty is None:  # once per fit, in slices (no model-sized copy)
             others = np.ones(self.w.shape[0], dtype=bool)
             others[active] = False
