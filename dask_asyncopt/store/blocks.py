@@ -90,9 +90,12 @@ def add_snapshot_part(sums, ids, grad, columns=None):
     block, or of one worker loop before it hands them to the block): the
     gradient sum ``grad`` at distinct coordinates ``ids`` (``None``: all) and,
     on a fit's first snapshot, ``columns``, the ``(counts, energy)`` of those
-    coordinates (rows touching each, sum of its squared values)."""
+    coordinates (rows touching each, sum of its squared values); ``grad``
+    ``None``: the columns alone."""
     grad_sum, count_sum, energy_sum = sums
-    if ids is None:
+    if grad is None:
+        pass
+    elif ids is None:
         grad_sum += grad
     else:
         add_rows(grad_sum, ids, grad)
@@ -239,10 +242,11 @@ class BlockServer(EpochHandOff):
         self.drift = None  # the snapshot's gradient sum, then (finished) the drift
         self.counts = None  # rows touching each coordinate (int32)
         self.precond = None  # the sweeps' preconditioner (float32)
-        self.energy = None  # sum of each column's squares, while the columns come in
+        self.energy = None  # sum of each column's squares: whole-block parts (narrow models)
+        # while the columns come in, and for RULE_UPDATES
         self.n_rows = 0  # rows of the fit's data: the penalty scale's numerator
         self.columns_added = False  # a snapshot part brought column statistics
-        self.column_ids = []  # ... at these coordinates (None: all)
+        self.column_parts = []  # ... as (ids, counts, energy), summed once all are in
         self.summing = False  # drift holds a snapshot's sum being gathered, not the drift
         self.active = None  # coordinates some row touches (int32), None: all
         self.inactive_penalty = None  # penalty of the others (they never change)
@@ -513,37 +517,62 @@ class BlockServer(EpochHandOff):
                 self.n_rows = n_samples
 
     def _fix_columns(self):
-        """The column statistics are all in (a fit's first snapshot): fix the
-        preconditioner and ``active``, the coordinates some row touches, when
-        they are few (at most :data:`ACTIVE_SHARE`): no push, snapshot or
+        """The column statistics are all in (a fit's first snapshot): add them up,
+        fix the preconditioner and ``active``, the coordinates some row touches,
+        when they are few (at most :data:`ACTIVE_SHARE`): no push, snapshot or
         penalty reaches the others in this fit, so per-epoch work skips them.
-        Then the energies go (but for :attr:`RULE_UPDATES`)."""
+
+        Parts that name their coordinates (a model wider than a loop's data)
+        are summed over those alone, in arrival order (as adding them one by
+        one would): no column energy array as wide as the block.  Only an
+        update rule keeps the energies (:attr:`RULE_UPDATES`)."""
+        parts, self.column_parts = self.column_parts, []
         self.columns_added = False
-        active = None
-        if all(ids is not None for ids in self.column_ids):  # no scan of the block
-            active = np.unique(np.concatenate(self.column_ids + [np.zeros(0, np.int64)]))
-            active = active[self.counts[active] > 0]
-        self.column_ids = []
+        n_coords = self.w.shape[0]
+        if self.energy is not None:  # whole-block parts came (a narrow model): add the rest
+            energy = self.energy
+            for ids, counts, part_energy in parts:
+                add_snapshot_part((None, self.counts, energy), ids, None,
+                                  (counts, part_energy))
+            active, energy_active, seen = None, None, slice(None)
+        else:
+            ids = np.concatenate([p[0] for p in parts] + [np.zeros(0, np.int64)])
+            seen, where = np.unique(ids, return_inverse=True)
+            counts = np.bincount(where, np.concatenate([p[1] for p in parts] + [[]]),
+                                 seen.shape[0])
+            energy_active = np.bincount(where, np.concatenate([p[2] for p in parts] + [[]]),
+                                        seen.shape[0])
+            self.counts[seen] += counts.astype(np.int32)
+            active = seen
+            energy = None
         self.active = (active.astype(np.int32) if active is not None
-                       and active.shape[0] <= ACTIVE_SHARE * self.w.shape[0] else None)
+                       and active.shape[0] <= ACTIVE_SHARE * n_coords else None)
         self.inactive_penalty = None
         if self.precondition:  # 0 where no row touches (see preconditioner)
-            seen = slice(None) if self.active is None else self.active
-            self.precond[seen] = preconditioner(self.counts[seen], self.energy[seen])
+            self.precond[seen] = preconditioner(
+                self.counts[seen], energy[seen] if energy is not None else energy_active)
         else:
             self.precond[:] = 1.0
-        if not self.RULE_UPDATES:
+        if self.RULE_UPDATES:
+            if energy is None:
+                energy = np.zeros(n_coords)
+                energy[seen] = energy_active
+            self.energy = energy
+        else:
             self.energy = None
 
     def _add_snapshot(self, ids, grad, columns):
         self._snapshot_arrays()
         self._open_sum()
-        if columns is not None:
+        if columns is None or ids is not None:  # named coordinates: summed at the end
+            add_snapshot_part((self.drift, None, None), ids, grad)
+            if columns is not None:
+                self.column_parts.append((ids, *columns))
+        else:
             if self.energy is None:
                 self.energy = np.zeros(self.w.shape[0])
-            self.columns_added = True
-            self.column_ids.append(ids)
-        add_snapshot_part((self.drift, self.counts, self.energy), ids, grad, columns)
+            add_snapshot_part((self.drift, self.counts, self.energy), ids, grad, columns)
+        self.columns_added = self.columns_added or columns is not None
 
     def svrg_terms(self, ids=None):
         """``[drift | penalty scale | precond]`` of coordinates ``ids`` (``None``: all;
