@@ -39,7 +39,7 @@ import numpy as np
 
 from ..data.shards import block_sizes
 from ..objective.schedules import ADAPTIVE
-from ..store.blocks import BlockServer
+from ..store.blocks import BlockServer, wide_zeros
 from ..store.rule_blocks import RuleServer
 from .config import GradOptions, LoopConfig, SVRGStep, kernel_args
 from .gradients import rule_epoch
@@ -259,7 +259,7 @@ class Blocks:
         changes = self.run.call_blocks("changes")
         if self.driver_copy is None:  # the blocks report their changes since the fit's start
             shape = (self.problem.n_coords, self.problem.n_outputs)
-            self.driver_copy = (np.zeros(shape) if self.init is None
+            self.driver_copy = (wide_zeros(shape) if self.init is None
                          else np.array(self.init, dtype=np.float64, order="C", copy=True))
         for b, (ids, values) in enumerate(changes):
             if ids is None:

@@ -25,6 +25,7 @@ through TCP to itself); a lock serialises them.
 """
 
 import asyncio
+import mmap
 import threading
 
 import numpy as np
@@ -53,6 +54,25 @@ _NO_HISTORY = np.zeros(0, dtype=np.int32)
 _NO_VALUES = np.zeros((0, 1))
 _LOG_START = 1024
 _SLICE = 1 << 20
+_WIDE_BYTES = 1 << 22
+
+
+def wide_zeros(shape, dtype=np.float64):
+    """Zeros for an array as wide as a model: anonymous memory on 4 KB pages.
+
+    A hashed model's data touches scattered coordinates.  NumPy asks for huge
+    pages (2 MB) on large arrays, so one touched coordinate makes the kernel
+    zero and map 2 MB: the whole array ends up in memory and paid for at its
+    first touch.  On 4 KB pages only the pages holding touched coordinates
+    are ever mapped (the rest read as zeros without memory).
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    advise = getattr(mmap, "MADV_NOHUGEPAGE", None)
+    if size < _WIDE_BYTES or advise is None:
+        return np.zeros(shape, dtype=dtype)
+    memory = mmap.mmap(-1, size)
+    memory.madvise(advise)
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)
 
 
 class FitStopped(RuntimeError):
@@ -208,7 +228,7 @@ class BlockServer(EpochHandOff):
         self.average_rounds = average_rounds
         self.precondition = precondition
         if init is None:
-            self.w = np.zeros((n_coords, n_outputs))
+            self.w = wide_zeros((n_coords, n_outputs))
         else:
             self.w = np.array(init, dtype=np.float64, order="C", copy=True)
         # whole copies to go back to, only for RULE_UPDATES (restore() before any keep())
@@ -254,9 +274,9 @@ class BlockServer(EpochHandOff):
     def _snapshot_arrays(self):
         if self.drift is None:
             n_coords, n_outputs = self.w.shape
-            self.drift = np.zeros((n_coords, n_outputs))
-            self.counts = np.zeros(n_coords, dtype=np.int32)
-            self.precond = np.zeros(n_coords, dtype=np.float32)
+            self.drift = wide_zeros((n_coords, n_outputs))
+            self.counts = wide_zeros(n_coords, dtype=np.int32)
+            self.precond = wide_zeros(n_coords, dtype=np.float32)
             self.summing = True  # a sum of nothing: zeros, no need to write them (pages)
 
     def _init_log(self, undoable, track):
@@ -867,7 +887,7 @@ class BlockServer(EpochHandOff):
                 f"block {self.block_id} logs its changes for undo and takes no proximal "
                 "maps (the variance-reduced sweeps apply theirs)")
         if self.last.shape[0] == 0:
-            self.last = np.zeros(self.w.shape[0], dtype=np.int32)
+            self.last = wide_zeros(self.w.shape[0], dtype=np.int32)
         self.whole_changed = True  # the map applies to every coordinate
         if self.now + 1 == self.hist_d.shape[0]:
             self.hist_d = np.concatenate([self.hist_d, np.ones_like(self.hist_d)])
