@@ -56,10 +56,23 @@ def gather(w, last, hist_d, hist_s, now, ids, skip, out):
 
 
 @njit(nogil=True, cache=True)
-def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, precond, out):
+def penalty_scale(counts, n_rows, skip, j):
+    """Coordinate ``j``'s penalty weight ``n / n_j`` in the sparse variance-reduced
+    steps (see :func:`~dask_asyncopt.objective.penalties.sparse_penalty_scale`,
+    the same division): computed where it is read, so a block keeps no array
+    of it."""
+    if j == skip:
+        return 0.0
+    return n_rows / max(counts[j], 1)
+
+
+@njit(nogil=True, cache=True)
+def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, counts, n_rows, precond,
+                  out):
     """:func:`gather` into the SVRG sweeps' layout: ``out`` is ``(len(ids), 2K + 2)``,
-    filled with ``[w | drift | scale | precond]`` of coordinates ``ids`` (see
-    :func:`sweep_csr_svrg`) in one pass, instead of several gathers and a
+    filled with ``[w | drift | penalty scale | precond]`` of coordinates ``ids``
+    (see :func:`sweep_csr_svrg`; the scale from ``counts`` and ``n_rows``,
+    :func:`penalty_scale`) in one pass, instead of several gathers and a
     packing copy per exchange."""
     materialise(w, last, hist_d, hist_s, now, ids, skip)
     n_outputs = w.shape[1]
@@ -68,8 +81,22 @@ def gather_packed(w, last, hist_d, hist_s, now, ids, skip, drift, scale, precond
         for k in range(n_outputs):
             out[i, k] = w[j, k]
             out[i, n_outputs + k] = drift[j, k]
-        out[i, 2 * n_outputs] = scale[j]
+        out[i, 2 * n_outputs] = penalty_scale(counts, n_rows, skip, j)
         out[i, 2 * n_outputs + 1] = precond[j]
+
+
+@njit(nogil=True, cache=True)
+def pack_terms(drift, counts, n_rows, precond, skip, ids, out):
+    """``[drift | penalty scale | precond]`` of coordinates ``ids`` into ``out``
+    (``(len(ids), K + 2)``): the SVRG terms a loop on another worker fetches
+    once per epoch (see :func:`gather_terms`)."""
+    n_outputs = drift.shape[1]
+    for i in range(ids.shape[0]):
+        j = ids[i]
+        for k in range(n_outputs):
+            out[i, k] = drift[j, k]
+        out[i, n_outputs] = penalty_scale(counts, n_rows, skip, j)
+        out[i, n_outputs + 1] = precond[j]
 
 
 @njit(nogil=True, cache=True)
@@ -81,18 +108,18 @@ def gather_rows(source, ids, out):
 
 
 @njit(nogil=True, cache=True)
-def gather_terms(drift, scale, precond, ids, out):
-    """Columns ``K:`` of the SVRG sweeps' layout ``out`` (``(len(ids), 2K + 2)``):
-    ``drift``, ``scale`` and ``precond`` of coordinates ``ids``, without the
-    temporaries of NumPy's fancy indexing (each a page-faulting mmap on Dask's
-    process workers, see :func:`step_replica`)."""
-    n_outputs = drift.shape[1]
-    for i in range(ids.shape[0]):
-        j = ids[i]
-        for k in range(n_outputs):
-            out[i, n_outputs + k] = drift[j, k]
-        out[i, 2 * n_outputs] = scale[j]
-        out[i, 2 * n_outputs + 1] = precond[j]
+def gather_terms(terms, pos, out):
+    """Columns ``K:`` of the SVRG sweeps' layout ``out`` (``(len(pos), 2K + 2)``):
+    rows ``pos`` of ``terms`` (:func:`pack_terms` of the coordinates a loop's
+    shard reads from a block), without the temporaries of NumPy's fancy
+    indexing (each a page-faulting mmap on Dask's process workers, see
+    :func:`step_replica`)."""
+    width = terms.shape[1]
+    n_outputs = out.shape[1] - width
+    for i in range(pos.shape[0]):
+        p = pos[i]
+        for k in range(width):
+            out[i, n_outputs + k] = terms[p, k]
 
 
 @njit(nogil=True, cache=True)
@@ -103,6 +130,34 @@ def add_delta(w, last, hist_d, hist_s, now, ids, delta, skip):
         j = ids[i]
         for k in range(w.shape[1]):
             w[j, k] += delta[i, k]
+
+
+@njit(nogil=True, cache=True)
+def add_delta_logged(w, last, hist_d, hist_s, now, ids, delta, skip, log_ids, log_values,
+                     n_log):
+    """:func:`add_delta` that first appends the coordinates to ``log_ids`` from
+    position ``n_log`` and, when ``log_values`` has rows, their values before
+    the add (a block's record of what changed: its undo log and its
+    checkpoints' changes, see ``BlockServer``)."""
+    materialise(w, last, hist_d, hist_s, now, ids, skip)
+    keep_values = log_values.shape[0] > 0
+    for i in range(ids.shape[0]):
+        j = ids[i]
+        log_ids[n_log + i] = j
+        for k in range(w.shape[1]):
+            if keep_values:
+                log_values[n_log + i, k] = w[j, k]
+            w[j, k] += delta[i, k]
+
+
+@njit(nogil=True, cache=True)
+def undo_log(w, log_ids, log_values, n_log):
+    """Write back the values logged by :func:`add_delta_logged`, newest first, so
+    each coordinate ends at the value it had before its first logged add."""
+    for i in range(n_log - 1, -1, -1):
+        j = log_ids[i]
+        for k in range(w.shape[1]):
+            w[j, k] = log_values[i, k]
 
 
 @njit(nogil=True, cache=True)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..data.shards import block_sizes
 from ..objective.schedules import ADAPTIVE
-from ..store.blocks import BlockServer
+from ..store.blocks import BlockServer, wide_zeros
 from ..store.rule_blocks import RuleServer
 from .config import GradOptions, LoopConfig, SVRGStep, kernel_args
 from .gradients import rule_epoch
@@ -101,11 +101,14 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
     futures = []
     key = ("blocks", mode, n_blocks, settings.max_staleness, layout_key(problem), workers)
     reuse = kept.take(client, key, init) if kept is not None else None
+    # epochs may be undone (variance reduction, rules); checkpoints read the changes
+    undoable = problem.svrg is not None or problem.rule is not None
+    track = bool(settings.checkpoint_every)
 
     def body():
         if reuse is not None:
             run.actors, run.channel = reuse
-            run.call_blocks("begin", len(shards), problem.rule is not None)
+            run.call_blocks("begin", len(shards), undoable, track)
         for b, size in enumerate(sizes if reuse is None else ()):
             unpenalised = problem.n_features // n_blocks if (
                 problem.fit_intercept and b == icpt_block) else -1
@@ -118,8 +121,8 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
                 len(shards), settings.max_staleness, inits[b], t_start,
                 problem.svrg is not None,
                 precondition=problem.svrg is not None and problem.svrg.step is None,
-                **extra, actor=True, workers=[workers[b % len(workers)]],
-                key=f"asyncopt-block-{b}-{token}"))
+                undoable=undoable, track=track, **extra, actor=True,
+                workers=[workers[b % len(workers)]], key=f"asyncopt-block-{b}-{token}"))
         if reuse is None:
             run.actors = run.connect(futures)
             if kept is not None:
@@ -131,7 +134,7 @@ def fit(client, shards, loop_workers, n_samples, problem, settings, init=None, t
             zero_start=init is None, block_sizes=tuple(sizes), channel=run.channel)
         topology = Blocks(run, problem, n_samples, t_start, n_blocks, init)
         drive(run, topology)
-        result = epochs_result(run, topology.model(), topology.total)
+        result = epochs_result(run, topology.final_model(track), topology.total)
         if problem.rule is not None:
             result.moments = topology.moments()
         if kept is not None:
@@ -150,6 +153,8 @@ class Blocks:
         self.n_samples = n_samples
         self.total = t_start
         self.n_blocks = n_blocks
+        self.init = init
+        self.driver_copy = None  # the checkpoints' copy of the model (see checkpoint_model)
         self.initial_penalty = 0.0 if init is None else problem.penalty.value(
             init[:problem.n_features])
         self.kind = ("rule" if problem.rule is not None else
@@ -248,6 +253,31 @@ class Blocks:
 
     def finish(self):
         self.run.finish_epochs()
+
+    def checkpoint_model(self):
+        """The model for a checkpoint: the driver's copy of it, brought up to date
+        with the coordinates each block changed since the last checkpoint
+        (``BlockServer.changes``), so a checkpoint costs what changed, not the
+        model's size.  Updated in place: only the latest checkpoint holds it.
+        Every block's changes arrive before any is applied: a worker lost
+        meanwhile leaves the copy at the last checkpoint."""
+        changes = self.run.call_blocks("changes")
+        if self.driver_copy is None:  # the blocks report their changes since the fit's start
+            shape = (self.problem.n_coords, self.problem.n_outputs)
+            self.driver_copy = (wide_zeros(shape) if self.init is None
+                         else np.array(self.init, dtype=np.float64, order="C", copy=True))
+        for b, (ids, values) in enumerate(changes):
+            if ids is None:
+                self.driver_copy[b::self.n_blocks] = values
+            else:
+                self.driver_copy[b::self.n_blocks][ids] = values
+        return self.driver_copy
+
+    def final_model(self, tracked):
+        """The fit's model: when the blocks ``tracked`` their changes, the
+        checkpoints' copy brought up to date (what changed since the last
+        checkpoint, none after the last epoch's), else a whole read."""
+        return self.checkpoint_model() if tracked else self.model()
 
     def model(self):
         """All blocks' coefficients as one (n_coords, n_outputs) array, intercept last."""

@@ -156,8 +156,8 @@ def _pull_packed(handles, chunk, worker, config, shard, packed, terms, ahead=Non
     released) instead of returning arrays to concatenate and pack: that glue
     was a third of a chunk's time next to the sweep.  Blocks on other workers
     send only the values (or were read ahead: ``ahead``, replies by block);
-    the other columns come from ``terms`` (:meth:`BlockServer.svrg_terms`,
-    fetched once per epoch).  Returns replies shaped like :func:`pull`'s.
+    the other columns come from ``terms`` (:func:`shard_terms`, fetched once
+    per epoch).  Returns replies shaped like :func:`pull`'s.
     """
     sync = config.sync and worker >= 0
     min_version = shard.round if sync else None
@@ -178,8 +178,49 @@ def _pull_packed(handles, chunk, worker, config, shard, packed, terms, ahead=Non
         if not h.local:
             rows = packed[b[i]:b[i + 1]]
             rows[:, :n_outputs] = replies[i].values
-            gather_terms(*terms[i], chunk.block_ids[i], rows)
+            gather_terms(terms[i], chunk.term_pos[i], rows)
     return replies
+
+
+def shard_terms(handles, shard, timeout):
+    """The SVRG terms of this epoch (:meth:`BlockServer.svrg_terms`) that the loop
+    reads outside its own blocks' packed pulls, by block (``None``: none).
+
+    CSR chunks read them from the blocks on other workers, for the coordinates
+    the shard touches there (:func:`_term_index`): a wide model's loop then
+    holds and fetches what its data reads, not a copy of every remote block.
+    Dense chunks read every coordinate of every block.
+    """
+    dense = not is_csr(shard.chunks[0])
+    union = _term_index(shard, handles)
+    calls = {i: h.call("svrg_terms", h.ids(union[i])) for i, h in enumerate(handles)
+             if dense or not h.local}
+    terms = [None] * len(handles)
+    for i, call in calls.items():
+        terms[i] = call.result(timeout)
+    return terms
+
+
+def _term_index(shard, handles):
+    """Per block, the sorted coordinates the shard's CSR chunks read from it, once
+    per fit (kept on the shard; ``None`` for a block on this worker or dense
+    chunks); each chunk keeps where its coordinates are in them (``term_pos``,
+    int32), for :func:`~dask_asyncopt.kernels.lazy.gather_terms`."""
+    key = tuple((h.ref.key, h.local) for h in handles)
+    if getattr(shard, "term_key", None) == key:
+        return shard.term_ids
+    union = [None] * len(handles)
+    csr = is_csr(shard.chunks[0])
+    for chunk in shard.chunks:
+        chunk.term_pos = [None] * len(handles)
+    for i, h in enumerate(handles):
+        if h.local or not csr:
+            continue
+        union[i] = np.unique(np.concatenate([c.block_ids[i] for c in shard.chunks]))
+        for chunk in shard.chunks:
+            chunk.term_pos[i] = np.searchsorted(union[i], chunk.block_ids[i]).astype(np.int32)
+    shard.term_ids, shard.term_key = union, key
+    return union
 
 
 def sweep_packed(chunk, rows, packed, config, normalise):
@@ -205,10 +246,8 @@ def _pack_dense_terms(chunk, terms, packed):
     penalty scale and preconditioner (a dense chunk reads whole blocks)."""
     n_outputs = chunk.Y.shape[1]
     b = chunk.bounds
-    for i, (drift, scale, precond) in enumerate(terms):
-        packed[b[i]:b[i + 1], n_outputs:2 * n_outputs] = drift
-        packed[b[i]:b[i + 1], 2 * n_outputs] = scale
-        packed[b[i]:b[i + 1], 2 * n_outputs + 1] = precond
+    for i, block_terms in enumerate(terms):
+        packed[b[i]:b[i + 1], n_outputs:] = block_terms
 
 
 def scratch(shard, n_local, n_outputs, width=None):
@@ -285,8 +324,8 @@ def sweep_epoch(shard, handles, config, worker, target):
     normalise = svrg and config.svrg.normalise
     # Reads of other workers' blocks carry only the weights: the drift and penalty
     # scale change only when a snapshot completes (between epochs), so they come
-    # once per epoch here (for blocks in this process, references to them).
-    terms = [h.call("svrg_terms").result(timeout) for h in handles] if svrg else None
+    # once per epoch here.
+    terms = shard_terms(handles, shard, timeout) if svrg else None
     # Asynchronous SVRG loops read the next chunk from other workers' blocks while
     # they sweep this one (:func:`_read_ahead`); a sync round or admission under
     # max_staleness must see this chunk's push first.

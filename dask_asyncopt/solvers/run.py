@@ -10,7 +10,8 @@ loop, :func:`drive`:
    callback (the progress bar), the best model so far when asked;
 3. the fit's step policy (:mod:`.steps`) returns the next step or stops;
 4. every ``checkpoint_every`` epochs the driver keeps a :class:`Checkpoint`
-   of the model in its own process (a lost worker cannot take it with it);
+   of the model in its own process (a lost worker cannot take it with it;
+   coefficient blocks send only the coordinates changed since the last one);
 5. the topology lets its loops go on with the new step.
 
 When a worker is lost mid-fit the topology releases everything and raises
@@ -306,11 +307,15 @@ class Run:
             self.settings.callback(row)
         return watched
 
-    def keep_checkpoint(self, epoch, result, model, stopping):
-        """Keep a :class:`Checkpoint` when one is due after ``epoch``."""
+    def keep_checkpoint(self, epoch, result, topology, stopping):
+        """Keep a :class:`Checkpoint` when one is due after ``epoch``: of the model
+        read this epoch, else of the topology's ``checkpoint_model()`` (one that
+        costs what changed since the last checkpoint) or ``model()``."""
         every = self.settings.checkpoint_every
         if every and epoch % every == 0:
-            current = self.last_model if self.last_model is not None else model()
+            current = self.last_model
+            if current is None:
+                current = getattr(topology, "checkpoint_model", topology.model)()
             self.checkpoint = Checkpoint(current, result.samples, epoch, self.best,
                                          (stopping.best, stopping.no_improve))
 
@@ -344,7 +349,7 @@ def drive(run, topology):
                     "or collinear: standardise them (sklearn.preprocessing.StandardScaler, "
                     "or MaxAbsScaler for sparse data), or raise alpha", ConvergenceWarning,
                     stacklevel=2)
-        run.keep_checkpoint(epoch, result, topology.model, policy.stopping)
+        run.keep_checkpoint(epoch, result, topology, policy.stopping)
         if final:
             break
         topology.next(epoch, step)

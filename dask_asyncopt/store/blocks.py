@@ -25,16 +25,54 @@ through TCP to itself); a lock serialises them.
 """
 
 import asyncio
+import mmap
 import threading
 
 import numpy as np
 
-from ..kernels.lazy import add_delta, add_entries, add_rows, catch_up_all, gather, gather_packed
-from ..objective.penalties import sparse_penalty_scale
+from ..kernels.lazy import (
+    add_delta,
+    add_delta_logged,
+    add_entries,
+    add_rows,
+    catch_up_all,
+    gather,
+    gather_packed,
+    pack_terms,
+    undo_log,
+)
 from .handoff import EpochHandOff
 from .replies import Pulled, Pushed, StoreStats
 
 _RENORMALISE_ABOVE = 1e150
+#: restart the lazy history before its index leaves the int32 ``last`` array's range
+_MAX_HISTORY = 2**31 - 2
+#: a block keeps the list of coordinates its data touches (see ``BlockServer.active``)
+#: while they are at most this share of it; a larger share: all its coordinates
+ACTIVE_SHARE = 1 / 8
+_NO_HISTORY = np.zeros(0, dtype=np.int32)
+_NO_VALUES = np.zeros((0, 1))
+_LOG_START = 1024
+_SLICE = 1 << 20
+_WIDE_BYTES = 1 << 22
+
+
+def wide_zeros(shape, dtype=np.float64):
+    """Zeros for an array as wide as a model: anonymous memory on 4 KB pages.
+
+    A hashed model's data touches scattered coordinates.  NumPy asks for huge
+    pages (2 MB) on large arrays, so one touched coordinate makes the kernel
+    zero and map 2 MB: the whole array ends up in memory and paid for at its
+    first touch.  On 4 KB pages only the pages holding touched coordinates
+    are ever mapped (the rest read as zeros without memory).
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    advise = getattr(mmap, "MADV_NOHUGEPAGE", None)
+    if size < _WIDE_BYTES or advise is None:
+        return np.zeros(shape, dtype=dtype)
+    memory = mmap.mmap(-1, size)
+    memory.madvise(advise)
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)
 
 
 class FitStopped(RuntimeError):
@@ -72,9 +110,12 @@ def add_snapshot_part(sums, ids, grad, columns=None):
     block, or of one worker loop before it hands them to the block): the
     gradient sum ``grad`` at distinct coordinates ``ids`` (``None``: all) and,
     on a fit's first snapshot, ``columns``, the ``(counts, energy)`` of those
-    coordinates (rows touching each, sum of its squared values)."""
+    coordinates (rows touching each, sum of its squared values); ``grad``
+    ``None``: the columns alone."""
     grad_sum, count_sum, energy_sum = sums
-    if ids is None:
+    if grad is None:
+        pass
+    elif ids is None:
         grad_sum += grad
     else:
         add_rows(grad_sum, ids, grad)
@@ -110,6 +151,25 @@ class BlockServer(EpochHandOff):
     Block 0 also relays the worker loops' epoch reports and the driver's
     decisions (:class:`~dask_asyncopt.store.handoff.EpochHandOff`).
 
+    **Memory follows the data, not the width.**  A hashed model has far more
+    coordinates than its data touches, so a block keeps per coordinate only
+    what every coordinate needs, 24 bytes with one output under SVRG: the
+    coefficients (float64), the snapshot's gradient sum, divided in place into
+    the drift when the snapshot completes (float64; one array: a snapshot's
+    first part arrives after every loop passed the barrier that ends the
+    sweeps, so no loop reads the drift while it sums), the rows touching each
+    column (int32: the drift's divisor and the penalty scale ``n / n_j``,
+    computed where it is read) and the sweeps' preconditioner (float32: a
+    per-coordinate step scale, which moves no fixed point).  The lazy proximal
+    timestamps (int32) exist only once a proximal map is pushed (plain SGD);
+    the snapshot arrays only once a snapshot is taken.  What changes is kept
+    as it changes: the coordinates each push touched, with their previous
+    values when the fit may undo an epoch (``undoable``), in one log
+    (:func:`~dask_asyncopt.kernels.lazy.add_delta_logged`) that serves
+    :meth:`restore` and the driver's checkpoints (:meth:`changes`).  Per
+    epoch a block then does work in the coordinates its data touches
+    (``active``, known from the fit's first snapshot), not in its size.
+
     Parameters
     ----------
     block_id, n_blocks : int
@@ -139,11 +199,25 @@ class BlockServer(EpochHandOff):
     precondition : bool
         Serve the SVRG sweeps the preconditioner ``sqrt(counts) / energy`` (see
         :meth:`finish_snapshot`); otherwise ones (a user's constant step).
+    undoable : bool
+        The fit may undo an epoch (:meth:`keep`, :meth:`restore`): log the
+        values each push replaces.  Such a block takes no proximal maps (the
+        SVRG sweeps apply theirs): a logged value is the coordinate's value
+        at any later point of the history too.
+    track : bool
+        Log which coordinates change, for :meth:`changes` (the driver's
+        checkpoints).
     """
+
+    #: Coefficients change by an update rule's steps and catch-up, not only by
+    #: pushed deltas (``RuleServer``): undo keeps whole copies, :meth:`changes`
+    #: returns whole blocks and the column energies stay (the rule scales its
+    #: steps by them).
+    RULE_UPDATES = False
 
     def __init__(self, block_id, n_blocks, n_coords, n_outputs, penalty, unpenalised, mode,
                  n_workers, max_staleness, init=None, samples=0, average_rounds=False,
-                 precondition=True):
+                 precondition=True, undoable=False, track=False):
         self.block_id = block_id
         self.n_blocks = n_blocks
         self.penalty = penalty
@@ -154,12 +228,14 @@ class BlockServer(EpochHandOff):
         self.average_rounds = average_rounds
         self.precondition = precondition
         if init is None:
-            self.w = np.zeros((n_coords, n_outputs))
+            self.w = wide_zeros((n_coords, n_outputs))
         else:
             self.w = np.array(init, dtype=np.float64, order="C", copy=True)
-        self.init_w = None if init is None else self.w.copy()  # restore() before any keep()
+        # whole copies to go back to, only for RULE_UPDATES (restore() before any keep())
+        self.init_w = None if init is None or not self.RULE_UPDATES else self.w.copy()
+        self.w_set = init is not None  # values not all zero may sit anywhere (see active)
         self.w_kept = None
-        self.last = np.zeros(n_coords, dtype=np.int64)
+        self.last = _NO_HISTORY  # int32 per coordinate once a proximal map is pushed
         self.hist_d = np.ones(64)
         self.hist_s = np.zeros(64)
         self.now = 0  # index into the (D, S) history
@@ -167,14 +243,7 @@ class BlockServer(EpochHandOff):
         self.samples = samples  # samples whose pushes were applied (the schedule's t)
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
-        # Snapshot terms of the variance-reduced solver: the gradient sum at the
-        # snapshot and the number of rows touching each coordinate.
-        self.grad_sum = np.zeros_like(self.w)
-        self.drift = np.zeros_like(self.w)  # grad_sum / counts, fixed per snapshot
-        self.counts = np.zeros(n_coords, dtype=np.int64)
-        self.energy = np.zeros(n_coords)  # sum of each column's squares (intercept: rows)
-        self.pen_scale = np.zeros(n_coords)  # n / counts (0: unpenalised), see pull_packed
-        self.precond = np.zeros(n_coords)  # sqrt(counts) / energy, see preconditioner
+        self._drop_snapshot()
         self.snapshot_parts = {}
         self.arrived = {}  # barrier key -> loops arrived (see arrive)
         self.reported = {}  # snapshot key -> loops whose snapshot parts are all in
@@ -183,13 +252,46 @@ class BlockServer(EpochHandOff):
         self.reading = {}  # worker -> version of its outstanding read
         self.ready = {}  # worker -> read version of its push waiting for admission
         self.id_sets = {}  # IdSet key -> ids
+        self._init_log(undoable, track)
         self._init_handoff()
         self.reset_stats()
 
-    def begin(self, n_workers, undoable=False):
+    def _drop_snapshot(self):
+        """Forget the snapshot terms and column statistics (allocated by the first
+        snapshot of a fit, see :meth:`_snapshot_arrays`)."""
+        self.drift = None  # the snapshot's gradient sum, then (finished) the drift
+        self.counts = None  # rows touching each coordinate (int32)
+        self.precond = None  # the sweeps' preconditioner (float32)
+        self.energy = None  # sum of each column's squares: whole-block parts (narrow models)
+        # while the columns come in, and for RULE_UPDATES
+        self.n_rows = 0  # rows of the fit's data: the penalty scale's numerator
+        self.columns_added = False  # a snapshot part brought column statistics
+        self.column_parts = []  # ... as (ids, counts, energy), summed once all are in
+        self.summing = False  # drift holds a snapshot's sum being gathered, not the drift
+        self.active = None  # coordinates some row touches (int32), None: all
+        self.inactive_penalty = None  # penalty of the others (they never change)
+
+    def _snapshot_arrays(self):
+        if self.drift is None:
+            n_coords, n_outputs = self.w.shape
+            self.drift = wide_zeros((n_coords, n_outputs))
+            self.counts = wide_zeros(n_coords, dtype=np.int32)
+            self.precond = wide_zeros(n_coords, dtype=np.float32)
+            self.summing = True  # a sum of nothing: zeros, no need to write them (pages)
+
+    def _init_log(self, undoable, track):
+        self.undoable = undoable and not self.RULE_UPDATES
+        self.track = track
+        self.log_ids = np.zeros(0, dtype=np.int32)
+        self.log_values = _NO_VALUES
+        self.n_log = 0  # log entries since the last keep() (the undo log)
+        self.n_reported = 0  # ... of which changes() reported the first n_reported
+        self.pending = []  # coordinates changed, not yet reported, no longer in the log
+        self.whole_changed = False  # a proximal map changed every coordinate since
+
+    def begin(self, n_workers, undoable=False, track=False):
         """Serve another fit on the coefficients as they are (``partial_fit``), with
-        ``n_workers`` loops; ``undoable``: the fit may undo an epoch (rules,
-        SVRG), so keep the coefficients to go back to.
+        ``n_workers`` loops; ``undoable`` and ``track`` as the constructor's.
 
         Carried over: the coefficients with their lazy proximal history, the
         sample count (the step schedule goes on) and, in a
@@ -198,8 +300,7 @@ class BlockServer(EpochHandOff):
         buffered rounds, outstanding reads, chunk ids, the version its loops
         counted rounds and staleness from), its snapshot and column
         statistics (the new data's are taken again) and its iterates to go back
-        to: undoing the new fit's epoch returns here (zeros otherwise, never
-        used by plain SGD).
+        to: undoing the new fit's epoch returns here.
         """
         with self.changed:
             self.n_workers = n_workers
@@ -208,12 +309,12 @@ class BlockServer(EpochHandOff):
             self.arrived, self.reported, self.round_buffer = {}, {}, {}
             self.reading, self.ready, self.id_sets, self.snapshot_parts = {}, {}, {}, {}
             self.epoch_reports, self.completed, self.decisions = {}, {}, {}
-            for a in (self.grad_sum, self.drift, self.counts, self.energy, self.pen_scale,
-                      self.precond):
-                a[...] = 0
+            self._drop_snapshot()
             self._materialise_all()
+            self._init_log(undoable, track)
+            self.w_set = True
             self.w_kept = None
-            self.init_w = self.w.copy() if undoable else None
+            self.init_w = self.w.copy() if undoable and self.RULE_UPDATES else None
             self.reset_stats()
 
     def _ids(self, ids):
@@ -265,6 +366,7 @@ class BlockServer(EpochHandOff):
         return Pulled(values, self.version, self.samples)
 
     def _snapshot_terms(self, ids):
+        self._snapshot_arrays()
         if ids is None:
             return self.drift.copy(), self.counts.copy()
         return self.drift[ids], self.counts[ids]
@@ -277,7 +379,7 @@ class BlockServer(EpochHandOff):
         return method == "pull" or (method == "push" and self.max_staleness is None)
 
     def pull_packed(self, ids, out, worker=-1, min_version=None, timeout=None):
-        """Write ``[values | drift | penalty scale]`` of ``ids`` into ``out``.
+        """Write ``[values | drift | penalty scale | precond]`` of ``ids`` into ``out``.
 
         The variance-reduced sweeps' read for a caller on this worker (thread
         workers): one pass straight into the sweep's array (see
@@ -291,8 +393,10 @@ class BlockServer(EpochHandOff):
             self._check_running()
             if worker >= 0 and self.max_staleness is not None:
                 self.reading[worker] = self.version
+            self._snapshot_arrays()
             gather_packed(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
-                          self.unpenalised, self.drift, self.pen_scale, self.precond, out)
+                          self.unpenalised, self.drift, self.counts, self.n_rows, self.precond,
+                          out)
             return Pulled(None, self.version, self.samples)
 
     async def pull_when_async(self, ids, min_version, timeout, snapshot=False):
@@ -321,19 +425,31 @@ class BlockServer(EpochHandOff):
 
     # --------------------------------------------------------------- snapshot
     def reset_snapshot(self):
-        """Start a new snapshot: zero the gradient sum (row counts are kept)."""
+        """Start a new snapshot: its first part zeroes the gradient sum (row counts
+        are kept)."""
         with self.lock:
             self._reset_snapshot()
 
     def _reset_snapshot(self):
-        self.grad_sum[:] = 0.0
+        self.summing = False
         self.snapshot_parts = {}
+
+    def _open_sum(self):
+        """Before a snapshot's first part: zero the sum, where the last snapshot
+        added (see ``active``).  The array holds the drift until then: the
+        first part comes after every loop passed the barrier that ends the
+        sweeps (see :meth:`arrive`), so no loop reads the drift any more."""
+        if not self.summing:
+            if self.active is None:
+                self.drift[:] = 0.0
+            else:
+                self.drift[self.active] = 0.0
+            self.summing = True
 
     def arrive(self, key, worker, timeout, value=0.0):
         """Wait until every worker loop has arrived at barrier ``key`` (the end of
-        an epoch's sweeps); the last arrival starts the next snapshot (zeroes the
-        gradient sum, as :meth:`reset_snapshot`; only :meth:`finish_snapshot`
-        reads it).  Returns the largest ``value`` the loops brought.
+        an epoch's sweeps, or of a snapshot).  Returns the largest ``value`` the
+        loops brought.
 
         A loop that passed this barrier at every block may add snapshot parts:
         no other loop still sweeps with the old drift.  This replaces a task
@@ -362,7 +478,6 @@ class BlockServer(EpochHandOff):
         arrived = self.arrived.setdefault(key, {})
         arrived[worker] = value
         if len(arrived) == self.n_workers:
-            self._reset_snapshot()
             self.notify()
         return arrived
 
@@ -403,34 +518,105 @@ class BlockServer(EpochHandOff):
 
     def finish_snapshot(self, n_samples=None):
         """Complete a snapshot: add the parts kept by :meth:`add_snapshot` (``"sync"``
-        mode) in key order, then fix the drift ``grad_sum / counts`` that every pull
-        of the next epoch reads (computed once here, not per pull under the lock)
-        and, given the number of rows ``n_samples``, the penalty scale
-        ``n_samples / counts`` (0 for the unpenalised coordinate) and the
-        sweeps' :func:`preconditioner`."""
+        mode) in key order, then divide the gradient sum into the drift
+        ``grad_sum / counts`` that every pull of the next epoch reads (once here,
+        not per pull under the lock); ``n_samples``, the number of rows, sets
+        the penalty scale ``n_samples / counts`` (0 for the unpenalised
+        coordinate, see :func:`~dask_asyncopt.kernels.lazy.penalty_scale`).
+        After a snapshot that brought the column statistics, also fixes the
+        sweeps' :func:`preconditioner` and the coordinates the data touches
+        (:meth:`_fix_columns`)."""
         with self.lock:
+            self._snapshot_arrays()
             for key in sorted(self.snapshot_parts):
                 self._add_snapshot(*self.snapshot_parts[key])
             self.snapshot_parts = {}
-            np.divide(self.grad_sum, np.maximum(self.counts, 1)[:, None], out=self.drift)
+            self._open_sum()  # no part: the sum is 0
+            self.summing = False
+            if self.columns_added:
+                self._fix_columns()
+            if self.active is None:
+                np.divide(self.drift, np.maximum(self.counts, 1)[:, None], out=self.drift)
+            else:  # elsewhere the sum is 0 and the divisor 1
+                a = self.active
+                self.drift[a] /= np.maximum(self.counts[a], 1)[:, None]
             if n_samples is not None:
-                sparse_penalty_scale(n_samples, self.counts, self.unpenalised,
-                                     out=self.pen_scale)
-            if not self.precondition:
-                self.precond[:] = 1.0
-                return
-            preconditioner(self.counts, self.energy, out=self.precond)
+                self.n_rows = n_samples
+
+    def _fix_columns(self):
+        """The column statistics are all in (a fit's first snapshot): add them up,
+        fix the preconditioner and ``active``, the coordinates some row touches,
+        when they are few (at most :data:`ACTIVE_SHARE`): no push, snapshot or
+        penalty reaches the others in this fit, so per-epoch work skips them.
+
+        Parts that name their coordinates (a model wider than a loop's data)
+        are summed over those alone, in arrival order (as adding them one by
+        one would): no column energy array as wide as the block.  Only an
+        update rule keeps the energies (:attr:`RULE_UPDATES`)."""
+        parts, self.column_parts = self.column_parts, []
+        self.columns_added = False
+        n_coords = self.w.shape[0]
+        if self.energy is not None:  # whole-block parts came (a narrow model): add the rest
+            energy = self.energy
+            for ids, counts, part_energy in parts:
+                add_snapshot_part((None, self.counts, energy), ids, None,
+                                  (counts, part_energy))
+            active, energy_active, seen = None, None, slice(None)
+        else:
+            ids = np.concatenate([p[0] for p in parts] + [np.zeros(0, np.int64)])
+            seen, where = np.unique(ids, return_inverse=True)
+            counts = np.bincount(where, np.concatenate([p[1] for p in parts] + [[]]),
+                                 seen.shape[0])
+            energy_active = np.bincount(where, np.concatenate([p[2] for p in parts] + [[]]),
+                                        seen.shape[0])
+            self.counts[seen] += counts.astype(np.int32)
+            active = seen
+            energy = None
+        self.active = (active.astype(np.int32) if active is not None
+                       and active.shape[0] <= ACTIVE_SHARE * n_coords else None)
+        self.inactive_penalty = None
+        if self.precondition:  # 0 where no row touches (see preconditioner)
+            self.precond[seen] = preconditioner(
+                self.counts[seen], energy[seen] if energy is not None else energy_active)
+        else:
+            self.precond[:] = 1.0
+        if self.RULE_UPDATES:
+            if energy is None:
+                energy = np.zeros(n_coords)
+                energy[seen] = energy_active
+            self.energy = energy
+        else:
+            self.energy = None
 
     def _add_snapshot(self, ids, grad, columns):
-        add_snapshot_part((self.grad_sum, self.counts, self.energy), ids, grad, columns)
+        self._snapshot_arrays()
+        self._open_sum()
+        if columns is None or ids is not None:  # named coordinates: summed at the end
+            add_snapshot_part((self.drift, None, None), ids, grad)
+            if columns is not None:
+                self.column_parts.append((ids, *columns))
+        else:
+            if self.energy is None:
+                self.energy = np.zeros(self.w.shape[0])
+            add_snapshot_part((self.drift, self.counts, self.energy), ids, grad, columns)
+        self.columns_added = self.columns_added or columns is not None
 
-    def svrg_terms(self):
-        """The variance-reduced sweeps' per-coordinate constants of the current
-        snapshot: ``(drift, pen_scale, precond)`` (see :meth:`finish_snapshot`).  They
-        change only when a snapshot completes, so a loop on another worker
-        fetches them once per epoch instead of with every pull."""
+    def svrg_terms(self, ids=None):
+        """``[drift | penalty scale | precond]`` of coordinates ``ids`` (``None``: all;
+        an :class:`IdSet`), a ``(len(ids), K + 2)`` array: the variance-reduced
+        sweeps' per-coordinate constants of the current snapshot (see
+        :meth:`finish_snapshot`).  They change only when a snapshot completes,
+        so a loop on another worker fetches them once per epoch, for the
+        coordinates its shard reads, instead of with every pull."""
         with self.lock:
-            return self.drift, self.pen_scale, self.precond
+            self._snapshot_arrays()
+            ids = self._ids(ids)
+            if ids is None:
+                ids = np.arange(self.w.shape[0])
+            out = np.empty((ids.shape[0], self.w.shape[1] + 2))
+            pack_terms(self.drift, self.counts, self.n_rows, self.precond, self.unpenalised,
+                       ids, out)
+            return out
 
     def coefficients(self):
         """All coefficients of the block, materialised."""
@@ -438,8 +624,12 @@ class BlockServer(EpochHandOff):
 
     def keep(self):
         """Remember the coefficients as the iterate to go back to (an epoch was
-        accepted, see :meth:`restore`)."""
+        accepted, see :meth:`restore`): the undo log starts again (a whole copy
+        for :attr:`RULE_UPDATES`)."""
         with self.lock:
+            if not self.RULE_UPDATES:
+                self._settle_log()
+                return
             self._materialise_all()
             if self.w_kept is None:
                 self.w_kept = self.w.copy()
@@ -451,14 +641,86 @@ class BlockServer(EpochHandOff):
         were) and start a new snapshot: the epoch since then raised the
         objective.  The loops redo the snapshot pass at the restored iterate."""
         with self.lock:
-            self._materialise_all()
-            if self.w_kept is not None:
-                self.w[:] = self.w_kept
-            elif self.init_w is not None:
-                self.w[:] = self.init_w
+            if self.RULE_UPDATES:
+                self._materialise_all()
+                if self.w_kept is not None:
+                    self.w[:] = self.w_kept
+                elif self.init_w is not None:
+                    self.w[:] = self.init_w
+                else:
+                    self.w[:] = 0.0
+                self.whole_changed = True
             else:
-                self.w[:] = 0.0
+                if not self.undoable:
+                    raise RuntimeError(f"block {self.block_id} was not made undoable")
+                if self.track and self.n_log:  # every logged coordinate changes back
+                    self.pending.append(np.unique(self.log_ids[:self.n_log]))
+                undo_log(self.w, self.log_ids, self.log_values, self.n_log)
+                self.n_log = self.n_reported = 0
             self._reset_snapshot()
+
+    def changes(self):
+        """``(ids, values)``: the coordinates changed since the last call (since the
+        fit began, for its first) and their values; ``ids`` is ``None`` when
+        ``values`` is the whole block (the block does not track its changes,
+        or a proximal map or an update rule changed every coordinate).
+
+        The driver's checkpoints apply these to their copy of the model, so a
+        checkpoint costs what the epoch changed, not the model's size."""
+        with self.lock:
+            if self.RULE_UPDATES or not self.track or self.whole_changed:
+                self._materialise_all()
+                self.pending, self.n_reported = [], self.n_log
+                self.whole_changed = False
+                return None, self.w.copy()
+            ids = np.unique(np.concatenate(
+                self.pending + [self.log_ids[self.n_reported:self.n_log]]))
+            self.pending, self.n_reported = [], self.n_log
+            values = np.empty((ids.shape[0], self.w.shape[1]))
+            gather(self.w, self.last, self.hist_d, self.hist_s, self.now, ids,
+                   self.unpenalised, values)
+            return ids, values
+
+    def _unreported(self):
+        """Move the log's entries :meth:`changes` has not reported to ``pending``."""
+        if self.track and self.n_reported < self.n_log:
+            self.pending.append(np.unique(self.log_ids[self.n_reported:self.n_log]))
+            if len(self.pending) > 8:
+                self.pending = [np.unique(np.concatenate(self.pending))]
+        self.n_reported = self.n_log
+
+    def _settle_log(self):
+        """The iterate is kept: no entry of the undo log is needed any more."""
+        self._unreported()
+        self.n_log = self.n_reported = 0
+
+    def _reserve_log(self, n_more):
+        """Room for ``n_more`` log entries: when the log is full, keep only each
+        coordinate's oldest entry (the value to undo to) and grow it if that
+        freed less than half: the log stays within a few entries per changed
+        coordinate, whatever the number of pushes."""
+        size = self.log_ids.shape[0]
+        if self.n_log + n_more <= size:
+            return
+        self._unreported()
+        if not self.undoable:
+            self.n_log = 0
+        elif self.n_log:
+            _, first = np.unique(self.log_ids[:self.n_log], return_index=True)
+            self.log_ids[:first.shape[0]] = self.log_ids[first]
+            self.log_values[:first.shape[0]] = self.log_values[first]
+            self.n_log = first.shape[0]
+        self.n_reported = self.n_log
+        need = self.n_log + n_more
+        if need > size // 2:
+            size = max(_LOG_START, 2 * need)
+            ids = np.empty(size, dtype=np.int32)
+            ids[:self.n_log] = self.log_ids[:self.n_log]
+            self.log_ids = ids
+            if self.undoable:
+                values = np.empty((size, self.w.shape[1]))
+                values[:self.n_log] = self.log_values[:self.n_log]
+                self.log_values = values
 
     def _materialise_all(self):
         catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now, self.unpenalised)
@@ -469,9 +731,25 @@ class BlockServer(EpochHandOff):
             return self._penalty_value()
 
     def _penalty_value(self):
-        catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
-                     self.unpenalised)
-        return self.penalty.value(self.w, self.unpenalised)
+        if self.active is None or self.now != 0 or self.RULE_UPDATES:
+            self._materialise_all()
+            return self.penalty.value(self.w, self.unpenalised)
+        # only the active coordinates change in this fit (no pending catch-up: now == 0)
+        active, skip = self.active, self.unpenalised
+        if self.inactive_penalty is None and not self.w_set:
+            self.inactive_penalty = 0.0  # a cold start's untouched coordinates: zeros
+        if self.inactive_penalty is None:  # once per fit, in slices (no model-sized copy)
+            others = np.ones(self.w.shape[0], dtype=bool)
+            others[active] = False
+            if skip >= 0:
+                others[skip] = False
+            self.inactive_penalty = sum(
+                self.penalty.value(self.w[i:i + _SLICE][others[i:i + _SLICE]])
+                for i in range(0, self.w.shape[0], _SLICE))
+        where = int(np.searchsorted(active, skip)) if skip >= 0 else -1
+        if where >= active.shape[0] or (where >= 0 and active[where] != skip):
+            where = -1
+        return self.inactive_penalty + self.penalty.value(self.w[active], where)
 
     # ----------------------------------------------------------------- writes
     def push(self, worker, ids, delta, prox_d, prox_s, n_samples, read_version,
@@ -596,8 +874,14 @@ class BlockServer(EpochHandOff):
     def _add(self, ids, delta):
         if ids is None:
             ids = np.arange(self.w.shape[0])
-        add_delta(self.w, self.last, self.hist_d, self.hist_s, self.now, ids, delta,
-                  self.unpenalised)
+        if not (self.undoable or self.track):
+            add_delta(self.w, self.last, self.hist_d, self.hist_s, self.now, ids, delta,
+                      self.unpenalised)
+            return
+        self._reserve_log(ids.shape[0])
+        add_delta_logged(self.w, self.last, self.hist_d, self.hist_s, self.now, ids, delta,
+                         self.unpenalised, self.log_ids, self.log_values, self.n_log)
+        self.n_log += ids.shape[0]
 
     def _advance(self, prox_d, prox_s):
         """Append one proximal map to the lazy history."""
@@ -605,6 +889,13 @@ class BlockServer(EpochHandOff):
             # The identity (updates that applied their prox already, e.g. SVRG
             # sweeps): no entry, so reads find nothing to catch up.
             return
+        if self.undoable:
+            raise RuntimeError(
+                f"block {self.block_id} logs its changes for undo and takes no proximal "
+                "maps (the variance-reduced sweeps apply theirs)")
+        if self.last.shape[0] == 0:
+            self.last = wide_zeros(self.w.shape[0], dtype=np.int32)
+        self.whole_changed = True  # the map applies to every coordinate
         if self.now + 1 == self.hist_d.shape[0]:
             self.hist_d = np.concatenate([self.hist_d, np.ones_like(self.hist_d)])
             self.hist_s = np.concatenate([self.hist_s, np.zeros_like(self.hist_s)])
@@ -612,9 +903,10 @@ class BlockServer(EpochHandOff):
         self.hist_s[self.now + 1] = s + prox_s * d
         self.hist_d[self.now + 1] = d * prox_d
         self.now += 1
-        if self.hist_d[self.now] > _RENORMALISE_ABOVE:
+        if self.hist_d[self.now] > _RENORMALISE_ABOVE or self.now >= _MAX_HISTORY:
             # Materialise every coordinate and restart the history at 1 so the
-            # products never overflow on very long fits with strong L2.
+            # products never overflow on very long fits with strong L2 (nor the
+            # int32 timestamps).
             catch_up_all(self.w, self.last, self.hist_d, self.hist_s, self.now,
                          self.unpenalised)
             self.hist_d[:] = 1.0

@@ -53,6 +53,8 @@ class RuleServer(BlockServer):
         The rule's moments to start from (a warm start), shaped as the block.
     """
 
+    RULE_UPDATES = True
+
     def __init__(self, *args, rule, moments=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.rule = rule

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dask_asyncopt.kernels import lazy
+from dask_asyncopt.objective.penalties import sparse_penalty_scale
 
 from ..reference import L1_RATIOS, make_history, ref_materialise
 
@@ -55,15 +56,18 @@ def test_gather_packed_is_gather_plus_the_terms(K):
     w, last, hist_d, hist_s, steps, now = make_block(rng, L1_RATIOS["l1"])
     w = np.ascontiguousarray(np.repeat(w[:, :1], K, axis=1))
     drift = rng.normal(size=w.shape)
-    scale = rng.uniform(1, 3, size=w.shape[0])
-    precond = rng.uniform(0.1, 1, size=w.shape[0])
+    counts = rng.integers(0, 4, size=w.shape[0]).astype(np.int32)
+    n_rows = 37
+    # the penalty scale n / n_j of sparse_penalty_scale, 0 for the unpenalised coordinate
+    scale = sparse_penalty_scale(n_rows, counts, 6)
+    precond = rng.uniform(0.1, 1, size=w.shape[0]).astype(np.float32)
     ids = np.array([0, 1, 6, 9, 3, 12], dtype=np.int64)
     want = np.empty((ids.shape[0], K))
     w2, last2 = w.copy(), last.copy()
     lazy.gather(w2, last2, hist_d, hist_s, now, ids, 6, want)
     out = np.full((ids.shape[0] + 2, 2 * K + 2), np.nan)
-    lazy.gather_packed(w, last, hist_d, hist_s, now, ids, 6, drift, scale, precond,
-                          out[1:-1])
+    lazy.gather_packed(w, last, hist_d, hist_s, now, ids, 6, drift, counts, n_rows, precond,
+                       out[1:-1])
     np.testing.assert_array_equal(out[1:-1, :K], want)
     np.testing.assert_array_equal(out[1:-1, K:2 * K], drift[ids])
     np.testing.assert_array_equal(out[1:-1, 2 * K], scale[ids])
@@ -71,13 +75,41 @@ def test_gather_packed_is_gather_plus_the_terms(K):
     np.testing.assert_array_equal(w, w2)  # materialised as gather does
     np.testing.assert_array_equal(last, last2)
     assert np.isnan(out[[0, -1]]).all()  # only its rows written
-    # the terms alone (reads of remote blocks): the weight columns are left alone
+    # the terms alone (reads of remote blocks): packed once, gathered by position
+    terms = np.empty((w.shape[0], K + 2))
+    lazy.pack_terms(drift, counts, n_rows, precond, 6, np.arange(w.shape[0]), terms)
+    np.testing.assert_array_equal(terms[:, :K], drift)
+    np.testing.assert_array_equal(terms[:, K], scale)
     out = np.full((ids.shape[0], 2 * K + 2), np.nan)
-    lazy.gather_terms(drift, scale, precond, ids, out)
+    lazy.gather_terms(terms, ids.astype(np.int32), out)
     assert np.isnan(out[:, :K]).all()
     np.testing.assert_array_equal(out[:, K:2 * K], drift[ids])
     np.testing.assert_array_equal(out[:, 2 * K], scale[ids])
     np.testing.assert_array_equal(out[:, 2 * K + 1], precond[ids])
+
+
+def test_undo_log_restores_the_first_logged_values():
+    """add_delta_logged logs each coordinate's value before the add; undo_log
+    replays newest first, so a coordinate pushed twice ends at its oldest value."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(10, 2))
+    before = w.copy()
+    log_ids = np.empty(12, dtype=np.int32)
+    log_values = np.empty((12, 2))
+    no_history = np.zeros(0, dtype=np.int32)
+    hist_d, hist_s = np.ones(4), np.zeros(4)
+    n_log = 0
+    for ids in (np.array([1, 4, 7]), np.array([4, 5]), np.array([1, 4, 9])):
+        delta = rng.normal(size=(ids.shape[0], 2))
+        want = w.copy()
+        want[ids] += delta
+        lazy.add_delta_logged(w, no_history, hist_d, hist_s, 0, ids, delta, -1, log_ids,
+                              log_values, n_log)
+        np.testing.assert_array_equal(w, want)
+        n_log += ids.shape[0]
+    assert log_ids[:n_log].tolist() == [1, 4, 7, 4, 5, 1, 4, 9]
+    lazy.undo_log(w, log_ids, log_values, n_log)
+    np.testing.assert_array_equal(w, before)
 
 
 def test_add_rows_is_fancy_add():

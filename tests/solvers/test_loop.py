@@ -165,7 +165,7 @@ def test_snapshot_and_loss_passes_on_real_blocks(request, where):
     assert (snap.samples, lost.samples) == (N, N)
     assert snap.max_sq_norm == pytest.approx((X.toarray() ** 2).sum(axis=1).max(), rel=1e-12)
     for b in range(N_BLOCKS):
-        drift, scale, precond = terms[b]
+        drift, scale, precond = terms[b][:, :1], terms[b][:, 1], terms[b][:, 2]
         mine = slice(b, None, N_BLOCKS)
         np.testing.assert_array_equal(counts[b], n_j[mine])
         np.testing.assert_allclose(drift[:, 0], grad[mine] / np.maximum(n_j[mine], 1),
@@ -177,7 +177,7 @@ def test_snapshot_and_loss_passes_on_real_blocks(request, where):
         # the preconditioner sqrt(n_j) / energy_j (0 for a column no row touches)
         with np.errstate(divide="ignore", invalid="ignore"):
             want_pre = np.where(energy[mine] > 0, np.sqrt(n_j[mine]) / energy[mine], 0.0)
-        np.testing.assert_allclose(precond, want_pre, rtol=1e-12)
+        np.testing.assert_allclose(precond, want_pre, rtol=1e-7)  # kept in float32
     assert cluster_is_clean(client)
 
 

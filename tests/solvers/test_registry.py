@@ -16,7 +16,7 @@ def test_linear_solvers():
     # one signature for every topology: the linear driver calls them alike
     signatures = {str(inspect.signature(f)) for f in SOLVERS.values()}
     assert signatures == {"(client, shards, loop_workers, n_samples, problem, settings, "
-                          "init=None, t_start=0, kept=None)"}
+                          "init=None, t_start=0, kept=None, moments=None)"}
 
 
 def test_item_sides():

@@ -189,14 +189,40 @@ def test_checkpoints_every_k_epochs_with_the_stopping_state(client):
         stop.stalled(1.0)
         run.last_model = None
         run.keep_checkpoint(epoch, EpochResult({}, 1.0, samples=7 * epoch),
-                            lambda e=epoch: e, stop)
+                            _Model(lambda e=epoch: e), stop)
         kept.append(run.checkpoint)
     assert [c.epoch if c else None for c in kept] == [None, 2, 2, 4, 4]
     assert kept[3].model == 4 and kept[3].samples == 28 and kept[3].stopping == (1.0, 3)
     never = _run(client, checkpoint_every=0)
     never.last_model = None
-    never.keep_checkpoint(1, EpochResult({}, 1.0), lambda: 1, stop)
+    never.keep_checkpoint(1, EpochResult({}, 1.0), _Model(lambda: 1), stop)
     assert never.checkpoint is None
+
+
+class _Model:
+    """A topology's model reads: ``model()``, and ``checkpoint_model()`` when given."""
+
+    def __init__(self, model, checkpoint_model=None):
+        self.model = model
+        if checkpoint_model is not None:
+            self.checkpoint_model = checkpoint_model
+
+
+def test_checkpoints_take_the_topologys_checkpoint_model(client):
+    """A topology with ``checkpoint_model`` (changes since the last checkpoint) is
+    checkpointed through it, not through a read of the whole model; a model the
+    epoch read already (validation) is taken as it is."""
+    run = _run(client, max_iter=3, checkpoint_every=1)
+    stop = EarlyStopping(1e-3, 3)
+    reads = []
+    topology = _Model(lambda: reads.append("model") or "whole",
+                      lambda: reads.append("changes") or "updated")
+    run.last_model = None
+    run.keep_checkpoint(1, EpochResult({}, 1.0, samples=3), topology, stop)
+    assert run.checkpoint.model == "updated" and reads == ["changes"]
+    run.last_model = "validated"
+    run.keep_checkpoint(2, EpochResult({}, 1.0, samples=6), topology, stop)
+    assert run.checkpoint.model == "validated" and reads == ["changes"]
 
 
 def test_with_restarts_resumes_from_the_last_checkpoint(client):

@@ -595,9 +595,10 @@ def test_snapshot_terms(mode):
     np.testing.assert_array_equal(pulled.counts, [1, 5, 2])
     np.testing.assert_allclose(pulled.drift.ravel(), [2.0, 9.0 / 5, 2.0])
     # the sweeps' preconditioner: sqrt(rows touching) / sum of squares, 0 where no row
-    # touches (coordinate 3: 5 rows, 9 + 16; coordinate 4: 2 rows, 0.25)
-    np.testing.assert_allclose(server.svrg_terms()[2],
-                               [0.0, 1 / 4, 0.0, np.sqrt(5) / 25, np.sqrt(2) / 0.25])
+    # touches (coordinate 3: 5 rows, 9 + 16; coordinate 4: 2 rows, 0.25), kept in float32
+    np.testing.assert_allclose(server.svrg_terms()[:, 2],
+                               [0.0, 1 / 4, 0.0, np.sqrt(5) / 25, np.sqrt(2) / 0.25], rtol=1e-7)
+    assert server.precond.dtype == np.float32 and server.counts.dtype == np.int32
     server.reset_snapshot()
     server.add_snapshot((0, 0), None, np.ones((5, 1)))
     server.finish_snapshot()
@@ -607,19 +608,19 @@ def test_snapshot_terms(mode):
 
 
 def test_barrier_releases_all_loops_and_starts_the_snapshot():
-    """arrive: nobody passes before the last loop arrives; the last arrival
-    zeroes the gradient sum; snapshot_done by every loop completes the
-    snapshot (drift and penalty scale fixed)."""
+    """arrive: nobody passes before the last loop arrives; the next snapshot's
+    first part starts a new gradient sum; snapshot_done by every loop completes
+    the snapshot (drift and penalty scale fixed)."""
     server = new_server(n_coords=4, K=1, n_workers=3)
     server.reset_snapshot()
     server.add_snapshot((0, 0), None, np.ones((4, 1)), (np.array([1, 2, 0, 4]), np.ones(4)))
     server.finish_snapshot(8)
-    np.testing.assert_allclose(server.pen_scale, [8.0, 4.0, 8.0, 2.0])
+    np.testing.assert_allclose(server.svrg_terms()[:, 1], [8.0, 4.0, 8.0, 2.0])
     passed = []
 
     def loop(i):
         server.arrive("e1", i, 10)
-        passed.append((i, server.grad_sum.copy()))
+        passed.append((i, server.drift.copy()))  # the drift, until the first part
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -630,10 +631,11 @@ def test_barrier_releases_all_loops_and_starts_the_snapshot():
     for t in threads:
         t.join(5)
     assert sorted(i for i, _ in passed) == [0, 1, 2]
-    assert all((g == 0).all() for _, g in passed)  # zeroed before anyone passed
+    drift = [1.0, 0.5, 1.0, 0.25]  # kept until the next snapshot's first part
+    assert all(np.array_equal(g.ravel(), drift) for _, g in passed)
     for i in range(3):
         server.add_snapshot((i, 0), np.array([i]), np.array([[2.0]]))
-        np.testing.assert_allclose(server.drift.ravel(), [1.0, 0.5, 1.0, 0.25])  # not yet
+        assert server.drift[i, 0] == 2.0  # the sum, not yet divided by the count
         server.snapshot_done("e1", i, 8)
     np.testing.assert_allclose(server.drift.ravel(), [2.0, 1.0, 2.0 / 1, 0.0])
 
@@ -681,43 +683,6 @@ def test_preconditioner_and_column_scale():
                                [2e3, 1.0, 5e2, 1e3, 1.0], rtol=1e-12)
 
 
-@pytest.mark.parametrize("init", [None, "given"])
-def test_keep_and_restore_go_back_to_the_iterate_kept(init):
-    """``keep`` (an accepted epoch) remembers the materialised coefficients;
-    ``restore`` (an epoch that raised the objective) goes back to them, or to the
-    fit's start when none was kept, and starts a new snapshot."""
-    rng = np.random.default_rng(5)
-    start = None if init is None else rng.normal(size=(8, 2))
-    server = new_server(8, 2, alpha=0.5, l1_ratio=0.5, unpenalised=7, init=start)
-    ref = DenseRef(np.zeros((8, 2)) if start is None else start, 7)
-
-    def push(i):
-        ids, delta, steps = random_push(rng, 8, 2, 0.5, 0.5)
-        server.push(0, ids, delta, *ref_compose(steps), len(steps), i)
-        ref.push(ids, delta, steps)
-
-    push(0)
-    server.restore()  # nothing kept yet: back to the start
-    np.testing.assert_array_equal(server.coefficients(), 0.0 if start is None else start)
-    ref = DenseRef(server.coefficients(), 7)
-    for i in range(3):
-        push(i)
-    server.keep()
-    kept = server.coefficients()
-    assert_close(kept, ref.w)
-    server.add_snapshot((0, 0), None, np.ones((8, 2)))
-    for i in range(3):
-        push(i)
-    assert not np.allclose(server.coefficients(), kept)
-    server.restore()
-    np.testing.assert_array_equal(server.coefficients(), kept)
-    np.testing.assert_array_equal(server.grad_sum, 0.0)  # the snapshot is taken again
-    push(0)  # the lazy history goes on from the restored values
-    server.keep()  # a second keep overwrites the first
-    server.restore()
-    assert not np.array_equal(server.coefficients(), kept)
-
-
 def test_begin_serves_another_fit_from_the_coefficients_as_they_are():
     """``partial_fit``'s kept store: the coefficients and sample count carry over;
     the last fit's version, stop, snapshot and column statistics do not; with
@@ -737,13 +702,149 @@ def test_begin_serves_another_fit_from_the_coefficients_as_they_are():
     server.begin(3, undoable=True)
     assert (server.n_workers, server.version, server.samples) == (3, 0, samples)
     np.testing.assert_array_equal(server.pull(None).values, values)  # running again
-    for terms in (server.grad_sum, server.drift, server.counts, server.energy,
-                  server.pen_scale, server.precond):
-        assert not terms.any()
-    ids, delta, steps = random_push(rng, 10, 1, 0.2, 1.0)
-    server.push(0, ids, delta, *ref_compose(steps), len(steps), 0)
+    # the last fit's snapshot and column statistics are gone (the new data's are taken)
+    assert server.drift is None and server.counts is None and server.precond is None
+    assert server.energy is None and server.active is None
+    # an undoable block takes no proximal maps (the SVRG sweeps apply theirs)
+    ids = np.array([1, 4, 7])
+    server.push(0, ids, rng.normal(size=(3, 1)), 1.0, 0.0, 3, 0)
     server.restore()  # the new fit's first epoch undone: back to where it began
     np.testing.assert_array_equal(server.coefficients(), values)
-    server.begin(1)  # not undoable: nothing to go back to but zeros
+    server.begin(1)  # not undoable: there is nothing to go back to
+    with pytest.raises(RuntimeError, match="not made undoable"):
+        server.restore()
+
+
+# --------------------------------------------------------------------------
+# What a block keeps: memory per coordinate, the undo log, the changes
+# --------------------------------------------------------------------------
+def _arrays(server):
+    """Every NumPy array the block holds (attributes, lists and dicts of them)."""
+    found = []
+    for value in vars(server).values():
+        items = value.values() if isinstance(value, dict) else (
+            value if isinstance(value, list | tuple) else [value])
+        found += [a for a in items if isinstance(a, np.ndarray)]
+    return found
+
+
+def _svrg_block(n_coords, touched, undoable=True, track=True):
+    """A block after an SVRG fit's first snapshot over the ``touched`` coordinates."""
+    server = BlockServer(0, 1, n_coords, 1, ElasticNet(1e-3, 1.0), int(touched[-1]), "async",
+                         1, None, undoable=undoable, track=track)
+    grad = np.linspace(-1.0, 1.0, touched.shape[0])[:, None]
+    server.add_snapshot((0, 0), touched, grad, (np.full(touched.shape[0], 3),
+                                                np.full(touched.shape[0], 0.5)))
+    server.finish_snapshot(1000)
+    return server
+
+
+def test_bytes_per_coefficient_follow_the_data():
+    """An SVRG block keeps 24 bytes per coordinate (w, drift, int32 counts, float32
+    preconditioner); everything else it holds -- the undo and change log, the
+    active coordinates, the history -- grows with the coordinates pushes touched,
+    not with the block.  A plain SGD block: w and int32 timestamps, 12 bytes."""
+    n_coords = 1 << 16
+    rng = np.random.default_rng(0)
+    touched = np.sort(rng.choice(n_coords, size=n_coords // 64, replace=False))
+    server = _svrg_block(n_coords, touched)
+    n_changed = 0
+    for i in range(40):  # an epoch: pushes at touched coordinates, then kept
+        ids = np.sort(rng.choice(touched, size=200, replace=False))
+        server.push(0, ids, rng.normal(size=(200, 1)) * 1e-3, 1.0, 0.0, 200, i)
+        n_changed += ids.shape[0]
+    server.keep()
+    server.changes()
+    server.stats()
+    arrays = _arrays(server)
+    wide = sum(a.nbytes for a in arrays if a.shape[0] == n_coords)
+    assert wide == 24 * n_coords
+    rest = sum(a.nbytes for a in arrays if a.shape[0] != n_coords)
+    # log slots (int32 id + float64 value, at most 2x its entries) + active ids + history
+    assert rest <= 2 * 12 * n_changed + 4 * touched.shape[0] + 2048
+    assert server.energy is None and server.active.shape == touched.shape
+    sgd = BlockServer(0, 1, n_coords, 1, ElasticNet(1e-3, 1.0), -1, "async", 1, None)
+    sgd.push(0, touched, np.ones((touched.shape[0], 1)), 1.0, 1e-4, 10, 0)
+    assert sum(a.nbytes for a in _arrays(sgd) if a.shape[0] == n_coords) == 12 * n_coords
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_undo_log_restores_the_kept_iterate(track):
+    """restore() goes back to the last keep() (the fit's start before any) through the
+    log of replaced values, also after the log compacted itself many times."""
+    rng = np.random.default_rng(1)
+    init = rng.normal(size=(50, 2))
+    server = BlockServer(0, 1, 50, 2, ElasticNet(), -1, "async", 1, None, init=init,
+                         undoable=True, track=track)
+
+    def pushes(n, version):
+        for i in range(n):
+            ids = np.sort(rng.choice(50, size=9, replace=False))
+            server.push(0, ids, rng.normal(size=(9, 2)), 1.0, 0.0, 9, version + i)
+        return version + n
+
+    version = pushes(300, 0)  # > 1024 entries: compacted
     server.restore()
-    np.testing.assert_array_equal(server.coefficients(), 0.0)
+    np.testing.assert_array_equal(server.pull(None).values, init)
+    version = pushes(200, version)
+    kept = server.pull(None).values
+    server.keep()
+    pushes(250, version)
+    assert not np.array_equal(server.pull(None).values, kept)
+    server.restore()
+    np.testing.assert_array_equal(server.pull(None).values, kept)
+    assert server.log_ids.shape[0] <= 4 * 50 + 2048
+
+
+def test_changes_bring_a_copy_up_to_date():
+    """A copy of the block updated with changes() equals the block, through pushes,
+    keeps, restores and log compaction; a proximal map (plain SGD) or a block
+    that does not track its changes reports the whole block."""
+    rng = np.random.default_rng(2)
+    n = 400
+    touched = np.sort(rng.choice(n, size=40, replace=False))
+    server = _svrg_block(n, touched)
+    copy = np.zeros((n, 1))
+    version = 0
+    for epoch in range(6):
+        for _ in range(60):
+            ids = np.sort(rng.choice(touched, size=7, replace=False))
+            server.push(0, ids, rng.normal(size=(7, 1)), 1.0, 0.0, 7, version)
+            version += 1
+        if epoch % 3 == 2:
+            server.restore()
+        else:
+            server.keep()
+        if epoch % 2:
+            ids, values = server.changes()
+            assert ids is not None and np.isin(ids, touched).all()
+            copy[ids] = values
+            np.testing.assert_array_equal(copy, server.pull(None).values)
+    sgd = BlockServer(0, 1, n, 1, ElasticNet(0.1, 1.0), -1, "async", 1, None, track=True)
+    sgd.push(0, touched[:3], np.ones((3, 1)), 1.0, 0.0, 3, 0)
+    assert sgd.changes()[0].tolist() == touched[:3].tolist()
+    sgd.push(0, touched[:3], np.ones((3, 1)), 1.0, 1e-2, 3, 1)  # shrinks every coordinate
+    ids, values = sgd.changes()
+    assert ids is None and values.shape == (n, 1)
+    untracked = new_server(n, 1)
+    assert untracked.changes()[0] is None
+
+
+def test_penalty_over_the_active_coordinates():
+    """Once the data's coordinates are known, the penalty is summed over them plus
+    the constant rest (a warm start's values no row touches)."""
+    n = 1000
+    rng = np.random.default_rng(3)
+    touched = np.sort(rng.choice(n, size=30, replace=False))
+    init = np.zeros((n, 1))
+    init[::7] = 0.5
+    server = BlockServer(0, 1, n, 1, ElasticNet(0.1, 0.5), int(touched[-1]), "async", 1, None,
+                         init=init, undoable=True, track=True)
+    server.add_snapshot((0, 0), touched, np.ones((30, 1)), (np.ones(30, dtype=np.int64),
+                                                            np.ones(30)))
+    server.finish_snapshot(10)
+    assert server.active is not None
+    server.push(0, touched, rng.normal(size=(30, 1)), 1.0, 0.0, 30, 0)
+    w = server.pull(None).values
+    np.testing.assert_allclose(server.stats().penalty,
+                               ElasticNet(0.1, 0.5).value(w, int(touched[-1])), rtol=1e-12)
