@@ -32,6 +32,9 @@ RUNS = {
                      "--dml-budget", "60"]
                     for alpha in ("5e-6", "1e-6")]],
     "bench_straggler": [["--repeats", "3", "--both"]],
+    # the wide models of issue 20: VW's home ground, 2^20 to 2^26 hashed columns
+    "bench_vw": [[], *[["--n-samples", "200000", "--bits", bits, "--no-saga"]
+                       for bits in ("24", "26")]],
 }
 
 
