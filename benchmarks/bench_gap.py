@@ -63,7 +63,8 @@ def package_label():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n-samples", type=int, default=100_000)
+    p.add_argument("--n-samples", type=int, default=100_000,
+                   help="rows of make_sparse_classification (0: skip it)")
     p.add_argument("--n-features", type=int, default=100_000)
     p.add_argument("--ctr-samples", type=int, default=200_000,
                    help="rows of the Zipf click-through data (0: skip it)")
@@ -77,9 +78,10 @@ def main():
     p.add_argument("--out", default=None, help=OUT_HELP)
     args = p.parse_args()
     problems = []
-    X, y = make_sparse_classification(args.n_samples, args.n_features,
-                                      random_state=args.seed)
-    problems += [("uniform", X, y, "l1", 1e-5), ("uniform", X, y, "l2", 1e-5)]
+    if args.n_samples:
+        X, y = make_sparse_classification(args.n_samples, args.n_features,
+                                          random_state=args.seed)
+        problems += [("uniform", X, y, "l1", 1e-5), ("uniform", X, y, "l2", 1e-5)]
     if args.ctr_samples:
         Xc, yc = make_zipf_ctr(args.ctr_samples, 2 ** args.ctr_bits, args.seed)
         problems.append(("zipf-ctr", Xc, yc, "l1", args.ctr_alpha))
@@ -138,7 +140,9 @@ def main():
         *rows,
     ])
     print(text)
-    write_result("bench_gap", text, tag=size_label(args.n_samples), out=args.out)
+    tag = "-".join(filter(None, [args.n_samples and size_label(args.n_samples), args.ctr_samples
+                                 and f"ctr{size_label(args.ctr_samples)}"]))
+    write_result("bench_gap", text, tag=tag, out=args.out)
 
 
 if __name__ == "__main__":
