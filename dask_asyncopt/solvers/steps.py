@@ -21,7 +21,7 @@ returns the next epoch's step, or :data:`STOP`.
 The stopping rule a policy consults: :class:`GapStopping` when the topology
 measures each epoch's distance to the optimum from an exact snapshot (a
 duality gap and the extrapolated decrease of the exact objective:
-variance-reduced and rule fits under a penalty), else :class:`EarlyStopping`,
+proximal SVRG fits under a penalty), else :class:`EarlyStopping`,
 scikit-learn's objective-decrease rule.
 """
 
