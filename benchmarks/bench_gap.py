@@ -123,11 +123,12 @@ def main():
     ctr = (f" and `make_zipf_ctr` ({args.ctr_samples:,} x 2^{args.ctr_bits}, 26 binary "
            f"non-zeros a row, Zipf columns; `--ctr-alpha {args.ctr_alpha:g}`)"
            if args.ctr_samples else "")
+    uniform = (f"`make_sparse_classification` ({args.n_samples:,} x {args.n_features:,}, 20 "
+               f"non-zeros a row, seed {args.seed})" if args.n_samples else "")
     text = "\n".join([
         "## Default settings against the exact optimum (`benchmarks/bench_gap.py`)",
         "",
-        f"`make_sparse_classification` ({args.n_samples:,} x {args.n_features:,}, 20 "
-        f"non-zeros a row, seed {args.seed}){ctr}, 2-worker thread cluster, "
+        f"{uniform}{ctr if uniform else ctr.removeprefix(' and ')}, 2-worker thread cluster, "
         "`AsyncSGDClassifier(loss='log_loss', penalty=..., alpha=...)` with all other "
         "parameters at their defaults (so the default `tol=1e-3` decides when to stop).  "
         f"saga with `tol={args.saga_tol:g}`, at most {args.saga_max_iter} epochs.  Target: "
