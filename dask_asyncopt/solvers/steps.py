@@ -81,9 +81,13 @@ class EarlyStopping:
     def stalled(self, watched):
         if self.tol is None:
             return False
-        self.no_improve = self.no_improve + 1 if watched > self.best - self.tol else 0
+        self.no_improve = self.no_improve + 1 if watched > self.best - self.margin() else 0
         self.best = min(self.best, watched)
         return self.no_improve >= self.patience
+
+    def margin(self):
+        """The improvement on the best value that counts as one."""
+        return self.tol
 
     def reached(self, result):
         """Whether the epoch's ``result`` proves the accuracy asked for (never, for
@@ -117,13 +121,8 @@ class GapStopping(EarlyStopping):
     objective (an asynchronous fit's noise floor).
     """
 
-    def stalled(self, watched):
-        if self.tol is None:
-            return False
-        scale = STALL_SHARE * self.tol * (abs(self.best) if math.isfinite(self.best) else 0.0)
-        self.no_improve = self.no_improve + 1 if watched > self.best - scale else 0
-        self.best = min(self.best, watched)
-        return self.no_improve >= self.patience
+    def margin(self):
+        return STALL_SHARE * self.tol * (abs(self.best) if math.isfinite(self.best) else 0.0)
 
     def reached(self, result):
         if self.tol is None:
