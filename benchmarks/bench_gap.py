@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_gap.py [--n-samples 100000 --n-features 100000 \
-        --ctr-samples 200000 --ctr-bits 20 --ctr-alpha 5e-6]
+        --ctr-samples 50000 --ctr-bits 20 --ctr-alpha 2e-5 --saga-max-iter 10000]
 
 Two data sets: ``make_sparse_classification`` (uniform columns, 20 non-zeros a
 row; L1 and L2 logistic regression) and the Zipf click-through data of
@@ -66,10 +66,10 @@ def main():
     p.add_argument("--n-samples", type=int, default=100_000,
                    help="rows of make_sparse_classification (0: skip it)")
     p.add_argument("--n-features", type=int, default=100_000)
-    p.add_argument("--ctr-samples", type=int, default=200_000,
+    p.add_argument("--ctr-samples", type=int, default=50_000,
                    help="rows of the Zipf click-through data (0: skip it)")
     p.add_argument("--ctr-bits", type=int, default=20, help="its 2**bits hashed columns")
-    p.add_argument("--ctr-alpha", type=float, default=5e-6)
+    p.add_argument("--ctr-alpha", type=float, default=2e-5)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--saga-tol", type=float, default=1e-6)
     p.add_argument("--saga-max-iter", type=int, default=10_000)
