@@ -32,6 +32,15 @@ RUNS = {
                      "--dml-budget", "60"]
                     for alpha in ("5e-6", "1e-6")]],
     "bench_straggler": [["--repeats", "3", "--both"]],
+    # the wide models of issue 20, VW's home ground: 2^20 to 2^26 hashed columns (the
+    # widest with 5-epoch fits of ours; the script's defaults are the issue's 500k rows)
+    "bench_vw": [["--n-samples", "100000", "--bits", "20", "--alpha", "1e-5", "--passes",
+                  "1,2,4,8,16", "--long-epochs", "80", "--no-saga"],
+                 ["--n-samples", "100000", "--bits", "24", "--alpha", "1e-5", "--rounds", "1",
+                  "--passes", "1,4,16", "--long-epochs", "60", "--no-saga"],
+                 ["--n-samples", "100000", "--bits", "26", "--alpha", "1e-5", "--rounds", "1",
+                  "--passes", "1,4", "--long-epochs", "0", "--ours-max-iter", "5",
+                  "--no-saga"]],
 }
 
 

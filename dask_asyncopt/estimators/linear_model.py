@@ -582,10 +582,21 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Maximum epochs; an epoch is ``n_samples`` samples processed in total by all
         workers.
     tol : float or None, default=1e-3
-        Stop when the epoch objective has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs.
+        Accuracy at which the fit stops.  Variance-reduced fits
+        (``optimizer="sgd"``, smooth losses: the default) under a penalty
+        (``alpha > 0``) stop at the first epoch at which the relative gap to the optimum,
+        ``(F - F*) / F*``, is at most ``tol``: proven by a duality gap from
+        the epoch's exact snapshot (``history_["gap_bound"] <= tol``), or
+        estimated from the exact objectives' rate of decrease
+        (``history_["gap_estimate"] <= tol / 2``); see the user guide, "When
+        a fit stops".  Other fits (plain SGD, ``"amsgrad"``, ``alpha=0``,
+        ``early_stopping``) use scikit-learn's rule: stop when the objective
+        (or validation score) has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs.  ``None``: run ``max_iter`` epochs.
     n_iter_no_change : int, default=5
-        Epochs without improvement before stopping.
+        Epochs without improvement before stopping (scikit-learn's rule; for
+        the fits stopped on their gap, the safety net: epochs that improved
+        the objective by less than ``tol / 100`` of it).
     epsilon : float, default=0.1
         Unused by classification losses (kept for scikit-learn symmetry).
     learning_rate : {"optimal", "constant", "invscaling", "adaptive"}, default="optimal"

@@ -8,6 +8,7 @@ scikit-learn's ``SGDClassifier``/``SGDRegressor``: classification targets are
 
 import math
 
+import numpy as np
 from numba import njit
 
 LOG_LOSS = 0
@@ -147,3 +148,32 @@ SMOOTHNESS = {
     HUBER: 1.0,
     SQUARED_EPSILON_INSENSITIVE: 2.0,
 }
+
+
+def curvature_sums(code, derivatives, weights, epsilon):
+    """Per output, the sum over rows of ``weight * loss''`` at the snapshot.
+
+    The snapshot pass keeps each row's weighted first derivative only
+    (``derivatives``, ``(n_rows, K)``; ``weights`` the same shape, or empty:
+    all 1).  For the smooth losses the second derivative is a function of the
+    first (the log loss's ``q (1 - q)`` with ``q = |loss'|``; the others are
+    piecewise quadratic: a constant where the derivative is not clipped),
+    so no pass over ``X`` is needed.  The stopping rule's estimate of what the
+    intercept has left to gain (a Newton step) divides by it.
+    """
+    d = np.asarray(derivatives, dtype=np.float64)
+    w = np.ones_like(d) if weights.size == 0 else np.asarray(weights, dtype=np.float64)
+    q = np.abs(np.divide(d, w, out=np.zeros_like(d), where=w > 0))
+    if code == LOG_LOSS:
+        second = q * (1.0 - q)
+    elif code == SQUARED_ERROR:
+        second = np.ones_like(q)
+    elif code == HUBER:  # |loss'| = epsilon beyond the quadratic zone (up to the division)
+        second = (q < epsilon * (1.0 - 1e-9)).astype(np.float64)
+    elif code == MODIFIED_HUBER:
+        second = 2.0 * ((q > 0.0) & (q < 4.0))
+    elif code in (SQUARED_HINGE, SQUARED_EPSILON_INSENSITIVE):
+        second = 2.0 * (q > 0.0)
+    else:  # hinge and epsilon_insensitive: no curvature
+        second = np.zeros_like(q)
+    return (w * second).sum(axis=0)

@@ -234,6 +234,8 @@ class PassReport:
     exchanges: int = 0
     wait_time: float = 0.0
     remote_calls: int = 0  # calls to store objects in other processes
+    # a snapshot pass: per output, the rows' summed loss curvature (the stopping rule)
+    curvature: np.ndarray | None = None
 
 
 class EpochReport(NamedTuple):

@@ -30,6 +30,7 @@ from ..kernels.sweeps import (
     sweep_dense,
     sweep_dense_svrg,
 )
+from ..objective.losses import curvature_sums
 from ..objective.schedules import svrg_step
 from ..store.blocks import add_snapshot_part
 from ..store.replies import Pulled
@@ -544,6 +545,8 @@ def snapshot_pass(shard, handles, config, worker, first):
     n_outputs = shard.chunks[0].Y.shape[1]
     sums = _loop_sums(shard, config.block_sizes, n_outputs, first)
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
+    curvature = np.zeros(n_outputs)
+    loss_code, _, params = config.kernel
     started = time.perf_counter()
     # a cold start's first snapshot is at w = 0: nothing to read
     at_zero = first and config.zero_start
@@ -555,6 +558,7 @@ def snapshot_pass(shard, handles, config, worker, first):
         tick = time.perf_counter()
         grad, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, config,
                                                    at_zero=at_zero and is_csr(chunk))
+        curvature += curvature_sums(loss_code, chunk.dsnap, chunk.W, params[P_EPSILON])
         kernel_time += time.perf_counter() - tick
         b = chunk.bounds
         stats = column_stats(chunk) if first else None
@@ -579,7 +583,7 @@ def snapshot_pass(shard, handles, config, worker, first):
         for c in calls:
             c.result(timeout)
     return PassReport(worker, loss_sum, n_rows, kernel_time, time.perf_counter() - started,
-                      max_sq_norm=max_sq_norm)
+                      max_sq_norm=max_sq_norm, curvature=curvature)
 
 
 def _loop_sums(shard, sizes, n_outputs, first):

@@ -40,7 +40,7 @@ from .channel import Exchange, plugin_name
 from .config import Decision, FitResult
 from .handles import StoreRef, bind, remote_calls
 from .loop import run_epochs
-from .steps import STOP, EarlyStopping
+from .steps import STOP, EarlyStopping, GapStopping
 
 logger = logging.getLogger("dask_asyncopt")
 
@@ -82,7 +82,11 @@ class EpochResult:
     RMSE); ``samples``: processed so far, all loops and fits; ``step``: the
     step the epoch took; ``before``: the objective before it, when the epoch
     itself measured that (a fit's first snapshot); ``log``: the INFO line;
-    ``diverged``: the error to raise when the objective is not finite.
+    ``diverged``: the error to raise when the objective is not finite;
+    ``gap_bound`` and ``gap_estimate``: an upper bound on the relative gap
+    ``(F - F*) / F*`` of the epoch's iterate and its extrapolation from the
+    exact objectives, when the topology measures them (see
+    :class:`~.steps.GapStopping`).
     """
 
     row: dict
@@ -92,6 +96,8 @@ class EpochResult:
     before: float | None = None
     log: str = ""
     diverged: str = ""
+    gap_bound: float | None = None
+    gap_estimate: float | None = None
 
 
 class Run:
@@ -599,7 +605,10 @@ def store_columns(stats, reports, remote_calls):
     }
 
 
-def stopping(settings):
-    """The stopping rule of a fit, with the state of the checkpoint it resumes from."""
+def stopping(settings, certified=False):
+    """The stopping rule of a fit, with the state of the checkpoint it resumes from:
+    :class:`~.steps.GapStopping` when the topology ``certified`` its epochs'
+    gaps, else scikit-learn's rule."""
     state = settings.resume.stopping if settings.resume is not None else (math.inf, 0)
-    return EarlyStopping(settings.tol, settings.n_iter_no_change, *state)
+    rule = GapStopping if certified else EarlyStopping
+    return rule(settings.tol, settings.n_iter_no_change, *state)

@@ -20,6 +20,12 @@ returns the next epoch's step, or :data:`STOP`.
 * :class:`EpochSteps` -- matrix factorisation: constant for the adaptive rules,
   ``eta0 / sqrt(epoch)`` for plain SGD; stops only on a stall of what is
   watched (the validation RMSE with early stopping).
+
+The stopping rule a policy consults: :class:`GapStopping` when the topology
+measures each epoch's distance to the optimum from an exact snapshot (a
+duality gap and the extrapolated decrease of the exact objective:
+proximal SVRG fits under a penalty), else :class:`EarlyStopping`,
+scikit-learn's objective-decrease rule.
 """
 
 import logging
@@ -41,6 +47,17 @@ MIN_ETA0 = 1e-6
 #: a rule fit's stalls each divide its step by STALL_FACTOR, STALL_REDUCTIONS times
 STALL_REDUCTIONS = 2
 STALL_FACTOR = 5.0
+
+#: :class:`GapStopping` stops when the extrapolated gap is below ``tol / SAFETY``
+#: (on click-through data the extrapolation ran up to 1.5x below the true gap)
+SAFETY = 2.0
+
+#: :func:`extrapolated_gap` takes the slowest of this many ratios of decreases
+RATE_EPOCHS = 2
+
+#: :class:`GapStopping`'s safety net: a stall is ``n_iter_no_change`` epochs that
+#: improved the objective by less than this share of ``tol`` (relative)
+STALL_SHARE = 1e-2
 
 #: a fit whose objective rose this many epochs in a row (each rolled back, the
 #: step halved) stops with a warning: it cannot make progress
@@ -67,9 +84,78 @@ class EarlyStopping:
     def stalled(self, watched):
         if self.tol is None:
             return False
-        self.no_improve = self.no_improve + 1 if watched > self.best - self.tol else 0
+        self.no_improve = self.no_improve + 1 if watched > self.best - self.margin() else 0
         self.best = min(self.best, watched)
         return self.no_improve >= self.patience
+
+    def margin(self):
+        """The improvement on the best value that counts as one."""
+        return self.tol
+
+    def reached(self, result):
+        """Whether the epoch's ``result`` proves the accuracy asked for (never, for
+        this rule: see :class:`GapStopping`)."""
+        return False
+
+
+class GapStopping(EarlyStopping):
+    """Stop once the epoch's gap to the optimum is within ``tol``: the fit is then
+    within a relative gap ``(F - F*) / F* <= tol`` of the optimum.
+
+    Variance-reduced fits take an exact snapshot after every epoch, which
+    gives two measures of that gap (fields of the topology's ``EpochResult``):
+
+    * ``gap_bound``, a duality gap: an upper bound, proof of the accuracy when
+      it closes (see :meth:`~dask_asyncopt.objective.penalties.ElasticNet.gap_bound`);
+    * ``gap_estimate``: the remaining decrease of the exact objective
+      extrapolated from its linear rate over the last epochs
+      (:func:`extrapolated_gap`); it must fall below ``tol / SAFETY``.
+
+    Either stops the fit.  The bound is exact but, scaled by the largest
+    gradient entry over a tiny ``alpha``, closes only near machine accuracy on
+    ill-conditioned data (click-through data: still 0.8 at a true gap of 1e-3);
+    the estimate follows the true gap within a factor of about 1.5 there.  An
+    objective that merely slows down says nothing about the distance left
+    (scikit-learn's rule stopped such fits 1.1e-3 above the optimum with
+    ``tol=1e-3``); the rate of that slowing down does.
+
+    The objective-decrease rule stays as a safety net: ``n_iter_no_change``
+    epochs without an improvement of :data:`STALL_SHARE` ``* tol`` of the
+    objective (an asynchronous fit's noise floor).
+    """
+
+    def margin(self):
+        return STALL_SHARE * self.tol * (abs(self.best) if math.isfinite(self.best) else 0.0)
+
+    def reached(self, result):
+        if self.tol is None:
+            return False
+        bound, estimate = result.gap_bound, result.gap_estimate
+        return ((bound is not None and bound <= self.tol)
+                or (estimate is not None and estimate <= self.tol / SAFETY))
+
+
+def extrapolated_gap(objectives):
+    """The relative gap ``(F - F*) / F*`` left after the last of ``objectives``
+    (exact, decreasing), extrapolated from their linear rate, or ``None``.
+
+    Linear convergence at rate ``r`` leaves ``d r / (1 - r)`` after a decrease
+    ``d``; ``r`` is the slowest of the last :data:`RATE_EPOCHS` ratios of
+    successive decreases (a convergence that slows down is not taken for a
+    fast one).  ``None`` until there are that many decreases, or when the
+    decreases do not shrink.
+    """
+    if len(objectives) < RATE_EPOCHS + 2:
+        return None
+    f = objectives[-(RATE_EPOCHS + 2):]
+    drops = [a - b for a, b in zip(f, f[1:], strict=False)]
+    if min(drops) <= 0.0:
+        return None
+    rate = max(b / a for a, b in zip(drops, drops[1:], strict=False))
+    if rate >= 1.0:
+        return None
+    left = drops[-1] * rate / (1.0 - rate)
+    return left / (f[-1] - left) if left < f[-1] else None
 
 
 def halve_if_rose(step, previous, objective):
@@ -144,7 +230,8 @@ class HalvingSteps(Rollbacks):
             self.step, self.previous = result.step, result.before
         self.step = halve_if_rose(self.step, self.previous, result.objective)
         self.previous = self.judge(self.previous, result.objective)
-        if self.stopping.stalled(watched) or self.hopeless:
+        # a certified epoch that rose is undone: the iterate kept is better still
+        if self.stopping.reached(result) or self.stopping.stalled(watched) or self.hopeless:
             return STOP
         return self.step
 
@@ -177,6 +264,9 @@ class RuleSteps(Rollbacks):
         lr = self.step
         objective = result.objective
         kept = self.judge(self.previous, objective) if self.vr else objective
+        if self.stopping.reached(result):
+            self.previous = kept
+            return STOP
         if self.stopping.stalled(watched):
             if self.vr or self.reductions == STALL_REDUCTIONS:
                 return STOP

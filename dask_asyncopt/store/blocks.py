@@ -618,6 +618,21 @@ class BlockServer(EpochHandOff):
                        ids, out)
             return out
 
+    def gap_terms(self, n_samples):
+        """What the stopping rule's optimality certificate needs from this block at
+        the last snapshot (no loop writes between a snapshot and the driver's
+        decision): the penalty's
+        :meth:`~dask_asyncopt.objective.penalties.ElasticNet.dual_terms` of the
+        coefficients and the mean gradient ``grad_sum / n_samples`` (the drift
+        times the row counts: the sum was divided into the drift in place), and
+        that gradient at the intercept (``None`` in the blocks without it).  Per
+        output: a few floats cross to the driver, not the block."""
+        with self.lock:
+            self._materialise_all()
+            g = self.drift * (np.maximum(self.counts, 1)[:, None] / n_samples)
+            icpt = None if self.unpenalised < 0 else g[self.unpenalised].copy()
+            return self.penalty.dual_terms(self.w, g, self.unpenalised), icpt
+
     def coefficients(self):
         """All coefficients of the block, materialised."""
         return self.pull(None).values

@@ -133,3 +133,26 @@ def test_smoothness_bounds_the_curvature_of_exactly_the_smooth_losses(name):
     slopes = np.abs(np.diff(ref_dloss(name, p, y, 0.1)) / np.diff(p))
     assert slopes.max() <= bound * (1 + 1e-9)
     assert slopes.max() >= 0.99 * bound
+
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in ALL_LOSSES.items()
+                                        if c in losses.SMOOTHNESS))
+def test_curvature_from_the_weighted_derivative(name):
+    """``curvature_sums`` recovers ``weight * loss''`` from the weighted first
+    derivative alone: a central difference of ``loss_derivative``, per output."""
+    code = ALL_LOSSES[name]
+    rng = np.random.default_rng(1)
+    eps = 0.3
+    classify = name in losses.CLASSIFICATION_LOSSES
+    y = np.where(rng.random(2000) < 0.5, 1.0, -1.0) if classify else rng.normal(size=2000)
+    p = rng.normal(scale=2.0, size=2000)
+    away = [all(abs(a - k) > 1e-3 for k in kinks(name, b, eps)) for a, b in zip(p, y, strict=True)]
+    p, y = p[away][:800].reshape(400, 2), y[away][:800].reshape(400, 2)
+    d = np.vectorize(lambda a, b: losses.loss_derivative(code, a, b, eps))
+    second = (d(p + 1e-6, y) - d(p - 1e-6, y)) / 2e-6
+    W = rng.random((400, 2)) * 2.0
+    got = losses.curvature_sums(code, W * d(p, y), W, eps)
+    np.testing.assert_allclose(got, (W * second).sum(axis=0), rtol=1e-5, atol=1e-6)
+    unweighted = losses.curvature_sums(code, d(p, y), np.empty((0, 0)), eps)
+    np.testing.assert_allclose(unweighted, second.sum(axis=0), rtol=1e-5, atol=1e-6)

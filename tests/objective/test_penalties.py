@@ -148,3 +148,54 @@ def test_elastic_net_named_and_prox_1d():
         assert pen.prox_1d(v, 0.2) == pytest.approx(ref_prox(v, 0.2, 0.5, 0.4), rel=1e-15)
     with pytest.raises(AttributeError):  # frozen: the solvers share one instance
         pen.alpha = 1.0
+
+
+def _logistic(X, s, w):
+    """Mean log loss (labels ``s`` in +-1), its gradient and the rows' derivatives."""
+    z = s * (X @ w)
+    d = -s / (1.0 + np.exp(z))
+    return np.logaddexp(0, -z).mean(), X.T @ d / X.shape[0]
+
+
+def _optimum(X, s, pen, iters=6000):
+    """The exact optimum by proximal gradient (step 1 / L, L = |X|^2 / (4 n))."""
+    step = 4.0 * X.shape[0] / np.linalg.norm(X, 2) ** 2
+    w = np.zeros((X.shape[1], 1))
+    for _ in range(iters):
+        _, g = _logistic(X, s, w)
+        w = np.array([[pen.prox_1d(v, step)] for v in (w - step * g).ravel()])
+    return w
+
+
+def _bound(pen, X, s, w, blocks=2):
+    loss, g = _logistic(X, s, w)
+    terms = [pen.dual_terms(w[b::blocks], g[b::blocks]) for b in range(blocks)]
+    return pen.gap_bound(terms, loss, pen.value(w)), loss + pen.value(w)
+
+
+@pytest.mark.parametrize("l1_ratio", [0.0, 0.5, 1.0])
+def test_gap_bound_bounds_the_distance_to_the_optimum_and_closes_there(l1_ratio):
+    """The duality-gap bound from a snapshot's sums (split over two blocks) is at
+    least ``F(w) - F*`` everywhere and vanishes at the optimum."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 12)) / math.sqrt(12)
+    s = np.where(X @ rng.normal(size=(12, 1)) * 3 + rng.logistic(size=(150, 1)) > 0, 1.0, -1.0)
+    pen = ElasticNet(0.02, l1_ratio)
+    w_star = _optimum(X, s, pen)
+    bound, f_star = _bound(pen, X, s, w_star)
+    assert bound <= 1e-7 * f_star
+    for scale in (1e-3, 1e-2, 0.1, 1.0):
+        w = w_star + scale * rng.normal(size=w_star.shape)
+        bound, f = _bound(pen, X, s, w)
+        assert f - f_star <= bound < math.inf
+    assert ElasticNet(0.0, 0.0).gap_bound([np.zeros((4, 1))], 0.5, 0.0) == math.inf
+
+
+def test_dual_terms_leave_out_the_intercept_row():
+    pen = ElasticNet(0.1, 0.5)
+    w = np.array([[1.0], [100.0], [-2.0]])
+    g = np.array([[0.3], [50.0], [-0.05]])
+    np.testing.assert_allclose(pen.dual_terms(w, g, skip=1),
+                               pen.dual_terms(w[[0, 2]], g[[0, 2]]))
+    terms = pen.dual_terms(w[[0, 2]], g[[0, 2]])[:, 0]
+    assert terms.tolist() == pytest.approx([0.3 + 0.1, 0.09 + 0.0025, 0.25 ** 2, 0.3])

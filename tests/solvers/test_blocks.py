@@ -8,6 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.datasets import make_sparse_classification
+from dask_asyncopt.solvers.steps import SAFETY
 
 from ..conftest import cluster_is_clean, logistic_objective, returned_objective, ridge_gap
 
@@ -31,9 +32,13 @@ def _fit_gap(data, optimum, penalty, solver, alpha=1e-4):
 @pytest.mark.parametrize("solver", ["asyb", "sync"])
 @pytest.mark.parametrize("penalty", ["l2", "l1"])
 def test_default_settings_reach_optimum(data, optimum, penalty, solver, client):
-    """Only loss, penalty and alpha given: proximal SVRG reaches a 1e-3 relative gap."""
+    """Only loss, penalty and alpha given: proximal SVRG reaches a 1e-3 relative gap,
+    and stops there because its gap bound or estimate says so (``tol=1e-3``)."""
     est, gap = _fit_gap(data, optimum, penalty, solver)
     assert gap <= 1e-3
+    last = est.history_.iloc[-1]
+    assert est.n_iter_ < est.max_iter
+    assert last.gap_bound <= 1e-3 or last.gap_estimate <= 1e-3 / SAFETY
     assert est.history_.objective.is_monotonic_decreasing or gap <= 1e-4
     assert cluster_is_clean(client)
 

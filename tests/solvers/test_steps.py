@@ -11,6 +11,7 @@ from dask_asyncopt.solvers.steps import (
     STOP,
     EarlyStopping,
     EpochSteps,
+    GapStopping,
     HalvingSteps,
     RuleSteps,
     ScheduleSteps,
@@ -18,8 +19,9 @@ from dask_asyncopt.solvers.steps import (
 )
 
 
-def result(objective, step=None, before=None):
-    return EpochResult({}, objective, step=step, before=before)
+def result(objective, step=None, before=None, gap=None, estimate=None):
+    return EpochResult({}, objective, step=step, before=before, gap_bound=gap,
+                       gap_estimate=estimate)
 
 
 def test_early_stopping_is_scikit_learns_rule():
@@ -109,3 +111,44 @@ def test_epoch_steps(decay):
     watched = EpochSteps(0.1, decay, EarlyStopping(0.01, 1))
     watched.after(1, result(1.0), 0.5)
     assert watched.after(2, result(0.1), 0.5) is STOP  # the watched value stalled
+
+
+def test_gap_stopping_stops_on_the_certificate_not_on_a_slowdown():
+    """``tol`` is the relative gap a snapshot certifies; an objective that barely
+    moves (scikit-learn's rule would stop after 2 such epochs) does not stop it
+    until it stalls below ``STALL_SHARE * tol``."""
+    stop = GapStopping(1e-3, 2)
+    slow = [1.0, 0.9995, 0.9991, 0.9988]
+    assert not any(stop.stalled(w) or stop.reached(result(w, gap=2e-3)) for w in slow)
+    assert stop.reached(result(0.9987, gap=1e-3))
+    assert not stop.reached(result(0.9987))  # no certificate this epoch (the last one)
+    assert not stop.reached(result(0.9987, gap=0.5, estimate=0.9e-3))  # needs tol / SAFETY
+    assert stop.reached(result(0.9987, gap=0.5, estimate=0.4e-3))
+    assert not GapStopping(None, 1).reached(result(1.0, gap=0.0))
+    flat = GapStopping(1e-3, 2)
+    assert [flat.stalled(w) for w in (1.0, 1.0 - 1e-6, 1.0 - 2e-6)] == [False, False, True]
+
+
+def test_policies_stop_at_a_certified_epoch():
+    halving = HalvingSteps(GapStopping(1e-3, 5))
+    assert halving.after(1, result(0.8, step=0.4, before=1.0, gap=0.1), 0.8) == 0.4
+    assert halving.after(2, result(0.7, gap=1e-4), 0.7) is STOP
+    rule = RuleSteps(0.03, True, GapStopping(1e-3, 5), previous=1.0)
+    assert rule.after(1, result(0.8, gap=5e-4), 0.8) is STOP
+    assert rule.previous == 0.8
+
+
+def test_extrapolated_gap_is_exact_under_linear_convergence():
+    """Objectives ``F* + c r^k`` leave ``c r^k`` after epoch ``k``: the estimate is
+    exact; a convergence that slows down is judged by its slowest rate; rises,
+    stalls and short histories give no estimate."""
+    f_star, c = 0.5, 0.1
+    for r in (0.3, 0.9):
+        f = [f_star + c * r**k for k in range(6)]
+        assert steps.extrapolated_gap(f) == pytest.approx(c * r**5 / f_star, rel=1e-9)
+    slowing = [1.0, 0.5, 0.3, 0.2, 0.15]  # decreases 0.5, 0.2, 0.1, 0.05: ratios 0.4, 0.5, 0.5
+    left = 0.05 * 0.5 / 0.5
+    assert steps.extrapolated_gap(slowing) == pytest.approx(left / (0.15 - left))
+    assert steps.extrapolated_gap([1.0, 0.9, 0.8]) is None
+    assert steps.extrapolated_gap([1.0, 0.9, 0.85, 0.86, 0.8]) is None
+    assert steps.extrapolated_gap([1.0, 0.9, 0.85, 0.84, 0.83]) is None  # not shrinking
