@@ -6,7 +6,6 @@ users with an active client run.  A process-based cluster is started only by
 the tests that ask for it (serialisation between processes).
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,19 +154,3 @@ def ridge_gap(**params):
     est = AsyncSGDRegressor(penalty="l2", alpha=alpha, **params).fit(X, y)
     f_star = objective(ref.coef_, ref.intercept_)
     return (objective(est.coef_, est.intercept_[0]) - f_star) / f_star
-
-
-#: Known failures skipped by name until fixed, one node id a line (parametrised ids
-#: may contain spaces; ``#`` starts a comment line).  Every line is a known gap,
-#: named in the closing note; the list only shrinks.
-_STALE = Path(__file__).with_name("stale_tests.txt")
-
-
-def pytest_collection_modifyitems(config, items):
-    lines = _STALE.read_text().splitlines() if _STALE.exists() else []
-    stale = {line.strip() for line in lines
-             if line.strip() and not line.lstrip().startswith("#")}
-    mark = pytest.mark.skip(reason="a known failure being fixed (tests/stale_tests.txt)")
-    for item in items:
-        if item.nodeid in stale:
-            item.add_marker(mark)

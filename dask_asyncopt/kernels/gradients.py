@@ -106,13 +106,17 @@ def minibatch_grads_csr(indptr, indices, data, Y, W, rows, w, intercept, loss, e
 @njit(nogil=True, cache=True)
 def minibatch_grads_dense(X, Y, W, rows, w, loss, epsilon, batch, vr, dsnap, drift,
                           pen_scale, out_g, out_pen, out_rows):
-    """Dense-row counterpart of :func:`minibatch_grads_csr`: every step touches every
-    coordinate, so step ``s`` is rows ``s * n_local:(s + 1) * n_local`` of
-    ``out_g`` and ``out_pen`` (the intercept is a column of ``X``)."""
+    """Dense-row counterpart of :func:`minibatch_grads_csr`: step ``s`` is rows
+    ``s * n_local:(s + 1) * n_local`` of ``out_g`` and ``out_pen`` (the intercept
+    is a column of ``X``).  A row touches the coordinates where it is non-zero,
+    as the same row stored sparse does: ``c`` in the drift and reweighting
+    counts those rows (``pen = 0``, a step that skips the coordinate, where
+    none is)."""
     n_local = w.shape[0]
     n_outputs = w.shape[1]
     weighted = W.shape[0] > 0
     g = np.empty(n_outputs)
+    touching = np.zeros(n_local)
     n_rows = rows.shape[0]
     n_steps = (n_rows + batch - 1) // batch
     loss_sum = 0.0
@@ -121,6 +125,7 @@ def minibatch_grads_dense(X, Y, W, rows, w, loss, epsilon, batch, vr, dsnap, dri
         hi = min(lo + batch, n_rows)
         base = s * n_local
         for j in range(n_local):
+            touching[j] = 0.0
             for k in range(n_outputs):
                 out_g[base + j, k] = 0.0
         for q in range(lo, hi):
@@ -133,13 +138,15 @@ def minibatch_grads_dense(X, Y, W, rows, w, loss, epsilon, batch, vr, dsnap, dri
                 g[k] = d - dsnap[r, k] if vr else d
             for j in range(n_local):
                 x = X[r, j]
-                for k in range(n_outputs):
-                    out_g[base + j, k] += g[k] * x
-        c = hi - lo
+                if x != 0.0:
+                    touching[j] += 1.0
+                    for k in range(n_outputs):
+                        out_g[base + j, k] += g[k] * x
         for j in range(n_local):
+            c = touching[j]
             if vr:
                 for k in range(n_outputs):
                     out_g[base + j, k] += c * drift[j, k]
             out_pen[base + j] = c * pen_scale[j]
-        out_rows[s] = c
+        out_rows[s] = hi - lo
     return loss_sum

@@ -406,8 +406,11 @@ def sweep_csr_svrg(indptr, indices, data, Y, W, rows, packed, intercept, dsnap, 
 @njit(nogil=True, cache=True)
 def sweep_dense_svrg(X, Y, W, rows, packed, dsnap, loss, epsilon, eta, alpha, l1_ratio,
                      with_loss, normalise=True, w_floor=1.0):
-    """Dense-row counterpart of :func:`sweep_csr_svrg` (every row touches every
-    column; the intercept, when fitted, is a column of ones with penalty scale 0)."""
+    """Dense-row counterpart of :func:`sweep_csr_svrg`: a row touches the columns
+    where it is non-zero, as if it were stored sparse (its zeros take no step:
+    the drift and penalty scale are reweighted by the non-zero counts, see
+    ``solvers.loop.row_counts``); the intercept, when fitted, is a column of
+    ones with penalty scale 0."""
     n_outputs = (packed.shape[1] - 2) // 2
     scale_col = 2 * n_outputs
     c_col = scale_col + 1
@@ -425,6 +428,8 @@ def sweep_dense_svrg(X, Y, W, rows, packed, dsnap, loss, epsilon, eta, alpha, l1
             if with_loss:
                 loss_sum += wt * loss_value(loss, p, Y[r, k], epsilon)
             for j in range(X.shape[1]):
+                if X[r, j] == 0.0:
+                    continue
                 step = unit * packed[j, c_col]
                 v = packed[j, k] - step * (d * X[r, j] + packed[j, n_outputs + k])
                 packed[j, k] = prox_scaled(v, step * alpha, l1_ratio, packed[j, scale_col])

@@ -498,7 +498,14 @@ def snapshot_chunk(chunk, wg, config, at_zero=False):
 
 
 def row_counts(chunk):
-    """Rows of the chunk touching each of its local coordinates."""
+    """Rows of the chunk touching each of its local coordinates.
+
+    A dense row touches the columns where it is non-zero, as the same row
+    stored sparse does: the variance-reduced sweeps skip a dense row's zeros
+    (``sweep_dense_svrg``), so the drift, penalty scale and preconditioner
+    built from these counts are those of the sparse representation, and a
+    fit does not depend on how the data is stored.
+    """
     if chunk.counts is not None:  # counted when the chunk was built
         return chunk.counts
     if is_csr(chunk):
@@ -506,7 +513,7 @@ def row_counts(chunk):
         if chunk.intercept >= 0:
             counts[chunk.intercept] = chunk.n_rows
         return counts
-    return np.full(chunk.X.shape[1], chunk.n_rows, dtype=np.int64)
+    return np.count_nonzero(chunk.X, axis=0).astype(np.int64)
 
 
 def column_stats(chunk):
