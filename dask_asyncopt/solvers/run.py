@@ -335,6 +335,7 @@ def drive(run, topology):
     first, last = settings.first_epoch, settings.max_iter
     topology.start(first, last)
     policy = topology.policy()
+    accepted = 0  # epochs of this fit not undone
     for epoch in range(first, last + 1):
         result = topology.epoch(epoch)
         watched = run.record(epoch, result, topology.model)
@@ -355,6 +356,15 @@ def drive(run, topology):
                     "or collinear: standardise them (sklearn.preprocessing.StandardScaler, "
                     "or MaxAbsScaler for sparse data), or raise alpha", ConvergenceWarning,
                     stacklevel=2)
+            elif final and not accepted:
+                warnings.warn(
+                    f"every epoch of the fit raised the objective (each undone, the step "
+                    f"halved to {policy.step:.3g}): it ends where it started, at objective "
+                    f"{policy.previous:.6g}.  Lower eta0, standardise the features "
+                    "(sklearn.preprocessing.StandardScaler, or MaxAbsScaler for sparse "
+                    "data), or raise max_iter", ConvergenceWarning, stacklevel=2)
+        else:
+            accepted += 1
         run.keep_checkpoint(epoch, result, topology, policy.stopping)
         if final:
             break

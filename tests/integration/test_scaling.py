@@ -81,6 +81,19 @@ def test_an_epoch_that_raises_the_objective_is_undone(client):
     assert final <= h["objective"].min() * (1 + 1e-9)
 
 
+def test_a_fit_whose_every_epoch_was_undone_says_so(client):
+    """Fewer epochs than the rollbacks allowed, every one undone: the fit ends at its
+    start, and a warning says so with the numbers and the fix."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _, y = _problem("none", seed=4)
+    with pytest.warns(ConvergenceWarning, match="every epoch .* ends where it started"):
+        est = AsyncSGDClassifier(loss="log_loss", alpha=ALPHA, solver="sync",
+                                 learning_rate="constant", eta0=1e9, max_iter=3, tol=None,
+                                 random_state=0).fit(X, y)
+    assert not est.coef_.any()  # the start: w = 0
+
+
 def test_a_fit_that_cannot_make_progress_warns_with_the_numbers(client):
     from sklearn.exceptions import ConvergenceWarning
 
