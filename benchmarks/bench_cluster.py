@@ -198,11 +198,13 @@ def report(args, results, sk_times, f_target, rtts, X):
     if rtts:
         lines += ["Round trips the namespaced hosts really had (median of 30, ms):", "",
                   "| requested RTT | client -> scheduler | client -> actor | "
-                  "worker -> worker actor |", "|---|---|---|---|"]
+                  "worker -> worker actor | worker -> worker channel |",
+                  "|---|---|---|---|---|"]
         for rtt, m in rtts.items():
             lines.append(f"| {rtt} | {m.get('scheduler', math.nan):.2f} | "
                          f"{m.get('client_actor', math.nan):.2f} | "
-                         f"{m.get('worker_actor', math.nan):.2f} |")
+                         f"{m.get('worker_actor', math.nan):.2f} | "
+                         f"{m.get('worker_channel', math.nan):.2f} |")
         lines.append("")
     lines += ["| deployment | solver | RTT ms | time to F_target, s | vs threads | "
               "vs scikit-learn | epochs | kernels' share | remote calls / epoch |",

@@ -744,6 +744,8 @@ def measure_rtts(client, n=50) -> dict:
     - ``client_actor``: an actor method called from this client (direct to the worker)
     - ``worker_actor``: an actor method on the second worker called from a task on
       the first (one worker-to-worker round trip)
+    - ``worker_channel``: the same call through a fit's exchange channel
+      (``dask_asyncopt.solvers.channel``, what worker loops use between workers)
     """
     import uuid
 
@@ -792,12 +794,56 @@ def measure_rtts(client, n=50) -> dict:
             probe = client.submit(time_calls, actor_future, n, workers=[a],
                                   key=f"rtt-w2w-{uuid.uuid4().hex}")
             out["worker_actor"] = 1e3 * probe.result()
+            out["worker_channel"] = _channel_rtt(client, a, b, n)
     return out
+
+
+def _channel_rtt(client, a, b, n):
+    """Median round trip (ms) of a call from worker ``a`` to an object on worker ``b``
+    through a fit's exchange channel, registered for the measurement only."""
+    import uuid
+    from types import SimpleNamespace
+
+    from dask_asyncopt.solvers.channel import Exchange, plugin_name
+    from dask_asyncopt.solvers.handles import StoreRef, bind
+
+    class Echo:
+        def ping(self):
+            return 0
+
+    token = f"rtt{uuid.uuid4().hex[:8]}"
+    key = f"rtt-channel-{token}"
+
+    def install(dask_worker):
+        dask_worker.state.actors[key] = Echo()
+
+    def uninstall(dask_worker):
+        dask_worker.state.actors.pop(key, None)
+
+    def probe():
+        (h,) = bind([StoreRef(key, b, Echo)],
+                    config=SimpleNamespace(channel=token, timeout=30))
+        h.call("ping").result(30)
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            h.call("ping").result(30)
+            ts.append(time.perf_counter() - t)
+        return 1e3 * statistics.median(ts)
+
+    client.register_plugin(Exchange(token), name=plugin_name(token))
+    client.run(install, workers=[b])
+    try:
+        return client.submit(probe, workers=[a], key=f"rtt-{token}", pure=False).result()
+    finally:
+        client.run(uninstall, workers=[b])
+        client.unregister_worker_plugin(plugin_name(token))
 
 
 COLUMNS = [("scheduler", "scheduler"), ("worker_run", "client.run (2 hops)"),
            ("task", "task (2 hops)"), ("client_actor", "client->actor"),
-           ("worker_actor", "worker->worker actor")]
+           ("worker_actor", "worker->worker actor"),
+           ("worker_channel", "worker->worker channel")]
 HOPS = {"worker_run": 2, "task": 2}  # host-to-host round trips per call
 
 

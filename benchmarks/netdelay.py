@@ -26,12 +26,16 @@ in milliseconds in ``$ASYNCOPT_NETDELAY_MS``::
 
 and in the client's process with :func:`install` / :func:`uninstall`.
 
-It patches ``distributed.comm.tcp.TCP`` (``write``, ``close``, ``abort``) and
-``TCPConnector.connect``; ``write`` mirrors ``TCP.write`` of distributed
-2026.8 (``to_frames`` then ``_add_frames_header``) and checks at install time
-that those helpers exist.  One delay per process: :func:`install` pushes a
-delay, :func:`uninstall` pops it and restores the original methods when none
-is left.  Only TCP comms are delayed (TLS comms' messages too, not their
+It patches ``distributed.comm.tcp.TCP`` (``write``, ``close``, ``abort``),
+``TCPConnector.connect`` and, when dask_asyncopt is importable, the ``send`` of
+its exchange channel's ``SocketTransport`` (a fit's links write their messages
+on the TCP socket Dask opened, with blocking calls from their own threads, not
+through ``TCP.write``: they are delayed the same way, by a sender thread per
+connection that writes each message at its deadline); ``write`` mirrors
+``TCP.write`` of distributed 2026.8 (``to_frames`` then ``_add_frames_header``)
+and checks at install time that those helpers exist.  One delay per process:
+:func:`install` pushes a delay, :func:`uninstall` pops it and restores the
+original methods when none is left.  Only TCP comms are delayed (TLS comms' messages too, not their
 connection set-up), not ``inproc://``.
 """
 
@@ -88,6 +92,9 @@ def install(delay: float) -> None:
                 "write": TCP.__dict__["write"], "close": TCP.__dict__["close"],
                 "abort": TCP.__dict__["abort"],
                 "connect": tcp.TCPConnector.connect}}
+            transport = _channel_transport()
+            if transport is not None:
+                state["orig"]["transport_send"] = transport.__dict__["send"]
             TCP._netdelay_state = state
             _patch(tcp, state["orig"])
         state["delays"].append(float(delay))
@@ -125,6 +132,8 @@ def uninstall() -> None:
                 del tcp.TCPConnector.connect
             if tcp.TCPConnector.connect is not orig["connect"]:  # pragma: no cover
                 tcp.TCPConnector.connect = orig["connect"]
+            if "transport_send" in orig:
+                _channel_transport().send = orig["transport_send"]
             del TCP._netdelay_state
 
 
@@ -206,6 +215,74 @@ def _patch(tcp, orig):
 
     TCP.write, TCP.close, TCP.abort = write, close, abort
     tcp.TCPConnector.connect = connect
+    if "transport_send" in orig:
+        _channel_transport().send = _delayed_send(orig["transport_send"])
+
+
+def _channel_transport():
+    """dask_asyncopt's channel transport class, if the package is importable."""
+    try:
+        from dask_asyncopt.solvers import channel
+    except ImportError:
+        return None
+    return getattr(channel, "SocketTransport", None)
+
+
+def _delayed_send(send0):
+    def send(self, obj):
+        sender = self.__dict__.get("_netdelay_sender")
+        delay = current()
+        if sender is None and (delay <= 0 or not _socket_remote(self.sock)):
+            return send0(self, obj)
+        if sender is None:
+            sender = self._netdelay_sender = _Sender(self)
+        # a copy, made now: the caller may reuse its arrays once send() returned
+        data = memoryview(b"".join(self.frames(obj)))
+        remote = _socket_remote(self.sock)
+        sender.put(time.monotonic() + (delay if remote else 0.0), data)
+
+    return send
+
+
+def _socket_remote(sock) -> bool:
+    try:
+        return sock.getsockname()[0] != sock.getpeername()[0]
+    except OSError:
+        return True
+
+
+class _Sender:
+    """Writes one transport's messages in order, each at its deadline, from a thread
+    of its own (the caller returns at once, as from a write into a kernel buffer)."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.queue = collections.deque()
+        self.cv = threading.Condition()
+        threading.Thread(target=self._run, name="netdelay-sender", daemon=True).start()
+
+    def put(self, deadline, data):
+        with self.cv:
+            if self.queue:
+                deadline = max(deadline, self.queue[-1][0])
+            self.queue.append((deadline, data))
+            self.cv.notify()
+
+    def _run(self):
+        while True:
+            with self.cv:
+                while not self.queue:
+                    self.cv.wait()
+                deadline, data = self.queue[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self.cv.wait(wait)
+                    continue
+                self.queue.popleft()
+            try:
+                self.transport.write([data])
+            except OSError:  # the link is gone: like bytes in a reset socket
+                return
 
 
 def _on_timer(comm):

@@ -3,39 +3,52 @@
 A worker loop calls blocks on other workers many times per epoch.  Through a
 Dask actor every call is a full RPC (a hop to the event loop, a pooled
 connection, the actor machinery, a hop back), and a loop waits for every
-reply.  This channel keeps Dask as the engine -- its comms, serialisation,
-security settings and worker handlers -- and strips the rest:
+reply.  Even a bare ``comm.write``/``comm.read`` pair costs each worker's
+event loop about a millisecond of CPU per round trip (framing, msgpack,
+tornado, thread wake-ups) -- on process workers that CPU is taken from the
+sweeps.  This channel keeps Dask as the engine for what it is for -- finding
+and connecting workers (``connect``, its connection arguments and comm
+backends), worker handlers, serialisation (``distributed.protocol.pickle``) --
+and keeps the event loops out of the hot path:
 
 * :class:`Exchange` is a ``WorkerPlugin`` registered for one fit on every
   worker (:func:`channel`) and removed when the fit ends; its ``setup`` adds
   one comm handler to the worker, its ``teardown`` removes it and closes
   every connection it opened or accepted: nothing of the fit outlives it.
 * A loop reaches the store objects of one other worker through one
-  :class:`Link`: a single connection, opened on first use, carrying requests
-  ``(id, actor key, method, args, kwargs)`` in the order the loop issues them.
-  The receiving worker runs each link's requests one after another on a
-  thread of that link (a request may wait inside the store -- a sync round,
-  admission under ``max_staleness`` -- without holding the event loop or
-  other links) and writes the replies back on the same connection.
+  :class:`Link`: a single connection, opened by Dask on first use, carrying
+  requests ``(id, actor key, method, args, kwargs)`` in the order the loop
+  issues them.  The caller's thread writes them itself; a thread of the link
+  reads the replies.  The receiving worker serves each link on a thread of
+  its own: requests one after another (a request may wait inside the store --
+  a sync round, admission under ``max_staleness`` -- without holding the
+  event loop or other links), replies written back on the same connection.
+* On a plain TCP connection (:class:`SocketTransport`) both ends then stop
+  the event loop from watching the socket and use it with blocking calls: a
+  message is one ``sendmsg`` of a length header, a pickle and the pickle's
+  out-of-band buffers (numpy arrays, never copied) and a few ``recv_into``.
+  Any other comm (TLS, in-process, UCX, websockets) keeps Dask's own
+  ``read``/``write`` (:class:`CommTransport`) under the same threads.
 * A request without a reply (``reply=False``: a push) costs no round trip and
   travels with the next request that has one (a read); since a link is
   ordered, that read sees the push applied.  A failed request without a
   reply fails the link: the loop's next call on it raises that error.
-* numpy arrays travel as zero-copy frames; anything msgpack cannot encode
-  (named replies, id sets, exceptions) is pickled out of band.  A request's
-  arrays must not change until the request is written: callers pass arrays
-  they do not reuse (a loop copies its delta before pushing it).
+  A request's arrays must not change until it is written: callers pass
+  arrays they do not reuse (a loop copies its delta before pushing it).
 """
 
 import asyncio
-import collections
 import concurrent.futures
 import itertools
+import socket
+import struct
 import threading
 
+import numpy as np
 from distributed import WorkerPlugin, get_worker
 from distributed.comm import connect
 from distributed.core import Status
+from distributed.protocol import pickle as dask_pickle
 from distributed.protocol import to_serialize
 
 _PLAIN = (int, float, str, bool, type(None))
@@ -46,8 +59,8 @@ class ChannelError(RuntimeError):
 
 
 def _wrap(x):
-    """``x`` ready for a message: plain values as they are, containers element by
-    element, everything else (arrays, named tuples) as out-of-band frames."""
+    """``x`` ready for a Dask message: plain values as they are, containers element
+    by element, everything else (arrays, named tuples) as out-of-band frames."""
     t = type(x)
     if t in _PLAIN:
         return x
@@ -61,11 +74,141 @@ def _wrap(x):
 #: longest wait for a link's connection (a lost worker's address refuses until then)
 CONNECT_TIMEOUT = 10.0
 
+#: the first message of every link, from the serving end: the caller writes
+#: nothing before it, so no request can reach a socket the event loop still watches
+READY = "asyncopt-ready"
+
 
 def plugin_name(token):
     return f"asyncopt-exchange-{token}"
 
 
+# ------------------------------------------------------------------ transports
+_HEAD = struct.Struct("<QQ")  # pickle bytes, out-of-band buffers
+
+
+class SocketTransport:
+    """Messages on a plain TCP connection that Dask opened, by blocking socket calls.
+
+    Built on the event loop right after the connection's first message, before
+    the loop runs anything else: from then on tornado neither reads nor writes
+    the socket (its handler is removed), so every byte that follows is this
+    transport's.  ``send`` is called by one thread at a time (the link's lock,
+    the serving thread); ``recv`` by one thread (the link's reader, the serving
+    thread).  ``close`` shuts the socket down, which wakes a thread blocked in
+    it, and lets Dask close the comm on its event loop.
+    """
+
+    def __init__(self, comm, loop):
+        stream = comm.stream
+        self.comm, self.loop, self.sock = comm, loop, stream.socket
+        stream.io_loop.remove_handler(self.sock)
+        if getattr(stream, "_read_buffer_size", 0):
+            raise ChannelError("the connection had unread bytes when the link started")
+        self.sock.setblocking(True)
+
+    def send(self, obj):
+        self.write(self.frames(obj))
+
+    @staticmethod
+    def frames(obj):
+        """``obj`` as one message: a length header, the pickle, its out-of-band
+        buffers (views of the arrays, not copies)."""
+        buffers = []
+        payload = dask_pickle.dumps(obj, buffer_callback=buffers.append)
+        views = [b.raw() for b in buffers]
+        head = _HEAD.pack(len(payload), len(views)) + struct.pack(
+            f"<{len(views)}Q", *(v.nbytes for v in views))
+        return [memoryview(head), memoryview(payload), *views]
+
+    def write(self, parts):
+        """Write the byte views ``parts`` whole (``sendmsg`` may take part of them)."""
+        parts = [p for p in parts if p.nbytes]
+        while parts:
+            sent = self.sock.sendmsg(parts[:64])
+            while sent:
+                n = parts[0].nbytes
+                if sent < n:
+                    parts[0], sent = parts[0][sent:], 0
+                else:
+                    sent -= n
+                    parts.pop(0)
+
+    def _exact(self, n):
+        buf = np.empty(n, np.uint8)  # aligned, writeable: arrays unpickled onto it
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if not k:
+                raise ChannelError("the connection was closed")
+            got += k
+        return buf
+
+    def recv(self):
+        n_payload, n_buffers = _HEAD.unpack(self._exact(_HEAD.size))
+        lengths = struct.unpack(f"<{n_buffers}Q", self._exact(8 * n_buffers)) if (
+            n_buffers) else ()
+        payload = self._exact(n_payload)
+        return dask_pickle.loads(payload, buffers=[self._exact(n) for n in lengths])
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        _abort(self.comm, self.loop)
+
+
+class CommTransport:
+    """Messages through Dask's own ``comm.write``/``comm.read`` on the worker's event
+    loop, for comms other than plain TCP; the same threads drive it."""
+
+    def __init__(self, comm, loop):
+        self.comm, self.loop = comm, loop
+
+    def _on_loop(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def send(self, obj):
+        self._on_loop(self.comm.write(_wrap(obj)))
+
+    def recv(self):
+        return self._on_loop(self.comm.read())
+
+    def close(self):
+        _abort(self.comm, self.loop)
+
+
+def _abort(comm, loop):
+    """Close ``comm`` on its event loop: at once when called there (Dask's handler
+    loop then sees it closed), else as the loop's next callback."""
+    try:
+        if asyncio.get_running_loop() is loop:
+            comm.abort()
+            return
+    except RuntimeError:  # no running loop in this thread
+        pass
+    try:
+        loop.call_soon_threadsafe(comm.abort)
+    except RuntimeError:  # the loop is closed, and the worker with it
+        pass
+
+
+def transport(comm, loop):
+    """The transport of a link's connection (called on the event loop, before it
+    yields: see :class:`SocketTransport`)."""
+    if type(comm).__name__ == "TCP" and getattr(comm, "stream", None) is not None:
+        return SocketTransport(comm, loop)
+    return CommTransport(comm, loop)
+
+
+def _thread(target, *args, name):
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+# ------------------------------------------------------------------ the plugin
 class Exchange(WorkerPlugin):
     """One fit's channel on one worker (see the module docstring)."""
 
@@ -93,8 +236,8 @@ class Exchange(WorkerPlugin):
             links, self.links = list(self.links.values()), {}
         for link in links:
             link.fail(ChannelError(f"the fit's channel {self.token} was closed"))
-        for comm in list(self.incoming):
-            comm.abort()
+        for served in list(self.incoming):
+            served.close()
         for task in list(self.tasks):
             task.cancel()
 
@@ -123,42 +266,47 @@ class Exchange(WorkerPlugin):
 
     # ------------------------------------------------------------ serving
     async def _serve(self, comm, **_):
-        """Serve one incoming link until it closes: its requests in order, on a
-        thread of its own -- or right here on the event loop when every request
-        of a batch is one its object declares quick (see :meth:`_quick`): no
-        thread hop, which on a busy machine costs a context switch each way."""
-        self.incoming.add(comm)
-        runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncopt-link")
+        """Serve one incoming link until it closes, on a thread of its own."""
+        served = transport(comm, self.loop)  # first: nothing may run before it
+        self.incoming.add(served)
+        done = self.loop.create_future()
+
+        def finished():
+            if not done.done():
+                done.set_result(None)
+
+        def serve():
+            try:
+                self._serve_link(served)
+            finally:
+                self.loop.call_soon_threadsafe(finished)
+
         try:
-            while not self.closed:
-                batch = await comm.read()
-                if self._quick(batch):
-                    replies = self._run(batch)
-                else:
-                    replies = await self.loop.run_in_executor(runner, self._run, batch)
-                if replies:
-                    await comm.write(replies)
-        except (OSError, asyncio.CancelledError):
+            _thread(serve, name=f"asyncopt-serve-{comm.peer_address}")
+            await done
+        except asyncio.CancelledError:
             pass
         finally:
-            self.incoming.discard(comm)
-            comm.abort()
-            runner.shutdown(wait=False)
+            self.incoming.discard(served)
+            served.close()
         return Status.dont_reply
 
-    def _quick(self, batch):
-        """Whether every request of ``batch`` is to a method that never waits for
-        another caller, as its object says (``quick(method)``; objects without
-        it are served on the link's thread).  A waiting method on the event
-        loop would stall every link of this worker, the pushes that end its
-        wait included."""
-        actors = self.worker.state.actors
-        for _, key, method, _, _ in batch:
-            if key is not None:
-                quick = getattr(actors.get(key), "quick", None)
-                if quick is None or not quick(method):
-                    return False
-        return True
+    def _serve_link(self, served):
+        try:
+            served.send(READY)
+            while not self.closed:
+                replies = self._run(served.recv())
+                if not replies:
+                    continue
+                try:
+                    served.send(replies)
+                except OSError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a reply pickle cannot carry
+                    served.send([[rid, False, ChannelError(
+                        f"a reply could not be sent: {exc!r}")] for rid, _, _ in replies])
+        except Exception:  # noqa: BLE001 - the link closed or its peer is gone
+            pass
 
     def _run(self, batch):
         actors = self.worker.state.actors
@@ -167,9 +315,9 @@ class Exchange(WorkerPlugin):
             try:
                 result = None if key is None else getattr(actors[key], method)(*args, **kwargs)
                 if rid is not None:
-                    replies.append([rid, True, _wrap(result)])
+                    replies.append([rid, True, result])
             except Exception as exc:  # noqa: BLE001 - sent back to the caller
-                replies.append([rid, False, to_serialize(exc)])
+                replies.append([rid, False, exc])
         return replies
 
 
@@ -179,10 +327,10 @@ class Link:
     def __init__(self, exchange, address):
         self.exchange = exchange
         self.address = address
-        self.loop = exchange.loop
-        self.comm = None
-        self.outbox = collections.deque()
-        self.wake = asyncio.Event()  # set from loop threads with call_soon_threadsafe
+        self.transport = None  # set once the peer said READY
+        self.lock = threading.Lock()  # the outbox and writing, in the callers' order
+        self.outbox = []
+        self.urgent = False  # the outbox holds a request that must go now
         self.pending = {}
         self.ids = itertools.count()
         self.error = None
@@ -190,15 +338,14 @@ class Link:
 
     async def open(self, timeout):
         try:
-            self.comm = await connect(self.address, timeout=timeout,
-                                      **self.exchange.worker.connection_args)
-            self.comm.allow_offload = False  # a thread hop per large message: latency
-            await self.comm.write({"op": self.exchange.op, "reply": False})
+            comm = await connect(self.address, timeout=timeout,
+                                 **self.exchange.worker.connection_args)
+            await comm.write({"op": self.exchange.op, "reply": False})
+            opened = transport(comm, self.exchange.loop)
         except Exception as exc:  # noqa: BLE001 - a lost peer: fail what waits for it
             self.fail(exc)
             return
-        self.exchange._spawn(self._writer())
-        self.exchange._spawn(self._reader())
+        _thread(self._reader, opened, name=f"asyncopt-link-{self.address}")
 
     def call(self, key, method, args, kwargs, reply=True, now=False):
         """Send ``method(*args, **kwargs)`` to the actor ``key``; a
@@ -206,8 +353,9 @@ class Link:
 
         Without ``reply`` (``None`` is returned) the request waits in the outbox
         for the next one with a reply (or :meth:`flush`) and travels with it: a
-        loop's push and its next read are one message, one wake-up of each
-        event loop.  ``now``: written at once all the same (others wait for it).
+        loop's push and its next read are one message, one wake-up of the
+        serving thread.  ``now``: written at once all the same (others wait
+        for it).  The caller's thread writes the message itself.
         """
         if self.error is not None:
             raise self.error
@@ -217,35 +365,42 @@ class Link:
             future = concurrent.futures.Future()
             self.pending[rid] = future
         self.n_calls += 1
-        self.outbox.append([rid, key, method, _wrap(args), _wrap(kwargs)])
-        if reply or now:
-            self.loop.call_soon_threadsafe(self.wake.set)
-            if self.error is not None and not future.done():  # failed meanwhile
-                future.set_exception(ChannelError(
-                    f"the link to {self.address} failed: {self.error!r}"))
+        with self.lock:
+            self.outbox.append((rid, key, method, args, kwargs))
+            self.urgent = self.urgent or reply or now
+            self._write()
+        if future is not None and self.error is not None and not future.done():
+            future.set_exception(ChannelError(  # failed meanwhile
+                f"the link to {self.address} failed: {self.error!r}"))
         return future
+
+    def _write(self):
+        """Write the outbox if it holds an urgent request and the link is open
+        (the caller holds ``lock``)."""
+        if not (self.urgent and self.transport is not None and self.error is None):
+            return
+        batch, self.outbox, self.urgent = self.outbox, [], False
+        try:
+            self.transport.send(batch)
+        except Exception as exc:  # noqa: BLE001 - the link is dead
+            self.fail(exc)
 
     def flush(self):
         """A future that completes once every request sent before it was served."""
         return self.call(None, None, (), {})
 
-    async def _writer(self):
+    def _reader(self, opened):
         try:
+            if opened.recv() != READY:
+                raise ChannelError(f"{self.address} did not open the link")
+            with self.lock:
+                self.transport = opened
+                self._write()  # what callers queued while it connected
+            if self.error is not None:
+                opened.close()
+                return
             while True:
-                await self.wake.wait()
-                self.wake.clear()
-                batch = []
-                while self.outbox:  # appended by loop threads, in their order
-                    batch.append(self.outbox.popleft())
-                if batch:
-                    await self.comm.write(batch)
-        except Exception as exc:  # noqa: BLE001 - the link is dead
-            self.fail(exc)
-
-    async def _reader(self):
-        try:
-            while True:
-                for rid, ok, value in await self.comm.read():
+                for rid, ok, value in opened.recv():
                     if rid is None:  # a request without reply failed there
                         self.fail(value)
                         return
@@ -256,6 +411,7 @@ class Link:
                         future.set_exception(value)
         except Exception as exc:  # noqa: BLE001 - the link is dead
             self.fail(exc)
+            opened.close()
 
     def fail(self, exc):
         """Fail every pending request and every later call with ``exc``."""
@@ -266,8 +422,8 @@ class Link:
             if not future.done():
                 future.set_exception(ChannelError(
                     f"the link to {self.address} failed: {self.error!r}"))
-        if self.comm is not None and not self.comm.closed():
-            self.comm.abort()
+        if self.transport is not None:
+            self.transport.close()
 
 
 def here(token):

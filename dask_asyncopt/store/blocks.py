@@ -371,13 +371,6 @@ class BlockServer(EpochHandOff):
             return self.drift.copy(), self.counts.copy()
         return self.drift[ids], self.counts[ids]
 
-    def quick(self, method):
-        """Whether ``method`` never waits for another caller (a channel serves such
-        calls on its event loop): a read, and a push when no ``max_staleness``
-        holds pushes back.  Everything else may wait (a sync round, the
-        hand-off) or is rare."""
-        return method == "pull" or (method == "push" and self.max_staleness is None)
-
     def pull_packed(self, ids, out, worker=-1, min_version=None, timeout=None):
         """Write ``[values | drift | penalty scale | precond]`` of ``ids`` into ``out``.
 

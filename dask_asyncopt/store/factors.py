@@ -104,12 +104,6 @@ class FactorBlock:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.acquire, worker, ticket, wait)
 
-    @staticmethod
-    def quick(method):
-        """Whether ``method`` never waits for another caller (see
-        :meth:`~dask_asyncopt.store.blocks.BlockServer.quick`): a check-in."""
-        return method == "release"
-
     def release(self, worker, rows, n_ratings):
         """Check the block in with its new rows (a :class:`~.replies.CheckedIn`)."""
         with self.changed:
@@ -199,11 +193,6 @@ class CheckoutTable:
             b = free()
             self.held[b] = True
             return b
-
-    @staticmethod
-    def quick(method):
-        """Whether ``method`` never waits for another caller: a check-in."""
-        return method == "release"
 
     def release(self, block):
         """Block ``block`` may be taken again."""

@@ -31,6 +31,9 @@ def test_fit_on_netns_cluster_and_teardown():
             host = address.split("://")[1].rsplit(":", 1)[0]
             assert ipaddress.ip_address(host) in subnet
         assert nd.current() == pytest.approx(0.5e-3)  # this process: rtt_ms / 2
+        # the delay holds up the fit's exchange channel too (its links write on the
+        # socket themselves): its round trip between two hosts takes 1 ms or more
+        assert deploy.measure_rtts(cluster.client, n=5)["worker_channel"] >= 0.9
         X, y = make_sparse_classification(2000, 400, nnz_per_row=10, random_state=1)
         with cluster.client.as_current():
             clf = AsyncSGDClassifier(loss="log_loss", max_iter=2, tol=None, random_state=0,

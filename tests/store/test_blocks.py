@@ -179,17 +179,6 @@ def test_version_and_staleness_stats():
     np.testing.assert_array_equal(server.pull(None).values[:, 0], [0.0, 5.0, 5.0, 0.0])
 
 
-@pytest.mark.parametrize("mode", ["async", "sync"])
-def test_quick_methods_are_those_that_never_wait(mode):
-    """A channel serves these on its event loop: a read never waits, a push only
-    under ``max_staleness`` (admission), a sync barrier read always may."""
-    free, bounded = new_server(mode=mode), new_server(mode=mode, max_staleness=1)
-    assert free.quick("pull") and bounded.quick("pull")
-    assert free.quick("push") and not bounded.quick("push")
-    for method in ("pull_when", "collect_epoch", "decide", "pull_packed"):
-        assert not free.quick(method)
-
-
 def test_warm_init_and_samples():
     rng = np.random.default_rng(2)
     init = rng.normal(size=(10, 2))
