@@ -5,7 +5,8 @@ and nothing left on the workers once the channel is removed."""
 from types import SimpleNamespace
 
 import numpy as np
-from distributed import Event
+import pytest
+from distributed import Client, Event, LocalCluster
 
 from dask_asyncopt.solvers.channel import Exchange, plugin_name
 from dask_asyncopt.solvers.handles import StoreRef, bind
@@ -67,18 +68,23 @@ def test_a_posted_check_in_reaches_the_waiting_holder_without_a_later_call(proce
 
 
 def _pushes_then_read(actor_ref, token, n):
-    """Pushes without replies, then one read: the read sees every push applied."""
+    """Pushes without replies, then one read: the read sees every push applied.
+    Also returns the link's transport and an array's round trip."""
     config = SimpleNamespace(channel=token, timeout=TIMEOUT)
     (h,) = bind([actor_ref], config=config)
     for b in range(n):
         h.wait("acquire_any", 0, [b], TIMEOUT).result(TIMEOUT)
         h.send("release", b)  # held in the outbox ...
     # ... and carried by this request, ahead of it: every block is free again
-    return [h.wait("acquire_any", 0, [b], TIMEOUT).result(TIMEOUT) for b in range(n)]
+    got = [h.wait("acquire_any", 0, [b], TIMEOUT).result(TIMEOUT) for b in range(n)]
+    try:
+        h.call("no_such_method").result(TIMEOUT)
+    except AttributeError as exc:  # the store's error, raised at the caller
+        error = str(exc)
+    return got, type(h.link.transport).__name__, error
 
 
-def test_sends_travel_in_order_with_the_next_request(process_client):
-    client = process_client
+def _in_order(client):
     first, second = sorted(client.nthreads())
     token = f"test{np.random.default_rng().integers(1 << 30)}"
     _channel(client, token)
@@ -86,8 +92,31 @@ def test_sends_travel_in_order_with_the_next_request(process_client):
     task = client.submit(_pushes_then_read, StoreRef.of(table.result()), token, 4,
                          workers=[first], pure=False)
     try:
-        assert task.result(TIMEOUT) == [0, 1, 2, 3]
+        got, transport, error = task.result(TIMEOUT)
     finally:
         _unregister(client, token)
         client.cancel([table, task], force=True)
+    assert got == [0, 1, 2, 3]
+    assert "no_such_method" in error
     assert cluster_is_clean(client)
+    return transport
+
+
+def test_sends_travel_in_order_with_the_next_request(process_client):
+    # plain TCP: the link's threads use the socket Dask opened
+    assert _in_order(process_client) == "SocketTransport"
+
+
+@pytest.mark.slow  # a cluster of its own
+def test_a_tls_cluster_keeps_dasks_comm(tmp_path):
+    """Comms other than plain TCP (here TLS) carry the same requests through Dask's
+    own ``read``/``write``."""
+    pytest.importorskip("cryptography")
+    from distributed.security import Security
+
+    security = Security.temporary()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      protocol="tls://", security=security, dashboard_address=None,
+                      local_directory=str(tmp_path)) as cluster, Client(
+            cluster, security=security, set_as_default=False) as client:
+        assert _in_order(client) == "CommTransport"
