@@ -32,6 +32,12 @@ user has): the fit then places nothing from the client.  Reported per
 configuration: the median time to target, its ratio to the thread cluster's
 and to scikit-learn's (paired within rounds), the kernels' share of loop time
 and the calls that crossed processes per epoch (``history_``).
+
+``MatrixFactorization`` runs on the same deployments (``--mf-solvers``, none:
+skipped): ``make_ratings(--mf-users, --mf-items, --mf-ratings)``, a 90/10
+split, rank 32, ``--mf-epochs`` epochs; reported per configuration: the fit's
+wall time and its ratio to the thread cluster's (paired within rounds), the
+test RMSE, the kernels' share and the remote calls per epoch.
 """
 
 import argparse
@@ -108,6 +114,48 @@ def our_fit(client, X, y, alpha, solver, max_iter, f_target):
             "final": float(h["objective"].iloc[-1])}
 
 
+def mf_fit(client, data, solver, epochs):
+    from dask_asyncopt import MatrixFactorization
+
+    X_train, y_train, X_test, y_test = data
+    model = MatrixFactorization(n_factors=32, max_iter=epochs, tol=None, solver=solver,
+                                random_state=0)
+    with client.as_current():
+        start = time.perf_counter()
+        model.fit(X_train, y_train)
+        wall = time.perf_counter() - start
+    h = model.history_
+    rmse = float(np.sqrt(np.mean((model.predict(X_test) - y_test) ** 2)))
+    return {"wall": wall, "rmse": rmse, "compute": float(h["compute_fraction"].iloc[1:].mean()),
+            "calls": float(h["remote_calls"].mean())}
+
+
+def mf_data(args):
+    from dask_asyncopt.datasets import make_ratings
+
+    X, y = make_ratings(args.mf_users, args.mf_items, args.mf_ratings, random_state=0)
+    test = np.random.default_rng(1).random(len(y)) < 0.1
+    return X[~test], y[~test], X[test], y[test]
+
+
+def mf_report(args, results):
+    lines = ["", f"MatrixFactorization: make_ratings({args.mf_users:,}, {args.mf_items:,}, "
+             f"{args.mf_ratings:,}), 90/10 split, rank 32, {args.mf_epochs} epochs, "
+             f"{args.rounds} rounds.", "",
+             "| deployment | solver | RTT ms | fit time, s | vs threads | test RMSE | "
+             "kernels' share | remote calls / epoch |", "|---|---|---|---|---|---|---|---|"]
+    for (name, solver, rtt), runs in results.items():
+        base = results.get(("threads", solver, None), [])
+        lines.append(
+            f"| {name} | {solver} | {'-' if rtt is None else rtt} | "
+            f"{fmt(median([a['wall'] for a in runs]))} | "
+            f"{fmt(median([a['wall'] / b['wall'] for a, b in zip(runs, base, strict=False)]))}"
+            f" | {median([a['rmse'] for a in runs]):.4f} | "
+            f"{fmt(median([a['compute'] for a in runs]))} | "
+            f"{median([a['calls'] for a in runs]):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def persisted(client, X, y):
     """``X``, ``y`` as dask arrays held by the cluster (a chunk per worker)."""
     import dask.array as da
@@ -165,9 +213,15 @@ def run(args):
             for rtt in args.rtts:
                 hosts.set_rtt(rtt)
                 rtts[rtt] = measure_rtts(hosts.client, n=30)
+        mf_configs = [(d, m, r) for d, s, r in configs
+                      if "+" not in d and s == args.solvers[0] for m in args.mf_solvers]
+        mf = mf_data(args) if mf_configs else None
+        mf_results = {c: [] for c in mf_configs}
         # warm-up: every worker loads the kernels (Numba cache) once
         for client in deployments.values():
             our_fit(client, X[:4000], y[:4000], args.alpha, "asyb", 1, -math.inf)
+            if mf is not None:
+                mf_fit(client, [a[:20000] for a in mf], "asyb", 1)
         sk_times, f_target = [], None
         results = {c: [] for c in configs}
         for r in range(args.rounds):
@@ -187,7 +241,16 @@ def run(args):
                       f"{res['to_target']:.2f} s (epoch {res['epoch']}), wall "
                       f"{res['wall']:.2f} s, compute {res['compute']:.2f}, calls/epoch "
                       f"{res['calls']:.0f}; scikit-learn {t:.2f} s", flush=True)
-        return report(args, results, sk_times, f_target, rtts, X)
+            for config in mf_configs:
+                name, solver, rtt = config
+                if rtt is not None:
+                    hosts.set_rtt(rtt)
+                res = mf_fit(deployments[name], mf, solver, args.mf_epochs)
+                mf_results[config].append(res)
+                print(f"round {r} MF {name} {solver} rtt={rtt}: wall {res['wall']:.2f} s, "
+                      f"rmse {res['rmse']:.4f}, compute {res['compute']:.2f}", flush=True)
+        text = report(args, results, sk_times, f_target, rtts, X)
+        return text + (mf_report(args, mf_results) if mf_configs else "")
 
 
 def report(args, results, sk_times, f_target, rtts, X):
@@ -247,6 +310,11 @@ def parse_args(argv=None):
     p.add_argument("--rtts", type=float, nargs="*", default=[0.0, 1.0, 5.0],
                    help="round trips of the namespaced hosts (none: no namespaces)")
     p.add_argument("--solvers", nargs="+", default=["asyb", "sync", "adpsgd"])
+    p.add_argument("--mf-solvers", nargs="*", default=["asyb", "sync"])
+    p.add_argument("--mf-users", type=int, default=50_000)
+    p.add_argument("--mf-items", type=int, default=10_000)
+    p.add_argument("--mf-ratings", type=int, default=2_000_000)
+    p.add_argument("--mf-epochs", type=int, default=10)
     p.add_argument("--dask-data", action="store_true",
                    help="also fit from dask arrays persisted on the cluster")
     p.add_argument("--out", default=None, help=OUT_HELP)
