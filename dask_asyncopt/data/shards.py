@@ -274,7 +274,9 @@ def make_shard(X, Y, layout, seed, W=None):
     n_features, n_blocks = layout.n_features, layout.n_blocks
     fit_intercept, batch_size = layout.fit_intercept, layout.batch_size
     if sp.issparse(X):
-        X = sp.csr_matrix(X)
+        # A CSR part as it arrived: re-wrapping it would copy its arrays (scipy
+        # copies arrays that are views of a larger buffer, as received ones are).
+        X = X if X.format == "csr" else sp.csr_matrix(X)
         # Walking the model's coordinates per chunk beats sorting the chunk's
         # columns unless the model is much larger than a chunk.
         if n_features <= 64 * X.nnz * batch_size / max(X.shape[0], 1):
