@@ -164,16 +164,17 @@ class BlockServer(EpochHandOff):
     timestamps (int32) exist only once a proximal map is pushed (plain SGD);
     the snapshot arrays only once a snapshot is taken.  What changes is kept
     as it changes: until the fit's first snapshot names the coordinates its
-    data touches (``active``), the coordinates each push touched, with their
+    data touches (``active``; ``None``: more than :data:`ACTIVE_SHARE` of
+    them, taken as all), the coordinates each push touched, with their
     previous values when the fit may undo an epoch (``undoable``), in one log
     (:func:`~dask_asyncopt.kernels.lazy.add_delta_logged`) that serves
     :meth:`restore` and the driver's checkpoints (:meth:`changes`); once
-    ``active`` is known no push reaches another coordinate, so the iterate to
+    ``active`` is fixed no push reaches another coordinate, so the iterate to
     go back to is ``w[active]`` (``kept``, copied at each :meth:`keep`) and the
     changes are among ``active``: the pushes log nothing (a log entry per
-    pushed coordinate, compacted by sorting, cost more than the sweeps at
-    2^26 columns).  Per epoch a block then does work in the coordinates its
-    data touches, not in its size.
+    pushed coordinate, compacted by sorting, cost more than the sweeps: an
+    epoch pushes each active coordinate many times).  Per epoch a block then
+    does work in the coordinates its data touches, not in its size.
 
     Parameters
     ----------
@@ -275,7 +276,8 @@ class BlockServer(EpochHandOff):
         self.summing = False  # drift holds a snapshot's sum being gathered, not the drift
         self.active = None  # coordinates some row touches (int32), None: all
         self.inactive_penalty = None  # penalty of the others (they never change)
-        self.kept = None  # undoable, once active is known: w[active] to go back to
+        self.fixed = False  # the first snapshot fixed active (see _fix_columns)
+        self.kept = None  # undoable, once active is fixed: w[active] (or w) to go back to
 
     def _snapshot_arrays(self):
         if self.drift is None:
@@ -581,6 +583,7 @@ class BlockServer(EpochHandOff):
         self.active = (active.astype(np.int32) if active is not None
                        and active.shape[0] <= ACTIVE_SHARE * n_coords else None)
         self.inactive_penalty = None
+        self.fixed = True
         if self.n_log == 0:  # no push yet to undo: the iterate to go back to is here
             self._keep_active()
         if self.precondition:  # 0 where no row touches (see preconditioner)
@@ -679,9 +682,12 @@ class BlockServer(EpochHandOff):
                 if not self.undoable:
                     raise RuntimeError(f"block {self.block_id} was not made undoable")
                 if self.kept is not None:  # no log since the copy (see _logs)
-                    self.w[self.active] = self.kept
+                    if self.active is None:
+                        self.w[:] = self.kept
+                    else:
+                        self.w[self.active] = self.kept
                 else:
-                    if self.track and self.n_log and self.active is None:
+                    if self.track and self.n_log and not self.fixed:
                         # every logged coordinate changes back
                         self.pending.append(np.unique(self.log_ids[:self.n_log]))
                     undo_log(self.w, self.log_ids, self.log_values, self.n_log)
@@ -689,30 +695,40 @@ class BlockServer(EpochHandOff):
             self._reset_snapshot()
 
     def _keep_active(self):
-        """Copy ``w[active]`` as the iterate to go back to (an undoable block whose
-        active coordinates are known; no prox history: values are current)."""
-        if self.undoable and self.active is not None:
+        """Copy ``w[active]`` (all of ``w`` when ``active`` is ``None``) as the
+        iterate to go back to: an undoable block whose active coordinates are
+        fixed (no prox history: values are current)."""
+        if not (self.undoable and self.fixed):
+            return
+        if self.active is None:
+            if self.kept is None:
+                self.kept = self.w.copy()
+            else:
+                np.copyto(self.kept, self.w)
+        else:
             self.kept = self.w[self.active]
 
     def _logs(self):
         """Whether a push must log the coordinates it changes: for undo until
-        ``w[active]`` is kept, for :meth:`changes` until ``active`` is known."""
+        ``w[active]`` is kept, for :meth:`changes` until ``active`` is fixed."""
         return ((self.undoable and self.kept is None)
-                or (self.track and self.active is None))
+                or (self.track and not self.fixed))
 
     def changes(self):
         """``(ids, values)``: the coordinates changed since the last call (since the
         fit began, for its first) and their values; ``ids`` is ``None`` when
         ``values`` is the whole block (the block does not track its changes,
         or a proximal map or an update rule changed every coordinate).  Once
-        the coordinates the data touches are known (``active``), ``ids`` are
-        those: no push changes another, and the values of all of them cost
-        less than sorting out which changed.
+        the coordinates the data touches are fixed (``active``), ``ids`` are
+        those (``None``, the whole block, when ``active`` is): no push changes
+        another, and the values of all of them cost less than sorting out
+        which changed.
 
         The driver's checkpoints apply these to their copy of the model, so a
         checkpoint costs what the epoch changed, not the model's size."""
         with self.lock:
-            if self.RULE_UPDATES or not self.track or self.whole_changed:
+            if (self.RULE_UPDATES or not self.track or self.whole_changed
+                    or (self.fixed and self.active is None)):
                 self._materialise_all()
                 self.pending, self.n_reported = [], self.n_log
                 self.whole_changed = False
@@ -733,8 +749,8 @@ class BlockServer(EpochHandOff):
 
     def _unreported(self):
         """Move the log's entries :meth:`changes` has not reported to ``pending``
-        (no need once ``active`` is known: :meth:`changes` reports those)."""
-        if self.track and self.n_reported < self.n_log and self.active is None:
+        (no need once ``active`` is fixed: :meth:`changes` reports those)."""
+        if self.track and self.n_reported < self.n_log and not self.fixed:
             self.pending.append(np.unique(self.log_ids[self.n_reported:self.n_log]))
             if len(self.pending) > 8:
                 self.pending = [np.unique(np.concatenate(self.pending))]

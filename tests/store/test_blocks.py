@@ -796,14 +796,17 @@ def test_undo_log_restores_the_kept_iterate(track):
     assert server.log_ids.shape[0] <= 4 * 50 + 2048
 
 
-def test_restore_once_active_is_known_goes_back_without_a_log():
-    """Once the first snapshot named the active coordinates, restore() goes back to the
-    last keep() (the snapshot's iterate before any) from the kept values of those
-    coordinates, and the pushes log nothing."""
+@pytest.mark.parametrize("n_touched", [30, 200])
+def test_restore_once_active_is_known_goes_back_without_a_log(n_touched):
+    """Once the first snapshot fixed the active coordinates (all, when they are many),
+    restore() goes back to the last keep() (the snapshot's iterate before any) from
+    the kept values of those coordinates, changes() reports them, and the pushes log
+    nothing."""
     rng = np.random.default_rng(4)
     n = 300
-    touched = np.sort(rng.choice(n, size=30, replace=False))
+    touched = np.sort(rng.choice(n, size=n_touched, replace=False))
     server = _svrg_block(n, touched)
+    assert (server.active is None) == (n_touched == 200)
     versions = iter(range(1000))
 
     def pushes():
@@ -821,6 +824,10 @@ def test_restore_once_active_is_known_goes_back_without_a_log():
     assert server.n_log == 0 and not np.array_equal(server.pull(None).values, kept)
     server.restore()
     np.testing.assert_array_equal(server.pull(None).values, kept)
+    ids, values = server.changes()
+    copy = np.zeros((n, 1))
+    copy[slice(None) if ids is None else ids] = values
+    np.testing.assert_array_equal(copy, kept)
 
 
 def test_changes_bring_a_copy_up_to_date():
