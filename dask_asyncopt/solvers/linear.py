@@ -40,13 +40,12 @@ def used_columns(X, problem, init, kept):
     for a warm start with values there (a proximal map would shrink them),
     an update rule (its state), or the store ``partial_fit`` keeps (its
     layout must serve the next batch's columns too); and only when they are
-    at most :data:`COMPACT_SHARE` of the model (else the sort costs more
-    than it saves)."""
+    at most :data:`COMPACT_SHARE` of the model (else renumbering the
+    non-zeros costs more than the smaller store saves).  Finding them costs a
+    byte per column and a pass over the non-zeros, not a sort."""
     if kept is not None or problem.rule is not None or is_dask(X) or not sp.issparse(X):
         return None
     n_features = problem.n_features
-    # linear passes over the data and a byte per column (a sort of the
-    # non-zeros, np.unique, took longer than the fit saved on narrow models)
     seen = np.zeros(n_features, dtype=bool)
     seen[X.indices] = True
     columns = np.flatnonzero(seen)
