@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from ..data.inputs import is_dask
 from ..data.placement import place_dask, place_in_memory
 from ..data.shards import ShardLayout
+from ..kernels.columns import renumber_columns
 from .gradients import exchange_sizes
 from .registry import SOLVERS
 from .run import with_restarts, worker_loops
@@ -41,25 +42,19 @@ def used_columns(X, problem, init, kept):
     an update rule (its state), or the store ``partial_fit`` keeps (its
     layout must serve the next batch's columns too); and only when they are
     at most :data:`COMPACT_SHARE` of the model (else renumbering the
-    non-zeros costs more than the smaller store saves).  Finding them costs a
-    byte per column and a pass over the non-zeros, not a sort."""
+    non-zeros costs more than the smaller store saves).  Finding them costs
+    passes over the non-zeros, not a sort (:func:`~..kernels.columns.renumber_columns`)."""
     if kept is not None or problem.rule is not None or is_dask(X) or not sp.issparse(X):
         return None
     n_features = problem.n_features
-    seen = np.zeros(n_features, dtype=bool)
-    seen[X.indices] = True
-    columns = np.flatnonzero(seen)
-    del seen
+    columns, local = renumber_columns(X.indices, n_features)
     if columns.shape[0] > COMPACT_SHARE * n_features:
         return None
     if init is not None and np.count_nonzero(init[:n_features]) != np.count_nonzero(
             init[columns]):
         return None
-    local = np.empty(n_features, dtype=np.int32)  # written (and paged in) at columns only
-    local[columns] = np.arange(columns.shape[0], dtype=np.int32)
-    X = sp.csr_matrix((X.data, local[X.indices], X.indptr),
-                      shape=(X.shape[0], columns.shape[0]))
-    return columns, X
+    return columns, sp.csr_matrix((X.data, local, X.indptr),
+                                  shape=(X.shape[0], columns.shape[0]))
 
 
 def _on_columns(columns, problem, init, settings):
