@@ -43,8 +43,10 @@ def used_columns(X, problem, init, kept):
     layout must serve the next batch's columns too); and only when they are
     at most :data:`COMPACT_SHARE` of the model (else renumbering the
     non-zeros costs more than the smaller store saves).  Finding them costs
-    passes over the non-zeros, not a sort (:func:`~..kernels.columns.renumber_columns`)."""
-    if kept is not None or problem.rule is not None or is_dask(X) or not sp.issparse(X):
+    passes over the non-zeros, not a sort
+    (:func:`~dask_asyncopt.kernels.columns.renumber_columns`)."""
+    if (kept is not None or problem.rule is not None or is_dask(X) or not sp.issparse(X)
+            or X.format != "csr"):
         return None
     n_features = problem.n_features
     columns, local = renumber_columns(X.indices, n_features)
