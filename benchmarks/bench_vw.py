@@ -4,8 +4,13 @@ Run from the repository root (needs the ``bench`` extra: ``pip install
 vowpalwabbit``)::
 
     python benchmarks/bench_vw.py --n-samples 500000 --bits 20
-    python benchmarks/bench_vw.py --n-samples 200000 --bits 24 --no-saga
-    python benchmarks/bench_vw.py --n-samples 200000 --bits 26 --no-saga
+    python benchmarks/bench_vw.py --n-samples 200000 --bits 24
+    python benchmarks/bench_vw.py --n-samples 200000 --bits 26
+
+(``--rounds 1 --passes 1,3,9 --long-epochs 30 --saga-timeout 600`` shortens a
+run; ``--no-saga`` skips the exact solver, which otherwise runs until it
+converges, reaches ``--saga-max-iter`` epochs or is stopped after
+``--saga-timeout`` seconds and reported unfinished.)
 
 The problem, for every method: L1-penalised logistic regression on the same
 rows (``ctr_data.make_zipf_ctr``: Zipf column popularity, 26 binary non-zeros a
@@ -162,11 +167,12 @@ def child(args):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(args, kind, max_iter=0):
+def run_child(args, kind, max_iter=0, timeout=None):
+    """One fit in a fresh process (``subprocess.TimeoutExpired`` past ``timeout``)."""
     cmd = [sys.executable, __file__, "--child", kind, "--workdir", args.workdir,
            "--alpha", repr(args.alpha), "--max-iter", str(max_iter),
            "--saga-tol", repr(args.saga_tol)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{kind} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -285,6 +291,8 @@ def main():
     p.add_argument("--no-saga", action="store_true", help="skip the exact saga solver")
     p.add_argument("--saga-tol", type=float, default=1e-5)
     p.add_argument("--saga-max-iter", type=int, default=300)
+    p.add_argument("--saga-timeout", type=float, default=1200,
+                   help="seconds after which the saga fit is stopped and reported unfinished")
     p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -357,11 +365,17 @@ def main():
             f_long, nnz_long = objective(X, y, long["coef"], long["intercept"], args.alpha)
         saga = None
         if not args.no_saga:
-            saga = run_child(args, "saga", args.saga_max_iter)
-            saga["F"], saga["nnz"] = objective(X, y, saga["coef"], saga["intercept"], args.alpha)
-            print(f"saga: {saga['time']:.1f} s, {saga['n_iter']} epochs, F {saga['F']:.6f}",
-                  flush=True)
-    candidates = [f_long] + ([saga["F"]] if saga else []) + [
+            try:
+                saga = run_child(args, "saga", args.saga_max_iter, timeout=args.saga_timeout)
+            except subprocess.TimeoutExpired:
+                saga = {"timed_out": args.saga_timeout}
+                print(f"saga: stopped unfinished after {args.saga_timeout:.0f} s", flush=True)
+            else:
+                saga["F"], saga["nnz"] = objective(X, y, saga["coef"], saga["intercept"],
+                                                   args.alpha)
+                print(f"saga: {saga['time']:.1f} s, {saga['n_iter']} epochs, "
+                      f"F {saga['F']:.6f}", flush=True)
+    candidates = [f_long] + ([saga["F"]] if saga and "F" in saga else []) + [
         r["F"] for key in ("vw", "ftrl", "sgd") for sweep in runs[key] for r in sweep] + [
         r["F"] for r in runs["ours"]]
     f_star = min(candidates)
@@ -417,8 +431,10 @@ def report(args, X, y, runs, f_star, f_long, nnz_long, long, saga, prep):
         f"{ours[0][key][i]:.2e}" if key in ours[0] else "—"
         for key in ("gap_bound", "gap_estimate")) + " |"
         for i, (t, f) in enumerate(ours[0]["epochs"])]
-    finished = saga is not None and saga["n_iter"] < args.saga_max_iter
+    finished = saga is not None and saga.get("n_iter", args.saga_max_iter) < args.saga_max_iter
     saga_line = ("not run (`--no-saga`)" if saga is None else
+                 f"did not finish: stopped after {saga['timed_out']:.0f} s (`--saga-timeout`)"
+                 if "timed_out" in saga else
                  f"{saga['time']:.1f} s, {saga['n_iter']} epochs "
                  f"({'finished' if finished else 'stopped at --saga-max-iter'}"
                  f", tol {args.saga_tol:g}), F = {saga['F']:.6f} (gap {gap(saga['F']):.1e}), "

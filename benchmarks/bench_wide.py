@@ -5,6 +5,10 @@ Run from the repository root::
     python benchmarks/bench_wide.py [--n-samples 50000 --nnz-per-row 26 \
         --bits 20 23 26 --epochs 5 --rounds 2 --alpha 2e-6 --out benchmarks/results --tag TAG]
 
+    # the issue's size, with the exact objective gap of both (F* from 40-epoch fits)
+    python benchmarks/bench_wide.py --n-samples 200000 --bits 20 26 --epochs 5 \
+        --rounds 2 --long-epochs 40
+
     # does a 2**28-column model (268M coefficients) fit and train on 2 workers?
     python benchmarks/bench_wide.py --bits 28 --n-samples 20000 --rounds 1 --epochs 3 \
         --no-peer --tag 2p28
@@ -27,7 +31,11 @@ not absolute times).  Reported per fit: wall time of ``fit``, the steady
 per-epoch time (median of epochs 2.. from ``history_["time"]``; epoch 1 also
 builds the blocks and takes the first snapshot), the exact objective
 ``mean log-loss + alpha |w|_1`` of the result, and the peak RSS of each process
-(``VmHWM``: the driver, each worker); the workers' peak above their RSS before
+(``VmHWM``: the driver, each worker); with ``--long-epochs N``, one more fit of
+each (``tol=None``, N epochs) per width gives ``F*``, the lowest objective any
+fit reached, and the report gives each fit's gap ``(F - F*) / F*`` and the
+first epoch of ours (its ``history_`` objective is exact: the snapshot pass)
+within ``1e-3`` of ``F*``, with its time; the workers' peak above their RSS before
 the fit, per coefficient, bounds what the store costs (the data shards
 included).  Ratios: ours at each width against ours at the narrowest (same
 rows, same non-zeros), and ours against scikit-learn at the same width.
@@ -47,6 +55,7 @@ import numpy as np
 from report import OUT_HELP, size_label, write_result  # benchmarks/ on sys.path
 
 N_FIELDS_DEFAULT = 26
+HISTORY_KEYS = ("epochs", "history", "history_time")
 HASH = np.uint64(0x9E3779B97F4A7C15)
 HASH2 = np.uint64(0xD6E8FEB86659FD93)
 
@@ -114,6 +123,7 @@ def child_ours(args):
     times = est.history_["time"].to_numpy()
     return {
         "wall": wall, "epochs": np.diff(np.concatenate([[0.0], times])).tolist(),
+        "history": est.history_["objective"].tolist(), "history_time": times.tolist(),
         "objective": objective(X, y, est.coef_, est.intercept_, args.alpha),
         "driver_peak": driver_peak,
         "worker_peaks": [peaks[w] for w in sorted(peaks)],
@@ -136,10 +146,10 @@ def child_sklearn(args):
             "driver_peak": driver_peak}
 
 
-def run_child(kind, bits, args):
+def run_child(kind, bits, args, epochs=None):
     cmd = [sys.executable, __file__, "--child", kind, "--bits", str(bits),
            "--n-samples", str(args.n_samples), "--nnz-per-row", str(args.nnz_per_row),
-           "--epochs", str(args.epochs), "--alpha", repr(args.alpha),
+           "--epochs", str(epochs or args.epochs), "--alpha", repr(args.alpha),
            "--data-seed", str(args.data_seed)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
@@ -193,6 +203,8 @@ def report(args, results):
         lines.append(f"| 2^{bits} | {spread([r['wall'] for r in ours])} | {spread(ep, '{:.3f}')} "
                      f"| {spread(rel)} | {spread([r['wall'] for r in sk])} | {spread(ratio)} "
                      f"| {obj} |")
+    if args.long_epochs:
+        lines += gap_lines(args, results)
     lines += ["", "Peak RSS per process (VmHWM, median over rounds); store cost: the "
               "workers' peaks above their RSS before the fit, data shards included, per "
               "coefficient:", "",
@@ -225,6 +237,64 @@ def report(args, results):
     return "\n".join(lines)
 
 
+def gap_lines(args, results, target=1e-3):
+    """The objective gaps to ``F*`` (the lowest objective of any fit at the width)."""
+    lines = ["", f"Exact objective gaps `(F - F*) / F*`, F* the lowest objective of any fit "
+             f"at the width (the {args.long_epochs}-epoch fits included); ours: the first "
+             f"epoch (`history_`) within {target:g} of F*, its time since `fit` began "
+             "(its history time + the fit's set-up and teardown, the fit's wall less its "
+             "last history time) and that time over scikit-learn's "
+             f"{args.epochs}-epoch fit's (same round):", "",
+             f"| columns | F* | ours {args.epochs} ep. gap | sklearn {args.epochs} ep. gap | "
+             f"ours {args.long_epochs} ep. gap | sklearn {args.long_epochs} ep. gap | "
+             f"ours: epoch to {target:g} | its time s | / sklearn {args.epochs} ep. | "
+             f"ours to sklearn's {args.epochs}-ep. objective / sklearn's time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for bits in args.bits:
+        ours = [r for r in results[("ours", bits)] if "wall" in r]
+        sk = [r for r in results.get(("sklearn", bits), []) if "wall" in r]
+        long_ours = [r for r in results.get(("ours-long", bits), []) if "wall" in r]
+        long_sk = [r for r in results.get(("sklearn-long", bits), []) if "wall" in r]
+        f_star = min(r["objective"] for r in ours + sk + long_ours + long_sk)
+        def gap(f, f_star=f_star):
+            return (f - f_star) / f_star
+
+        reach, at, ratio, match = [], [], [], []
+        for o, k in zip(ours, sk + [None] * len(ours), strict=False):
+            if k is not None:  # ours' first epoch at or below scikit-learn's objective
+                below = [i for i, f in enumerate(o["history"]) if f <= k["objective"]]
+                if below:
+                    t = o["history_time"][below[0]] + o["wall"] - o["history_time"][-1]
+                    match.append(t / k["wall"])
+            hit = [i for i, f in enumerate(o["history"]) if gap(f) <= target]
+            if hit:
+                i = hit[0]
+                t = o["history_time"][i] + o["wall"] - o["history_time"][-1]
+                reach.append(i + 1)
+                at.append(t)
+                if k is not None:
+                    ratio.append(t / k["wall"])
+        if not reach and long_ours:
+            hist = long_ours[0]["history"]
+            hit = [i for i, f in enumerate(hist) if gap(f) <= target]
+            reach_text = (f"{hit[0] + 1} (the {args.long_epochs}-epoch fit)" if hit
+                          else "not reached")
+            if hit:
+                lo = long_ours[0]
+                t = lo["history_time"][hit[0]] + lo["wall"] - lo["history_time"][-1]
+                at.append(t)
+                ratio = [t / k["wall"] for k in sk]
+        else:
+            reach_text = spread(reach, "{:.0f}") if reach else "not reached"
+        lines.append(
+            f"| 2^{bits} | {f_star:.6f} | {spread([gap(r['objective']) for r in ours], '{:.1e}')} "
+            f"| {spread([gap(r['objective']) for r in sk], '{:.1e}')} "
+            f"| {spread([gap(r['objective']) for r in long_ours], '{:.1e}')} "
+            f"| {spread([gap(r['objective']) for r in long_sk], '{:.1e}')} "
+            f"| {reach_text} | {spread(at)} | {spread(ratio)} | {spread(match)} |")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-samples", type=int, default=50_000)
@@ -235,6 +305,8 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=2e-6)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--no-peer", action="store_true", help="skip scikit-learn")
+    parser.add_argument("--long-epochs", type=int, default=0,
+                        help="one more fit of each per width with this many epochs: F*")
     parser.add_argument("--child-timeout", type=float, default=1800)
     parser.add_argument("--child", choices=["ours", "sklearn"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=OUT_HELP)
@@ -252,8 +324,14 @@ def main(argv=None):
                 got = run_child(kind, bits, args)
                 results.setdefault((kind, bits), []).append(got)
                 print(f"round {r + 1} 2^{bits} {kind}: "
-                      f"{ {k: v for k, v in got.items() if k != 'epochs'} }",
+                      f"{ {k: v for k, v in got.items() if k not in HISTORY_KEYS} }",
                       file=sys.stderr, flush=True)
+    for bits in args.bits if args.long_epochs else ():
+        for kind in ("ours",) + (() if args.no_peer else ("sklearn",)):
+            got = run_child(kind, bits, args, args.long_epochs)
+            results[(f"{kind}-long", bits)] = [got]
+            print(f"{args.long_epochs} epochs 2^{bits} {kind}: wall {got.get('wall')}, "
+                  f"objective {got.get('objective')}", file=sys.stderr, flush=True)
     text = report(args, results)
     print(text)
     tag = args.tag or f"{size_label(args.n_samples)}-" + "-".join(f"2p{b}" for b in args.bits)

@@ -6,19 +6,80 @@ The estimators hand over validated data, a :class:`~.config.LinearProblem` and
 collections where they already are), runs the solver named in the settings
 (:data:`.registry.SOLVERS`) and, when a worker is lost, places the data on
 the survivors and resumes from the driver's last checkpoint.
+
+A sparse ``X`` that uses few of the model's columns (a hashed model wider
+than its data) is fitted on those columns alone (:func:`used_columns`):
+every other coefficient starts at 0 and no gradient, step or proximal map
+moves it, so the store, the checkpoints and every per-coordinate array
+follow the data, not the width.
 """
 
 import warnings
 from dataclasses import replace
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..data.inputs import is_dask
 from ..data.placement import place_dask, place_in_memory
 from ..data.shards import ShardLayout
+from ..kernels.columns import renumber_columns
 from .gradients import exchange_sizes
 from .registry import SOLVERS
 from .run import with_restarts, worker_loops
+
+#: fit a sparse ``X`` on the columns it uses when they are at most this share of the model
+COMPACT_SHARE = 1 / 8
+
+
+def used_columns(X, problem, init, kept):
+    """``(columns, X on them)`` when the fit may run on the columns in-memory
+    sparse ``X`` uses alone, else ``None``.
+
+    Exact when every other coefficient stays where it starts, at 0: no row
+    gives it a gradient and the penalties' proximal maps keep 0 at 0.  Not
+    for a warm start with values there (a proximal map would shrink them),
+    an update rule (its state), or the store ``partial_fit`` keeps (its
+    layout must serve the next batch's columns too); and only when they are
+    at most :data:`COMPACT_SHARE` of the model (else renumbering the
+    non-zeros costs more than the smaller store saves).  Finding them costs
+    passes over the non-zeros, not a sort
+    (:func:`~dask_asyncopt.kernels.columns.renumber_columns`)."""
+    if (kept is not None or problem.rule is not None or is_dask(X) or not sp.issparse(X)
+            or X.format != "csr"):
+        return None
+    n_features = problem.n_features
+    columns, local = renumber_columns(X.indices, n_features)
+    if columns.shape[0] > COMPACT_SHARE * n_features:
+        return None
+    if init is not None and np.count_nonzero(init[:n_features]) != np.count_nonzero(
+            init[columns]):
+        return None
+    return columns, sp.csr_matrix((X.data, local, X.indptr),
+                                  shape=(X.shape[0], columns.shape[0]))
+
+
+def _on_columns(columns, problem, init, settings):
+    """The problem, start and settings of a fit on ``columns`` alone: the
+    intercept stays last; a validation score sees the whole model."""
+    n_used = columns.shape[0]
+    if init is not None:
+        init = np.concatenate([init[columns], init[problem.n_features:]])
+    validation = settings.validation
+    if validation is not None:
+        score = validation.score
+        validation = replace(validation, score=lambda model: score(
+            _whole(model, columns, problem.n_features)))
+    return (replace(problem, n_features=n_used), init,
+            replace(settings, validation=validation))
+
+
+def _whole(model, columns, n_features):
+    """A model over ``columns`` (intercept last) as one over all ``n_features``."""
+    full = np.zeros((n_features + model.shape[0] - columns.shape[0], model.shape[1]))
+    full[columns] = model[:columns.shape[0]]
+    full[n_features:] = model[columns.shape[0]:]
+    return full
 
 
 def store_bytes(problem, solver, n_loops):
@@ -130,6 +191,11 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
     fit = SOLVERS[settings.solver]
     X, Y, W, encode = data
     settings = check_solver_settings(settings)
+    compact = used_columns(X, problem, init, kept)
+    if compact is not None:
+        columns, X = compact
+        n_features = problem.n_features
+        problem, init, settings = _on_columns(columns, problem, init, settings)
     caps = [(X.shape[0], f"X has {X.shape[0]} row(s) (a worker loop needs at least one)",
              "")]
     if is_dask(X):
@@ -174,4 +240,6 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
     result = with_restarts(client, settings, attempt)
     if not np.isfinite(result.model).all():
         raise FloatingPointError("the coefficients became non-finite: lower eta0")
+    if compact is not None:
+        result.model = _whole(result.model, columns, n_features)
     return result

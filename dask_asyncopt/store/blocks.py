@@ -163,12 +163,20 @@ class BlockServer(EpochHandOff):
     per-coordinate step scale, which moves no fixed point).  The lazy proximal
     timestamps (int32) exist only once a proximal map is pushed (plain SGD);
     the snapshot arrays only once a snapshot is taken.  What changes is kept
-    as it changes: the coordinates each push touched, with their previous
-    values when the fit may undo an epoch (``undoable``), in one log
+    as it changes: until the fit's first snapshot names the coordinates its
+    data touches (``active``; ``None``: more than :data:`ACTIVE_SHARE` of
+    them, taken as all), the coordinates each push touched, with their
+    previous values when the fit may undo an epoch (``undoable``), in one log
     (:func:`~dask_asyncopt.kernels.lazy.add_delta_logged`) that serves
-    :meth:`restore` and the driver's checkpoints (:meth:`changes`).  Per
-    epoch a block then does work in the coordinates its data touches
-    (``active``, known from the fit's first snapshot), not in its size.
+    :meth:`restore` and the driver's checkpoints (:meth:`changes`); once
+    ``active`` is fixed no push reaches another coordinate, so the iterate to
+    go back to is ``w[active]`` (``kept``, copied at each :meth:`keep`) and the
+    changes are among ``active``: the pushes log nothing (a log entry per
+    pushed coordinate, compacted by sorting, cost more than the sweeps: an
+    epoch pushes each active coordinate many times).  A block whose data
+    touches most of it (``active`` ``None``) keeps a whole copy, 8 more
+    bytes per coordinate, less than its log took.  Per epoch a block then
+    does work in the coordinates its data touches, not in its size.
 
     Parameters
     ----------
@@ -270,6 +278,8 @@ class BlockServer(EpochHandOff):
         self.summing = False  # drift holds a snapshot's sum being gathered, not the drift
         self.active = None  # coordinates some row touches (int32), None: all
         self.inactive_penalty = None  # penalty of the others (they never change)
+        self.fixed = False  # the first snapshot fixed active (see _fix_columns)
+        self.kept = None  # undoable, once active is fixed: w[active] (or w) to go back to
 
     def _snapshot_arrays(self):
         if self.drift is None:
@@ -568,6 +578,9 @@ class BlockServer(EpochHandOff):
         self.active = (active.astype(np.int32) if active is not None
                        and active.shape[0] <= ACTIVE_SHARE * n_coords else None)
         self.inactive_penalty = None
+        self.fixed = True
+        if self.n_log == 0:  # no push yet to undo: the iterate to go back to is here
+            self._keep_active()
         if self.precondition:  # 0 where no row touches (see preconditioner)
             self.precond[seen] = preconditioner(
                 self.counts[seen], energy[seen] if energy is not None else energy_active)
@@ -632,11 +645,13 @@ class BlockServer(EpochHandOff):
 
     def keep(self):
         """Remember the coefficients as the iterate to go back to (an epoch was
-        accepted, see :meth:`restore`): the undo log starts again (a whole copy
-        for :attr:`RULE_UPDATES`)."""
+        accepted, see :meth:`restore`): the undo log starts again, or, once the
+        active coordinates are known, their values are copied (a whole copy for
+        :attr:`RULE_UPDATES`)."""
         with self.lock:
             if not self.RULE_UPDATES:
                 self._settle_log()
+                self._keep_active()
                 return
             self._materialise_all()
             if self.w_kept is None:
@@ -661,26 +676,64 @@ class BlockServer(EpochHandOff):
             else:
                 if not self.undoable:
                     raise RuntimeError(f"block {self.block_id} was not made undoable")
-                if self.track and self.n_log:  # every logged coordinate changes back
-                    self.pending.append(np.unique(self.log_ids[:self.n_log]))
-                undo_log(self.w, self.log_ids, self.log_values, self.n_log)
+                if self.kept is not None:  # no log since the copy (see _logs)
+                    if self.active is None:
+                        self.w[:] = self.kept
+                    else:
+                        self.w[self.active] = self.kept
+                else:
+                    if self.track and self.n_log and not self.fixed:
+                        # every logged coordinate changes back
+                        self.pending.append(np.unique(self.log_ids[:self.n_log]))
+                    undo_log(self.w, self.log_ids, self.log_values, self.n_log)
                 self.n_log = self.n_reported = 0
             self._reset_snapshot()
+
+    def _keep_active(self):
+        """Copy ``w[active]`` (all of ``w`` when ``active`` is ``None``) as the
+        iterate to go back to: an undoable block whose active coordinates are
+        fixed (no prox history: values are current)."""
+        if not (self.undoable and self.fixed):
+            return
+        if self.active is None:
+            if self.kept is None:
+                self.kept = self.w.copy()
+            else:
+                np.copyto(self.kept, self.w)
+        else:
+            self.kept = self.w[self.active]
+
+    def _logs(self):
+        """Whether a push must log the coordinates it changes: for undo until
+        ``w[active]`` is kept, for :meth:`changes` until ``active`` is fixed."""
+        return ((self.undoable and self.kept is None)
+                or (self.track and not self.fixed))
 
     def changes(self):
         """``(ids, values)``: the coordinates changed since the last call (since the
         fit began, for its first) and their values; ``ids`` is ``None`` when
         ``values`` is the whole block (the block does not track its changes,
-        or a proximal map or an update rule changed every coordinate).
+        or a proximal map or an update rule changed every coordinate).  Once
+        the coordinates the data touches are fixed (``active``), ``ids`` are
+        those (``None``, the whole block, when ``active`` is): no push changes
+        another, and the values of all of them cost less than sorting out
+        which changed.
 
         The driver's checkpoints apply these to their copy of the model, so a
         checkpoint costs what the epoch changed, not the model's size."""
         with self.lock:
-            if self.RULE_UPDATES or not self.track or self.whole_changed:
+            if (self.RULE_UPDATES or not self.track or self.whole_changed
+                    or (self.fixed and self.active is None)):
                 self._materialise_all()
                 self.pending, self.n_reported = [], self.n_log
                 self.whole_changed = False
                 return None, self.w.copy()
+            if self.active is not None:
+                self.pending, self.n_reported = [], self.n_log
+                values = np.empty((self.active.shape[0], self.w.shape[1]))
+                gather(self.w, self.last, self.hist_d, self.hist_s, self.now, self.active,
+                       self.unpenalised, values)
+                return self.active.copy(), values
             ids = np.unique(np.concatenate(
                 self.pending + [self.log_ids[self.n_reported:self.n_log]]))
             self.pending, self.n_reported = [], self.n_log
@@ -690,8 +743,9 @@ class BlockServer(EpochHandOff):
             return ids, values
 
     def _unreported(self):
-        """Move the log's entries :meth:`changes` has not reported to ``pending``."""
-        if self.track and self.n_reported < self.n_log:
+        """Move the log's entries :meth:`changes` has not reported to ``pending``
+        (no need once ``active`` is fixed: :meth:`changes` reports those)."""
+        if self.track and self.n_reported < self.n_log and not self.fixed:
             self.pending.append(np.unique(self.log_ids[self.n_reported:self.n_log]))
             if len(self.pending) > 8:
                 self.pending = [np.unique(np.concatenate(self.pending))]
@@ -882,7 +936,7 @@ class BlockServer(EpochHandOff):
     def _add(self, ids, delta):
         if ids is None:
             ids = np.arange(self.w.shape[0])
-        if not (self.undoable or self.track):
+        if not self._logs():
             add_delta(self.w, self.last, self.hist_d, self.hist_s, self.now, ids, delta,
                       self.unpenalised)
             return

@@ -1,6 +1,8 @@
 """Linear models on the cluster (``solvers/linear.py``): ``fit_linear`` places the data,
 runs the solver named in the settings and resumes from checkpoints."""
 
+from dataclasses import replace
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -16,8 +18,10 @@ from dask_asyncopt.solvers import (
     LinearProblem,
     Schedule,
     Settings,
+    Validation,
     fit_linear,
 )
+from dask_asyncopt.solvers.linear import used_columns
 from dask_asyncopt.solvers.run import Checkpoint
 
 from ..conftest import cluster_is_clean, logistic_objective
@@ -49,6 +53,39 @@ def test_fit_returns_the_model_intercept_last_and_its_exact_objective(client, sp
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     f = logistic_objective(X, y, result.model[:200, 0], result.model[200], ALPHA, 1.0)
     np.testing.assert_allclose(result.history[-1]["objective"], f, rtol=1e-9)
+    assert cluster_is_clean(client)
+
+
+def test_a_model_wider_than_its_data_is_fitted_on_the_used_columns(client, sparse):
+    """X's 200 columns spread over 4000: the fit runs on the 200 alone (the same fit,
+    bit for bit, as on the narrow X) and returns every other coefficient at 0; a
+    validation score sees the whole model."""
+    X, Y, _ = sparse
+    wide = 4000
+    columns = np.sort(np.random.default_rng(3).choice(wide, size=200, replace=False))
+    X_wide = X.copy()
+    X_wide.indices = columns[X.indices].astype(X.indices.dtype)
+    X_wide._shape = (X.shape[0], wide)
+    settings = Settings(solver="sync", max_iter=2, tol=None)
+    narrow = fit_linear(client, (X, Y, None, None), _problem(), settings,
+                        np.random.default_rng(0))
+    problem = replace(_problem(), n_features=wide)
+    seen = Validation(lambda model: model.shape[0], "rows")
+    result = fit_linear(client, (X_wide, Y, None, None), problem,
+                        replace(settings, validation=seen), np.random.default_rng(0))
+    assert result.model.shape == (wide + 1, 1)
+    np.testing.assert_array_equal(result.model[columns], narrow.model[:200])
+    np.testing.assert_array_equal(result.model[wide], narrow.model[200])
+    assert np.count_nonzero(np.delete(result.model[:wide], columns)) == 0
+    assert [r["objective"] for r in result.history] == [
+        r["objective"] for r in narrow.history]
+    assert [r["rows"] for r in result.history] == [wide + 1] * 2
+    assert used_columns(X_wide, problem, None, None)[0].tolist() == columns.tolist()
+    # not when a warm start has a value where no row reaches, nor for a narrow model
+    init = np.zeros((wide + 1, 1))
+    init[np.setdiff1d(np.arange(wide), columns)[0]] = 1.0
+    assert used_columns(X_wide, problem, init, None) is None
+    assert used_columns(X, _problem(), None, None) is None
     assert cluster_is_clean(client)
 
 

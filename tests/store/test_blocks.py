@@ -749,8 +749,8 @@ def test_bytes_per_coefficient_follow_the_data():
     wide = sum(a.nbytes for a in arrays if a.shape[0] == n_coords)
     assert wide == 24 * n_coords
     rest = sum(a.nbytes for a in arrays if a.shape[0] != n_coords)
-    # log slots (int32 id + float64 value, at most 2x its entries) + active ids + history
-    assert rest <= 2 * 12 * n_changed + 4 * touched.shape[0] + 2048
+    # active ids (int32) + their kept values (float64) + history: no log once active is known
+    assert rest <= 12 * touched.shape[0] + 2048 < 12 * n_changed
     assert server.energy is None and server.active.shape == touched.shape
     sgd = BlockServer(0, 1, n_coords, 1, ElasticNet(1e-3, 1.0), -1, "async", 1, None)
     sgd.push(0, touched, np.ones((touched.shape[0], 1)), 1.0, 1e-4, 10, 0)
@@ -783,6 +783,40 @@ def test_undo_log_restores_the_kept_iterate(track):
     server.restore()
     np.testing.assert_array_equal(server.pull(None).values, kept)
     assert server.log_ids.shape[0] <= 4 * 50 + 2048
+
+
+@pytest.mark.parametrize("n_touched", [30, 200])
+def test_restore_once_active_is_known_goes_back_without_a_log(n_touched):
+    """Once the first snapshot fixed the active coordinates (all, when they are many),
+    restore() goes back to the last keep() (the snapshot's iterate before any) from
+    the kept values of those coordinates, changes() reports them, and the pushes log
+    nothing."""
+    rng = np.random.default_rng(4)
+    n = 300
+    touched = np.sort(rng.choice(n, size=n_touched, replace=False))
+    server = _svrg_block(n, touched)
+    assert (server.active is None) == (n_touched == 200)
+    versions = iter(range(1000))
+
+    def pushes():
+        for _ in range(20):
+            ids = np.sort(rng.choice(touched, size=5, replace=False))
+            server.push(0, ids, rng.normal(size=(5, 1)), 1.0, 0.0, 5, next(versions))
+
+    pushes()
+    server.restore()
+    np.testing.assert_array_equal(server.pull(None).values, 0.0)
+    pushes()
+    kept = server.pull(None).values
+    server.keep()
+    pushes()
+    assert server.n_log == 0 and not np.array_equal(server.pull(None).values, kept)
+    server.restore()
+    np.testing.assert_array_equal(server.pull(None).values, kept)
+    ids, values = server.changes()
+    copy = np.zeros((n, 1))
+    copy[slice(None) if ids is None else ids] = values
+    np.testing.assert_array_equal(copy, kept)
 
 
 def test_changes_bring_a_copy_up_to_date():
