@@ -131,9 +131,10 @@ def main():
                 if hist is not None and "gap_bound" in hist:
                     last = hist.iloc[-1]
                     bound = f"{last['gap_bound']:.1e} / {last['gap_estimate']:.1e}"
+                long_f = f"{f_long:.6f}" if args.long_epochs else "—"
                 rows.append(f"| {name} | {penalty} | {alpha:g} | {solver} | {est.n_iter_} | "
                             f"{t:.1f} | {f:.6f} | {f_saga:.6f} ({ref.n_iter_[0]} iterations, "
-                            f"{t_ref:.0f} s) | {f_long:.6f} | {(f - f_star) / f_star:.1e} | "
+                            f"{t_ref:.0f} s) | {long_f} | {(f - f_star) / f_star:.1e} | "
                             f"{bound} | {np.count_nonzero(est.coef_):,} / "
                             f"{np.count_nonzero(ref.coef_):,} |")
                 print(rows[-1], flush=True)
