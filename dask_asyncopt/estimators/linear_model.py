@@ -588,7 +588,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         ``(F - F*) / F*``, is at most ``tol``: proven by a duality gap from
         the epoch's exact snapshot (``history_["gap_bound"] <= tol``), or
         estimated from the exact objectives' rate of decrease
-        (``history_["gap_estimate"] <= tol / 2``); see the user guide, "When
+        (``history_["gap_estimate"] <= tol / 2``), whatever the ``solver``
+        (``"adpsgd"``: at the replicas' average); see the user guide, "When
         a fit stops".  Other fits (plain SGD, ``"amsgrad"``, ``alpha=0``,
         ``early_stopping``) use scikit-learn's rule: stop when the objective
         (or validation score) has not improved by ``tol`` for

@@ -65,6 +65,7 @@ scaled by the number of loops (unlike SVRG's): 0.06 instead of 0.03 took
 """
 
 import copy
+import math
 import time
 import uuid
 from dataclasses import replace
@@ -72,6 +73,8 @@ from dataclasses import replace
 import numpy as np
 from distributed import secede
 
+from ..kernels.sweeps import P_EPSILON
+from ..objective.losses import curvature_sums
 from ..objective.penalties import sparse_penalty_scale
 from ..objective.schedules import ADAPTIVE
 from ..objective.schedules import svrg_step as base_svrg_step
@@ -97,7 +100,14 @@ from .run import (
     stopping,
     store_columns,
 )
-from .steps import HalvingSteps, RuleSteps, ScheduleSteps
+from .steps import (
+    HalvingSteps,
+    ObjectiveTrail,
+    RuleSteps,
+    ScheduleSteps,
+    certifies,
+    duality_gap,
+)
 
 #: Seconds a loop of a barrier-free fit sleeps while it is an epoch ahead of the
 #: driver's history (small data only: there a loop outruns the driver's reads).
@@ -115,6 +125,12 @@ MAX_LEAD = 4.0
 #: others' progress already completes the epoch (on short epochs the loop that
 #: starts first would otherwise take all of it).
 MIN_SHARE = 0.25
+
+#: The stopping rule reads the rate of the average's exact objective from its
+#: decreases over this many epochs (:func:`~.steps.extrapolated_gap`): one
+#: epoch's decrease is noisy under gossip and, read epoch by epoch, the rate
+#: looked fast by chance and stopped fits on click-through data at twice ``tol``.
+RATE_SPAN = 4
 
 #: Seconds between the driver's reads of the replicas' progress in a fit
 #: without barriers (a read costs each worker one small call).
@@ -367,6 +383,8 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     counts = np.zeros(full.shape[0], dtype=np.int64) if first else None
     energy = np.zeros(full.shape[0]) if first else None
     loss_sum, n_rows, max_sq_norm, kernel_time = 0.0, 0, 0.0, 0.0
+    curvature = np.zeros(full.shape[1])  # the stopping rule's (see Replicas.epoch)
+    loss_code, _, params = config.kernel
     started = time.perf_counter()
     for chunk in shard.chunks:
         gids = global_ids(chunk, config.n_blocks)
@@ -374,6 +392,7 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
         wg = np.empty((gids.shape[0], 2 * full.shape[1]))
         wg[:, :full.shape[1]] = full[gids]
         g, chunk_loss, sq_norm = snapshot_chunk(chunk, wg, config)
+        curvature += curvature_sums(loss_code, chunk.dsnap, chunk.W, params[P_EPSILON])
         kernel_time += time.perf_counter() - tick
         grad[gids] += g
         if first:
@@ -388,7 +407,8 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     for c in calls:
         c.result(config.timeout)
     return PassReport(rank, loss_sum, n_rows, kernel_time, time.perf_counter() - started,
-                      max_sq_norm=max_sq_norm, remote_calls=remote_calls(handles))
+                      max_sq_norm=max_sq_norm, remote_calls=remote_calls(handles),
+                      curvature=curvature)
 
 
 def run_gossip_rounds(actors, rank, n_rounds, seed, scale=1.0, timeout=30.0):
@@ -514,7 +534,10 @@ class Replicas:
     Variance-reduced and rule fits need every replica at one point for the
     snapshot pass: there each epoch is a task per loop, then the driver
     averages all replicas, writes the mean back and runs a snapshot pass at it
-    (the exact objective).
+    (the exact objective).  That average is what the fit returns, so the
+    stopping rule measures its gap to the optimum as the blocks' fits do
+    (:func:`~.steps.certifies`): the duality gap from a replica's full gradient
+    and the extrapolated decrease of the average's exact objectives.
     """
 
     def __init__(self, run, problem, n_samples, t_start):
@@ -527,9 +550,15 @@ class Replicas:
                      "svrg" if problem.svrg is not None else "sgd")
         self.step = None
         self.before = None
+        self.trail = ObjectiveTrail(RATE_SPAN)
+
+    def certifies(self):
+        """Whether the stopping rule measures the gap to the optimum
+        (:func:`~.steps.certifies`)."""
+        return certifies(self.run.settings, self.kind == "svrg", self.problem.penalty.alpha)
 
     def policy(self):
-        stop = stopping(self.run.settings)
+        stop = stopping(self.run.settings, self.certifies())
         if self.kind == "sgd":
             return ScheduleSteps(self.problem.schedule.eta0,
                                  self.problem.schedule.kind == ADAPTIVE, stop)
@@ -586,8 +615,19 @@ class Replicas:
         run.call_blocks("reset_snapshot")
         snapshot = run.run_loops(run_gossip_snapshot, "adpsgd-snapshot", epoch, False)
         loss, objective = self._objective(snapshot, mean)
-        return self._result(epoch, reports, reports + snapshot, stats, loss, objective,
-                            distance)
+        result = self._result(epoch, reports, reports + snapshot, stats, loss, objective,
+                              distance)
+        if self.certifies():
+            # every replica holds the average and the full gradient: ask the first
+            terms = run.handles()[0].call("gap_terms", n).result(run.settings.timeout)
+            result.gap_bound = duality_gap(self.problem.penalty, [terms], loss,
+                                           objective - loss,
+                                           sum(r.curvature for r in snapshot) / n)
+            result.gap_estimate = self.trail.add(objective)
+            result.row["gap_bound"] = result.gap_bound
+            result.row["gap_estimate"] = (math.nan if result.gap_estimate is None
+                                          else result.gap_estimate)
+        return result
 
     def _epoch_without_barrier(self, epoch):
         run = self.run

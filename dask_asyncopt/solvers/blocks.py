@@ -55,7 +55,7 @@ from .run import (
     stopping,
     store_columns,
 )
-from .steps import RATE_EPOCHS, HalvingSteps, RuleSteps, ScheduleSteps, extrapolated_gap
+from .steps import HalvingSteps, ObjectiveTrail, RuleSteps, ScheduleSteps, certifies, duality_gap
 
 MODES = {"asyb": "async", "sync": "sync"}
 
@@ -163,19 +163,12 @@ class Blocks:
         self.step = None
         self.before = None  # a rule fit's objective at its first snapshot
         self.redo = False  # the last epoch was undone (rollback)
-        self.trail = []  # exact objectives of the epochs kept, for extrapolated_gap
+        self.trail = ObjectiveTrail()
 
     def certifies(self):
         """Whether the stopping rule measures the gap to the optimum
-        (:class:`~.steps.GapStopping`): proximal SVRG fits under a penalty, with a
-        ``tol``, watching the objective (not a validation score).  Not the rule
-        fits: an AMSGrad fit's decrease slows down faster than linearly, which
-        the extrapolation took for convergence (1.4e-3 above the optimum at
-        ``tol=1e-3``)."""
-        settings = self.run.settings
-        watches_score = settings.validation is not None and settings.validation.watch
-        return (self.kind == "svrg" and self.problem.penalty.alpha > 0
-                and settings.tol is not None and not watches_score)
+        (:func:`~.steps.certifies`)."""
+        return certifies(self.run.settings, self.kind == "svrg", self.problem.penalty.alpha)
 
     def policy(self):
         stop = stopping(self.run.settings, self.certifies())
@@ -233,14 +226,13 @@ class Blocks:
                 before = self._loss([r.start for r in reports]) + self.initial_penalty
         objective = loss + penalty
         gap = estimate = None
-        after = [r.after for r in reports] if self.certifies() else []
-        if self.certifies() and all(a.curvature is not None for a in after):
-            gap = self.gap_bound(loss, penalty, objective, after)
         if self.certifies():
-            if self.trail and objective >= self.trail[-1]:
-                self.trail = []  # a rise (the epoch is undone) or no progress: start again
-            self.trail = [*self.trail[-(RATE_EPOCHS + 1):], objective]
-            estimate = extrapolated_gap(self.trail)
+            after = [r.after for r in reports]
+            if all(a.curvature is not None for a in after):
+                gap = duality_gap(self.problem.penalty,
+                                  self.run.call_blocks("gap_terms", self.n_samples), loss,
+                                  penalty, sum(a.curvature for a in after) / self.n_samples)
+            estimate = self.trail.add(objective)
         columns = store_columns(stats, passes, sum(r.remote_calls for r in reports)
                                 + self.run.driver_calls())
         row = {"samples": self.total, "updates": columns.pop("updates"), "loss": loss,
@@ -256,31 +248,6 @@ class Blocks:
             diverged=(f"the objective became {objective} at epoch {epoch}: the step size is "
                       "too large; lower eta0 (or raise alpha with learning_rate='optimal')"),
             gap_bound=gap, gap_estimate=estimate)
-
-    def gap_bound(self, loss, penalty, objective, snapshots):
-        """An upper bound on ``(F - F*) / F*`` at the epoch's snapshot (``snapshots``:
-        the loops' snapshot passes), or ``inf``.
-
-        The coefficients' part is a duality gap (rigorous:
-        :meth:`~dask_asyncopt.objective.penalties.ElasticNet.gap_bound`, from a
-        few sums per block).  The intercept is unpenalised: no dual point is
-        feasible until its gradient is exactly 0, so its part is the Newton
-        estimate of what moving it alone would still gain, ``g_b^2 / (2 c)``,
-        ``c`` the rows' mean loss curvature, which the snapshot pass sums.
-        """
-        n = self.n_samples
-        parts = self.run.call_blocks("gap_terms", n)
-        bound = self.problem.penalty.gap_bound([t for t, _ in parts], loss, penalty)
-        icpt = [g for _, g in parts if g is not None]
-        if icpt:
-            curvature = sum(s.curvature for s in snapshots) / n
-            g = icpt[0]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                newton = np.where(g == 0.0, 0.0, g * g / (2.0 * curvature))
-            bound += float(newton.sum())
-        if not bound < objective:
-            return math.inf
-        return bound / (objective - bound)
 
     def next(self, epoch, step):
         run = self.run

@@ -303,6 +303,19 @@ class Replica:
                 self.energy += columns[1]
                 preconditioner(self.row_counts, self.energy, out=self.precond)
 
+    def gap_terms(self, n_samples):
+        """What the stopping rule's optimality certificate needs at the snapshot (the
+        driver has just written the average to every replica and no loop runs):
+        the penalty's
+        :meth:`~dask_asyncopt.objective.penalties.ElasticNet.dual_terms` of the
+        coefficients and the full mean gradient ``grad_sum / n_samples``, and
+        that gradient at the intercept (``None`` without one).  A few floats per
+        output cross to the driver, not the replica."""
+        with self.lock:
+            g = self.grad_sum / n_samples
+            icpt = None if self.intercept < 0 else g[self.intercept].copy()
+            return self.penalty.dual_terms(self.w, g, self.intercept), icpt
+
     # ------------------------------------------------------------------ stats
     def values(self):
         """A copy of all values."""

@@ -152,3 +152,23 @@ def test_extrapolated_gap_is_exact_under_linear_convergence():
     assert steps.extrapolated_gap([1.0, 0.9, 0.8]) is None
     assert steps.extrapolated_gap([1.0, 0.9, 0.85, 0.86, 0.8]) is None
     assert steps.extrapolated_gap([1.0, 0.9, 0.85, 0.84, 0.83]) is None  # not shrinking
+
+
+def test_extrapolated_gap_over_spans_reads_the_rate_through_noisy_epochs():
+    """Decreases taken over ``span`` epochs: exact under linear convergence, and
+    an epoch whose decrease was small by chance (so that single epochs' ratios
+    look fast) does not make the rate look fast; a trail needs
+    ``(RATE_EPOCHS + 1) * span + 1`` epochs and restarts after a rise."""
+    f_star, c, r = 0.5, 0.1, 0.9
+    f = [f_star + c * r**k for k in range(14)]
+    assert steps.extrapolated_gap(f, span=4) == pytest.approx(c * r**13 / f_star, rel=1e-9)
+    noisy = list(f)
+    noisy[-1] = noisy[-2] - 0.2 * (noisy[-2] - noisy[-1])  # the last epoch moved little
+    one_by_one = steps.extrapolated_gap(noisy)
+    assert one_by_one is not None and one_by_one < 0.5 * (noisy[-1] - f_star) / f_star
+    spanned = steps.extrapolated_gap(noisy, span=4)
+    assert spanned > 0.5 * (noisy[-1] - f_star) / f_star
+    trail = steps.ObjectiveTrail(span=4)
+    estimates = [trail.add(x) for x in f]
+    assert estimates[:12] == [None] * 12 and estimates[12] is not None
+    assert trail.add(f[-1] + 1.0) is None and trail.objectives == [f[-1] + 1.0]
