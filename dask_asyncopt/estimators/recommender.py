@@ -180,8 +180,9 @@ def _as_array(ids):
 
 def _factorize(values, what="user", where="X"):
     """``(row of each value, distinct ids by row)``: a hash table gives the distinct
-    ids in order of first appearance; rows follow their sorted order when they are
-    mutually comparable (Python's ``<``), else that order of appearance."""
+    ids in order of first appearance (integer ids in a narrow range: marking them,
+    :func:`_factorize_dense`, same result); rows follow their sorted order when they
+    are mutually comparable (Python's ``<``), else that order of appearance."""
     dense = _factorize_dense(values)
     if dense is not None:
         return dense
