@@ -180,8 +180,12 @@ def _as_array(ids):
 
 def _factorize(values, what="user", where="X"):
     """``(row of each value, distinct ids by row)``: a hash table gives the distinct
-    ids in order of first appearance; rows follow their sorted order when they are
-    mutually comparable (Python's ``<``), else that order of appearance."""
+    ids in order of first appearance (integer ids in a narrow range: marking them,
+    :func:`_factorize_dense`, same result); rows follow their sorted order when they
+    are mutually comparable (Python's ``<``), else that order of appearance."""
+    dense = _factorize_dense(values)
+    if dense is not None:
+        return dense
     try:
         codes, ids = pd.factorize(values)
     except TypeError as exc:
@@ -195,6 +199,23 @@ def _factorize(values, what="user", where="X"):
     rank = np.empty(order.shape[0], dtype=np.int64)
     rank[order] = np.arange(order.shape[0])
     return rank[codes], ids[order]
+
+
+def _factorize_dense(values):
+    """:func:`_factorize` of integer ids spanning a range at most about the number
+    of values (ids ``0..n-1``, say), by marking the ids present: linear time, no
+    hash table and no sort of the distinct ids (hashing ten million ids was most of
+    a large fit's id mapping).  ``None`` for other ids."""
+    if not (isinstance(values, np.ndarray) and values.dtype.kind in "iu" and values.size):
+        return None
+    low, high = int(values.min()), int(values.max())
+    if high - low > 2 * values.shape[0] + 1024 or high > np.iinfo(np.int64).max:
+        return None
+    offsets = values.astype(np.int64) - low
+    present = np.zeros(high - low + 1, dtype=bool)
+    present[offsets] = True
+    rows = np.cumsum(present, dtype=np.int64) - 1
+    return rows[offsets], (np.flatnonzero(present) + low).astype(values.dtype)
 
 
 def _index(ids):

@@ -243,7 +243,7 @@ def fit(client, shards, loop_workers, layout, mu, problem, settings, seed, init=
             problem.n_factors + 1)
         topology = Factors(run, items, layout, problem)
         drive(run, topology)
-        return epochs_result(run, topology.model(), topology.ratings)
+        return epochs_result(run, topology.final_model(), topology.ratings)
 
     return on_cluster(client, run, futures, body)
 
@@ -257,6 +257,7 @@ class Factors:
         self.layout = layout
         self.problem = problem
         self.ratings = 0
+        self.last_epoch = None
 
     def policy(self):
         return self._policy
@@ -281,6 +282,7 @@ class Factors:
             for i, (shard, addr) in enumerate(zip(run.shards, run.loop_workers, strict=True))]
         run.loops[:] = futures
         reports = run.gather_loops()
+        self.last_epoch = epoch
         stats, extra = self.items.after_epoch(reports)
         n = sum(r.samples for r in reports)
         self.ratings += n
@@ -305,6 +307,14 @@ class Factors:
 
     def finish(self):
         pass
+
+    def final_model(self):
+        """:meth:`model` after the last epoch: the checkpoint's if one was kept after
+        it (the whole model crosses to the driver once, not twice)."""
+        kept = self.run.checkpoint
+        if kept is not None and self.last_epoch is not None and kept.epoch == self.last_epoch:
+            return kept.model
+        return self.model()
 
     def model(self):
         """Packed ``(U, V)`` in id order, step state included."""

@@ -63,10 +63,12 @@ def balanced_blocks(counts, n_blocks, rng):
     block = np.empty(n, dtype=np.int64)
     block[order] = block_in_order
     sizes = np.bincount(block, minlength=n_blocks)
+    # rows within a block in id order: the ids sorted by block, numbered from the
+    # start of their block
+    by_block = stable_order(block, n_blocks)
+    starts = np.cumsum(sizes) - sizes
     row = np.empty(n, dtype=np.int64)
-    for b in range(n_blocks):  # rows within a block in id order
-        members = np.flatnonzero(block == b)
-        row[members] = np.arange(members.shape[0])
+    row[by_block] = np.arange(n) - starts[block[by_block]]
     return block, row, sizes
 
 
@@ -83,11 +85,8 @@ class Layout:
 
     def gather(self, user_blocks, item_blocks):
         """Full ``(U, V)`` packed arrays in id order from per-block rows."""
-        U = np.concatenate(user_blocks)[_flat_index(self.user_block, self.user_row,
-                                                    self.user_sizes)]
-        V = np.concatenate(item_blocks)[_flat_index(self.item_block, self.item_row,
-                                                    self.item_sizes)]
-        return U, V
+        return (_gather(user_blocks, self.user_block, self.user_row, self.user_sizes),
+                _gather(item_blocks, self.item_block, self.item_row, self.item_sizes))
 
     def split(self, U, V):
         """Per-block rows from full ``(U, V)`` arrays (warm start)."""
@@ -97,6 +96,19 @@ class Layout:
 
 def _flat_index(block, row, sizes):
     return np.concatenate([[0], np.cumsum(sizes)])[block] + row
+
+
+def _gather(blocks, block, row, sizes):
+    """The rows of ``blocks`` in id order, each block written straight to its ids'
+    rows (no concatenated copy of the whole side first)."""
+    ids = np.empty(block.shape[0], dtype=np.int64)  # id at each position of the blocks
+    ids[_flat_index(block, row, sizes)] = np.arange(block.shape[0])
+    out = np.empty((block.shape[0], blocks[0].shape[1]), dtype=blocks[0].dtype)
+    start = 0
+    for rows in blocks:
+        out[ids[start:start + rows.shape[0]]] = rows
+        start += rows.shape[0]
+    return out
 
 
 def _split(W, block, row, sizes):
@@ -115,13 +127,23 @@ def layout_of(user_counts, item_counts, n_loops, n_blocks, rng):
     return Layout(user_block, user_row, user_sizes, item_block, item_row, item_sizes)
 
 
+def stable_order(blocks, n_blocks):
+    """``np.argsort(blocks, kind="stable")`` of block numbers ``0..n_blocks-1``,
+    in time linear in the ratings: as 16-bit keys NumPy's stable sort is a radix
+    sort (a comparison sort of 64-bit keys is not, and was the bulk of
+    stratifying millions of ratings)."""
+    if n_blocks <= np.iinfo(np.int16).max:
+        blocks = blocks.astype(np.int16)
+    return np.argsort(blocks, kind="stable")
+
+
 def loop_strata(users, items, ratings, layout):
     """One loop's strata from its ratings (``users``/``items``: rows in id order):
     ``strata[b] = (user rows, item rows, ratings)`` of item block ``b``, rows local
     to the blocks, each stratum in the order of the ratings given."""
     n_blocks = len(layout.item_sizes)
     ib = layout.item_block[items]
-    order = np.argsort(ib, kind="stable")
+    order = stable_order(ib, n_blocks)
     bounds = np.searchsorted(ib[order], np.arange(n_blocks + 1))
     strata = []
     for b in range(n_blocks):
@@ -142,7 +164,7 @@ def stratify(users, items, ratings, n_users, n_items, n_loops, n_blocks, rng):
     layout = layout_of(np.bincount(users, minlength=n_users),
                        np.bincount(items, minlength=n_items), n_loops, n_blocks, rng)
     ub = layout.user_block[users]
-    order = np.argsort(ub, kind="stable")
+    order = stable_order(ub, n_loops)
     bounds = np.searchsorted(ub[order], np.arange(n_loops + 1))
     parts = []
     for w in range(n_loops):
@@ -169,7 +191,7 @@ def split_by_loop(part, layout):
     ``(users, items, ratings)`` piece per loop, each in the part's order."""
     users, items, ratings = part
     ub = layout.user_block[users]
-    order = np.argsort(ub, kind="stable")
+    order = stable_order(ub, len(layout.user_sizes))
     bounds = np.searchsorted(ub[order], np.arange(len(layout.user_sizes) + 1))
     return tuple((users[sel], items[sel], ratings[sel])
                  for sel in (order[bounds[w]:bounds[w + 1]]

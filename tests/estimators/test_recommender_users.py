@@ -76,6 +76,17 @@ def test_hashable_ids_in_the_same_order_give_the_same_model(client, tiny, refere
     assert cluster_is_clean(client)
 
 
+def test_narrow_and_spread_integer_ids_map_alike(client, tiny, reference):
+    """Integer ids in a narrow range are mapped by marking the ids present, ids
+    spread wide by hashing: either way rows follow the sorted ids, dtype kept."""
+    X, y = tiny
+    for ids in (X.astype(np.int32) + 5, X * 1_000_003 - 7):
+        mf = fast().fit(ids, y)
+        same_model(mf, reference)
+        np.testing.assert_array_equal(mf.user_ids_, np.unique(ids[:, 0]))
+        assert mf.item_ids_.dtype == ids.dtype
+
+
 def test_float_ids_beyond_int64_do_not_wrap(client, tiny, reference):
     """Ids at and above 2**63 stay the distinct ids they are (floats spaced 2048
     apart at 2**63, floats above 2**64, uint64): no cast to int64 wraps them."""

@@ -120,3 +120,18 @@ def test_a_cluster_without_workers_is_an_error(tiny):
         with pytest.raises(RuntimeError, match="has no workers"):
             fit_factors(empty, (users, items, y), n_ids, 3.0, _problem(), Settings(),
                         np.random.default_rng(0))
+
+
+def test_the_model_returned_is_the_last_epochs_whatever_the_checkpoints(client, tiny):
+    """The model after the last epoch is read once: from the checkpoint kept after
+    it, else from the blocks (a checkpoint of an earlier epoch is not the result)."""
+    users, items, y, n_ids = tiny
+    models = []
+    for every in (0, 1, 3):  # none, after every epoch, after epoch 3 of 4
+        settings = Settings(solver="sync", max_iter=4, tol=None, checkpoint_every=every)
+        models.append(fit_factors(client, (users, items, y), n_ids, float(y.mean()),
+                                  _problem(), settings, np.random.default_rng(0)).model)
+    for U, V in models[1:]:
+        np.testing.assert_array_equal(U, models[0][0])
+        np.testing.assert_array_equal(V, models[0][1])
+    assert cluster_is_clean(client)

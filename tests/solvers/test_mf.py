@@ -28,6 +28,13 @@ def test_balanced_blocks_split_the_ratings_evenly():
         np.testing.assert_array_equal(row[members], np.arange(sizes[b]))
 
 
+@pytest.mark.parametrize("n_blocks", [1, 3, 40_000])
+def test_stable_order_is_numpys_stable_argsort(n_blocks):
+    blocks = np.random.default_rng(n_blocks).integers(0, n_blocks, 5_000)
+    np.testing.assert_array_equal(mf.stable_order(blocks, n_blocks),
+                                  np.argsort(blocks, kind="stable"))
+
+
 def test_stratify_places_every_rating_once_in_its_stratum():
     X, y = make_ratings(60, 40, 900, random_state=0)
     users, items = X[:, 0], X[:, 1]
