@@ -21,10 +21,12 @@ def _popcount(x):
 
 
 @njit(nogil=True, cache=True)
-def renumber_columns(indices, n_columns):
+def renumber_columns(indices, n_columns, max_used):
     """``(columns, local)``: the sorted distinct values of ``indices`` (each in
     ``[0, n_columns)``) and, for every entry, its position among them (int32),
-    so that ``columns[local] == indices``."""
+    so that ``columns[local] == indices``.  When more than ``max_used`` columns
+    are used, ``local`` is empty (not computed: it is as long as the data) and
+    ``columns`` holds only how many (``columns.shape[0]``, values unset)."""
     n_words = (n_columns + 63) >> 6
     bits = np.zeros(n_words, dtype=np.uint64)
     one = np.uint64(1)
@@ -37,6 +39,8 @@ def renumber_columns(indices, n_columns):
         before[w] = total
         total += _popcount(bits[w])
     columns = np.empty(total, dtype=np.int64)
+    if total > max_used:
+        return columns, np.empty(0, dtype=np.int32)
     for w in range(n_words):
         word = bits[w]
         i = before[w]

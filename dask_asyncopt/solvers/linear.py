@@ -49,7 +49,7 @@ def used_columns(X, problem, init, kept):
             or X.format != "csr"):
         return None
     n_features = problem.n_features
-    columns, local = renumber_columns(X.indices, n_features)
+    columns, local = renumber_columns(X.indices, n_features, int(COMPACT_SHARE * n_features))
     if columns.shape[0] > COMPACT_SHARE * n_features:
         return None
     if init is not None and np.count_nonzero(init[:n_features]) != np.count_nonzero(
