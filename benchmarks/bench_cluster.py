@@ -23,15 +23,19 @@ kept for the whole run (``benchmarks/deploy.py``):
   fits; the round trips it really adds are measured and reported).
 
 Every round runs scikit-learn, then each deployment x solver (x round trip)
-once, in the same order.  A fit runs ``--max-iter`` epochs with ``tol=None``;
-its *time to target* is from ``fit()`` being called (data placement
-included) to the history row of the first epoch whose exact objective is
-``<= F_target`` (recorded when the row is).  With ``--dask-data`` the data is
-also given as a dask array already persisted on the cluster (what a cluster
-user has): the fit then places nothing from the client.  Reported per
-configuration: the median time to target, its ratio to the thread cluster's
-and to scikit-learn's (paired within rounds), the kernels' share of loop time
-and the calls that crossed processes per epoch (``history_``).
+once, in the same order. While one deployment fits, the processes of the
+others are stopped (``SIGSTOP``, resumed after): idle schedulers, nannies and
+workers still wake up for their heartbeats and monitors, and eight of them
+took about a fifth of the cores from the fit being measured. A fit runs
+``--max-iter`` epochs with ``tol=None``; its *time to target* is from
+``fit()`` being called (data placement included) to the history row of the
+first epoch whose exact objective is ``<= F_target`` (recorded when the row
+is). With ``--dask-data`` the data is also given as a dask array already
+persisted on the cluster (what a cluster user has): the fit then places
+nothing from the client. Reported per configuration: the median time to
+target, its ratio to the thread cluster's and to scikit-learn's (paired within
+rounds), the kernels' share of loop time and the calls that crossed processes
+per epoch (``history_``).
 
 ``MatrixFactorization`` runs on the same deployments (``--mf-solvers``, none:
 skipped): ``make_ratings(--mf-users, --mf-items, --mf-ratings)``, a 90/10
@@ -168,6 +172,36 @@ def persisted(client, X, y):
     return client.persist(Xd), client.persist(yd)
 
 
+def deployment_pids(deployments, hosts):
+    """``{deployment: pids to stop while another one fits}``: the process groups
+    of CLI and namespaced deployments, the worker processes of the process
+    ``LocalCluster`` (its scheduler and nannies live in this process)."""
+    import os
+
+    pids = {"processes": list(deployments["processes"].run(os.getpid).values())}
+    for name in ("cli", "hosts"):
+        dep = hosts if name == "hosts" else deployments.get("_cli")
+        if dep is not None:
+            pids[name] = [-p.pid for p in dep.processes]  # negative: the process group
+    return pids
+
+
+@contextlib.contextmanager
+def others_stopped(pids, running):
+    """Stop every deployment's processes but ``running``'s while the block runs."""
+    import os
+    import signal
+
+    stopped = [pid for name, group in pids.items() if name != running for pid in group]
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
 def median(values):
     values = [v for v in values if math.isfinite(v)]
     return statistics.median(values) if values else math.inf
@@ -178,6 +212,7 @@ def fmt(value, digits=2):
 
 
 def run(args):
+    import dask
     from distributed import Client, LocalCluster
 
     from dask_asyncopt.datasets import make_sparse_classification
@@ -187,12 +222,16 @@ def run(args):
     stack = contextlib.ExitStack()
     deployments = {}
     with stack:
+        # the process cluster's workers are stopped while others fit: its scheduler
+        # (in this process) must not take their silence for a loss
+        stack.enter_context(dask.config.set({"distributed.scheduler.worker-ttl": "1h"}))
         for name, processes in (("threads", False), ("processes", True)):
             cluster = stack.enter_context(LocalCluster(
                 n_workers=2, threads_per_worker=1, processes=processes,
                 dashboard_address=None))
             deployments[name] = stack.enter_context(Client(cluster, set_as_default=False))
-        deployments["cli"] = stack.enter_context(cli_cluster(n_workers=2)).client
+        cli = stack.enter_context(cli_cluster(n_workers=2))
+        deployments["cli"] = cli.client
         hosts = None
         why = netns_unavailable()
         if why is None and args.rtts:
@@ -217,6 +256,7 @@ def run(args):
                       if "+" not in d and s == args.solvers[0] for m in args.mf_solvers]
         mf = mf_data(args) if mf_configs else None
         mf_results = {c: [] for c in mf_configs}
+        pids = deployment_pids({**deployments, "_cli": cli}, hosts)
         # warm-up: every worker loads the kernels (Numba cache) once
         for client in deployments.values():
             our_fit(client, X[:4000], y[:4000], args.alpha, "asyb", 1, -math.inf)
@@ -225,7 +265,8 @@ def run(args):
         sk_times, f_target = [], None
         results = {c: [] for c in configs}
         for r in range(args.rounds):
-            t, f = sklearn_fit(X, y, args.alpha)
+            with others_stopped(pids, None):
+                t, f = sklearn_fit(X, y, args.alpha)
             sk_times.append(t)
             f_target = f if f_target is None else f_target
             for config in configs:
@@ -233,8 +274,9 @@ def run(args):
                 base = name.split("+")[0]
                 if rtt is not None:
                     hosts.set_rtt(rtt)
-                res = our_fit(deployments[base], *data[name], args.alpha, solver,
-                              args.max_iter, f_target)
+                with others_stopped(pids, base):
+                    res = our_fit(deployments[base], *data[name], args.alpha, solver,
+                                  args.max_iter, f_target)
                 res["sk"] = t
                 results[config].append(res)
                 print(f"round {r} {name} {solver} rtt={rtt}: to target "
@@ -245,7 +287,8 @@ def run(args):
                 name, solver, rtt = config
                 if rtt is not None:
                     hosts.set_rtt(rtt)
-                res = mf_fit(deployments[name], mf, solver, args.mf_epochs)
+                with others_stopped(pids, name):
+                    res = mf_fit(deployments[name], mf, solver, args.mf_epochs)
                 mf_results[config].append(res)
                 print(f"round {r} MF {name} {solver} rtt={rtt}: wall {res['wall']:.2f} s, "
                       f"rmse {res['rmse']:.4f}, compute {res['compute']:.2f}", flush=True)
