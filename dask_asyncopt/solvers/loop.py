@@ -90,8 +90,9 @@ def request(handles, chunk, worker, config, shard, snapshot=False, skip=()):
             if not h.local and i not in skip}
 
 
-# What one round trip to another worker costs, in coordinates read: a remote call
-# takes 1.5-4 ms, about the time 100,000 float64 values take to travel.
+# What one round trip to another worker costs, in coordinates read: on loaded
+# worker processes a round trip's latency is worth about the time 100,000 float64
+# values take to travel (docs/design.md, "Exchange sizes").
 ROUND_TRIP_COORDS = 100_000
 
 
