@@ -64,7 +64,14 @@ import tempfile
 import time
 
 import numpy as np
-from report import OUT_HELP, machine, size_label, write_result  # benchmarks/ on sys.path
+from report import (  # benchmarks/ on sys.path
+    OUT_HELP,
+    machine,
+    mb,
+    proc_status,
+    size_label,
+    write_result,
+)
 
 SIZES = (10_000, 5_000, 500_000)
 TRUE_RANK, SIGMA = 10, 0.5
@@ -80,15 +87,6 @@ def load():
 
 def rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
-
-
-def proc_status(field, pid="self"):
-    """``VmHWM`` (peak RSS) or ``VmRSS`` of a process, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def reset_peak():
@@ -224,10 +222,6 @@ def run_rank(rank, data, data_dir, args):
 
 
 # --------------------------------------------------------------------- report
-def mb(n):
-    return f"{n / 2**20:,.0f} MB"
-
-
 def spread(values, fmt="{:.2f}"):
     values = sorted(values)
     if not values:

@@ -52,7 +52,7 @@ import sys
 import time
 
 import numpy as np
-from report import OUT_HELP, size_label, write_result  # benchmarks/ on sys.path
+from report import OUT_HELP, mb, proc_status, size_label, write_result  # benchmarks/ on sys.path
 
 N_FIELDS_DEFAULT = 26
 HISTORY_KEYS = ("epochs", "history", "history_time")
@@ -87,15 +87,6 @@ def objective(X, y, coef, intercept, alpha):
     """Mean log-loss + alpha * L1 (intercept unpenalised)."""
     z = (X @ np.ravel(coef) + intercept[0]) * np.where(y == 1, 1.0, -1.0)
     return float(np.logaddexp(0, -z).mean() + alpha * np.abs(coef).sum())
-
-
-def proc_status(field, pid="self"):
-    """``VmHWM`` (peak RSS) or ``VmRSS`` of a process, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # ----------------------------------------------------------------- child fits
@@ -160,10 +151,6 @@ def run_child(kind, bits, args, epochs=None):
 
 
 # --------------------------------------------------------------------- report
-def mb(n):
-    return f"{n / 2**20:,.0f} MB"
-
-
 def spread(values, fmt="{:.2f}"):
     values = sorted(values)
     if not values:

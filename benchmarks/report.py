@@ -92,6 +92,20 @@ def machine():
             f"{platform.release()}")
 
 
+
+def proc_status(field, pid="self"):
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of a process, in bytes (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def mb(n):
+    return f"{n / 2**20:,.0f} MB"
+
+
 def result_path(benchmark, tag=None, out=None, when=None):
     """The file a run of ``benchmark`` writes (``None`` for ``out="-"``).
 
