@@ -41,8 +41,10 @@ def main():
     n, d = SIZES[args.size]
     alpha = 1e-5
     X, y = make_sparse_classification(n, d, random_state=0)
+    p1 = y.mean()
+    constant = -(p1 * np.log(p1) + (1 - p1) * np.log(1 - p1))  # best intercept-only model
     print(f"{n:,} rows x {d:,} features; worker 2 of 2 slowed {args.slowdown:g}x; "
-          f"{args.epochs} epochs each")
+          f"{args.epochs} epochs each; constant model's objective {constant:.5f}")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         pids = client.run(os.getpid)
