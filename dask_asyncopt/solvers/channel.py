@@ -208,42 +208,23 @@ def _thread(target, *args, name):
     return thread
 
 
-# ------------------------------------------------------------------ the plugin
-class Exchange(WorkerPlugin):
-    """One fit's channel on one worker (see the module docstring)."""
+# ------------------------------------------------------------------ the ends
+class _Caller:
+    """What opens links to workers: the loop their connections are opened on, the
+    connection arguments, the worker handler they call, the links opened."""
 
-    idempotent = False
-
-    def __init__(self, token):
+    def _start(self, token, loop, connection_args):
         self.token = token
-        self.name = plugin_name(token)
         self.op = f"asyncopt_exchange_{token}"
-
-    def setup(self, worker):
-        self.worker = worker
-        self.loop = worker.loop.asyncio_loop
+        self.loop = loop
+        self.connection_args = connection_args
         self.links = {}
         self.lock = threading.Lock()
-        self.incoming = set()
         self.tasks = set()
         self.closed = False
-        worker.handlers[self.op] = self._serve
 
-    async def teardown(self, worker):
-        self.closed = True
-        worker.handlers.pop(self.op, None)
-        with self.lock:
-            links, self.links = list(self.links.values()), {}
-        for link in links:
-            link.fail(ChannelError(f"the fit's channel {self.token} was closed"))
-        for served in list(self.incoming):
-            served.close()
-        for task in list(self.tasks):
-            task.cancel()
-
-    # ------------------------------------------------------------ callers
     def link(self, address, timeout):
-        """The link from this worker to the worker at ``address``, safe from any
+        """The link from this process to the worker at ``address``, safe from any
         thread.  It connects in the background: requests wait in its outbox,
         and a peer that cannot be reached within ``timeout`` (at most
         :data:`CONNECT_TIMEOUT`) fails them, instead of a loop blocking on a
@@ -263,6 +244,53 @@ class Exchange(WorkerPlugin):
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _close_links(self):
+        self.closed = True
+        with self.lock:
+            links, self.links = list(self.links.values()), {}
+        for link in links:
+            link.fail(ChannelError(f"the fit's channel {self.token} was closed"))
+
+
+class Driver(_Caller):
+    """The driver's end of a fit's channel: its calls between epochs (the epoch's
+    reports, statistics, checkpoints, the decision) to store objects on
+    worker processes, through links like a loop's rather than actor RPCs.
+    Opened on the client's event loop with the client's connection
+    arguments; :meth:`close` ends them (the fit's end)."""
+
+    def __init__(self, client, token):
+        self._start(token, client.loop.asyncio_loop, client.connection_args)
+
+    def close(self):
+        self._close_links()
+        for task in list(self.tasks):  # a connection still being opened
+            self.loop.call_soon_threadsafe(task.cancel)
+
+
+class Exchange(_Caller, WorkerPlugin):
+    """One fit's channel on one worker (see the module docstring)."""
+
+    idempotent = False
+
+    def __init__(self, token):
+        self.token = token
+        self.name = plugin_name(token)
+
+    def setup(self, worker):
+        self._start(self.token, worker.loop.asyncio_loop, worker.connection_args)
+        self.worker = worker
+        self.incoming = set()
+        worker.handlers[self.op] = self._serve
+
+    async def teardown(self, worker):
+        worker.handlers.pop(self.op, None)
+        self._close_links()
+        for served in list(self.incoming):
+            served.close()
+        for task in list(self.tasks):
+            task.cancel()
 
     # ------------------------------------------------------------ serving
     async def _serve(self, comm, **_):
@@ -322,7 +350,8 @@ class Exchange(WorkerPlugin):
 
 
 class Link:
-    """Requests from this worker to the store objects of one other worker, in order."""
+    """Requests from this process (a worker, or the driver) to the store objects of
+    one worker, in order."""
 
     def __init__(self, exchange, address):
         self.exchange = exchange
@@ -339,7 +368,7 @@ class Link:
     async def open(self, timeout):
         try:
             comm = await connect(self.address, timeout=timeout,
-                                 **self.exchange.worker.connection_args)
+                                 **self.exchange.connection_args)
             await comm.write({"op": self.exchange.op, "reply": False})
             opened = transport(comm, self.exchange.loop)
         except Exception as exc:  # noqa: BLE001 - a lost peer: fail what waits for it

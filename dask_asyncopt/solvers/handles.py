@@ -181,24 +181,26 @@ def remote_calls(handles):
     return sum(h.n_calls for h in handles)
 
 
-def bind(refs, shard=None, loop=0, config=None):
+def bind(refs, shard=None, loop=0, config=None, driver=None):
     """Handles of the store objects ``refs`` (:class:`StoreRef` or ``Actor``): the
     objects themselves where they live in this process.
 
     With ``shard`` (of worker loop ``loop``), handles to remote objects send
-    each chunk's ids once per fit.  With a ``config`` naming the fit's channel,
-    remote objects are reached through its links.
+    each chunk's ids once per fit.  With a ``config`` naming the fit's channel
+    (on a worker) or the driver's end of it (``driver``, a
+    :class:`~.channel.Driver`), remote objects are reached through its links.
     """
     here = objects_here()
     if shard is not None and not hasattr(shard, "sent_ids"):
         shard.sent_ids = {}  # actor key -> names of the ids sent to it
-    exchange = channel.here(getattr(config, "channel", None))
+    exchange = driver or channel.here(getattr(config, "channel", None))
+    timeout = channel.CONNECT_TIMEOUT if config is None else config.timeout
     handles = []
     for ref in refs:
         obj = here.get(ref.key)
         link = None
         if obj is None and exchange is not None:
-            link = exchange.link(StoreRef.of(ref).address, config.timeout)
+            link = exchange.link(StoreRef.of(ref).address, timeout)
         sent = None if shard is None else shard.sent_ids.setdefault(ref.key, set())
         handles.append(Handle(ref, obj, sent, loop, link))
     return handles

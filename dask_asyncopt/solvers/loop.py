@@ -16,6 +16,7 @@ import time
 import numpy as np
 from distributed import secede
 
+from ..kernels.columns import renumber_columns
 from ..kernels.lazy import add_matching, gather_rows, gather_terms
 from ..kernels.sweeps import (
     P_EPSILON,
@@ -218,9 +219,15 @@ def _term_index(shard, handles):
     for i, h in enumerate(handles):
         if h.local or not csr:
             continue
-        union[i] = np.unique(np.concatenate([c.block_ids[i] for c in shard.chunks]))
-        for chunk in shard.chunks:
-            chunk.term_pos[i] = np.searchsorted(union[i], chunk.block_ids[i]).astype(np.int32)
+        ids = [c.block_ids[i] for c in shard.chunks]
+        every = np.concatenate(ids)
+        # one bit per coordinate, no sort: the chunks' ids add up to many times the union
+        width = int(every.max()) + 1 if every.size else 0
+        columns, pos = renumber_columns(every, width, width)
+        union[i] = columns.astype(every.dtype, copy=False)
+        ends = np.cumsum([len(c) for c in ids])
+        for chunk, piece, end in zip(shard.chunks, ids, ends, strict=True):
+            chunk.term_pos[i] = pos[end - len(piece):end]
     shard.term_ids, shard.term_key = union, key
     return union
 

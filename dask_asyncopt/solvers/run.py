@@ -36,7 +36,7 @@ from distributed import Worker, wait
 from distributed.core import Status
 from sklearn.exceptions import ConvergenceWarning
 
-from .channel import Exchange, plugin_name
+from .channel import Driver, Exchange, plugin_name
 from .config import Decision, FitResult
 from .handles import StoreRef, bind, remote_calls
 from .loop import run_epochs
@@ -128,6 +128,7 @@ class Run:
         self.best = None if settings.resume is None else settings.resume.best
         self._handles = None
         self.channel = None  # the fit's exchange channel (token), when registered
+        self._driver = None  # the driver's end of it (channel.Driver), once bound
         self._waiter = concurrent.futures.ThreadPoolExecutor(1, "asyncopt-driver")
         self._wake = threading.Event()
         self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
@@ -152,9 +153,16 @@ class Run:
         return refs
 
     def close_channel(self):
+        self.close_driver_links()
         if self.channel is not None:
             _unregister(self.client, self.channel)
             self.channel = None
+
+    def close_driver_links(self):
+        """Close the driver's links of the channel (a kept store's channel stays)."""
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
 
     # ------------------------------------------------------------- the loops
     def start_loops(self, func, name, epoch, *args):
@@ -264,11 +272,16 @@ class Run:
 
     # ------------------------------------------------------------ the store
     def handles(self):
-        """The driver's handles of the fit's actors (direct calls to those in this
-        process: through their actors, the statistics and checkpoint reads
-        between two epochs would take turns on a thread cluster's event loop)."""
+        """The driver's handles of the fit's actors: direct calls to those in this
+        process (through their actors, the statistics and checkpoint reads
+        between two epochs would take turns on a thread cluster's event loop),
+        the channel's links to those on worker processes when the fit has one
+        (an actor call costs a few event-loop hops on each side; the loops
+        wait for the driver between epochs)."""
         if self._handles is None:
-            self._handles = bind(self.actors)
+            if self.channel is not None and self._driver is None:
+                self._driver = Driver(self.client, self.channel)
+            self._handles = bind(self.actors, driver=self._driver)
         return self._handles
 
     def driver_calls(self):
@@ -433,7 +446,9 @@ def on_cluster(client, run, actors, body, kept=None):
         release(client, [] if held else actors, run.loops, [
             f for f, address in zip(run.loops, run.loop_workers, strict=False)
             if address not in lost])
-        if not held:
+        if held:
+            run.close_driver_links()
+        else:
             run.close_channel()
         run._waiter.shutdown(wait=False)
 

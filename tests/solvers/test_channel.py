@@ -1,6 +1,6 @@
-"""The fit's exchange channel (``solvers/channel.py``) between real worker processes:
-requests in order, pushes that travel with the next read, posts written at once,
-and nothing left on the workers once the channel is removed."""
+"""The fit's exchange channel (``solvers/channel.py``) between real worker processes and
+from the driver: requests in order, pushes that travel with the next read, posts written
+at once, and nothing left on the workers once the channel is removed."""
 
 from types import SimpleNamespace
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from distributed import Client, Event, LocalCluster
 
-from dask_asyncopt.solvers.channel import Exchange, plugin_name
+from dask_asyncopt.solvers.channel import ChannelError, Driver, Exchange, plugin_name
 from dask_asyncopt.solvers.handles import StoreRef, bind
 from dask_asyncopt.store.factors import CheckoutTable
 
@@ -91,13 +91,25 @@ def _in_order(client):
     table = client.submit(CheckoutTable, 4, workers=[second], actor=True, pure=False)
     task = client.submit(_pushes_then_read, StoreRef.of(table.result()), token, 4,
                          workers=[first], pure=False)
+    driver = Driver(client, token)
     try:
         got, transport, error = task.result(TIMEOUT)
+        # the driver's end: the same requests from the client's process
+        (h,) = bind([StoreRef.of(table.result())], driver=driver)
+        assert h.link is not None and not h.local
+        h.send("release", 1)  # the loop kept every block: this frees one ...
+        assert h.wait("acquire_any", 0, [1], TIMEOUT).result(TIMEOUT) == 1  # ... first
+        driver_transport = type(h.link.transport).__name__
+        driver.close()
+        with pytest.raises(ChannelError):
+            h.call("release", 1)
     finally:
+        driver.close()
         _unregister(client, token)
         client.cancel([table, task], force=True)
     assert got == [0, 1, 2, 3]
     assert "no_such_method" in error
+    assert driver_transport == transport  # the driver's link like a loop's
     assert cluster_is_clean(client)
     return transport
 

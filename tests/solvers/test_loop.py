@@ -289,3 +289,22 @@ def test_snapshot_summed_per_loop_or_per_chunk_agree(monkeypatch, penalty):
     np.testing.assert_allclose(chunked.history_.objective, summed.history_.objective,
                                rtol=1e-12)
     np.testing.assert_allclose(chunked.coef_, summed.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_term_index_names_each_remote_blocks_coordinates_once():
+    """Per remote block, the sorted union of the coordinates the shard's chunks read
+    there, and each chunk's positions in it; nothing for a block on this worker."""
+    X, Y = _problem()
+    shard = make_shard(X, Y, ShardLayout(D, N_BLOCKS, True, BATCH), 5)
+
+    class Here:  # what _term_index reads of a handle
+        def __init__(self, key, local):
+            self.ref, self.local = type("Ref", (), {"key": key}), local
+
+    union = loop._term_index(shard, [Here("a", True), Here("b", False)])
+    assert union[0] is None and all(c.term_pos[0] is None for c in shard.chunks)
+    ids = [c.block_ids[1] for c in shard.chunks]
+    np.testing.assert_array_equal(union[1], np.unique(np.concatenate(ids)))
+    for chunk, mine in zip(shard.chunks, ids, strict=True):
+        assert chunk.term_pos[1].dtype == np.int32
+        np.testing.assert_array_equal(union[1][chunk.term_pos[1]], mine)
