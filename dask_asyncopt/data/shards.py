@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit
+
+from ..kernels.columns import renumber_by_block
 
 
 def block_sizes(n_coords, n_blocks):
@@ -105,62 +106,20 @@ class WorkerShard:
         self.order.append(self.current)
 
 
-@njit(nogil=True, cache=True)
-def _compact_columns(indices, data, n_coords, n_blocks, intercept, stamp, mark, local_of):
-    """Local ids of a chunk's columns in block order, without sorting.
-
-    Marks the columns present (``stamp[j] == mark``), then walks each block's
-    coordinates in order: O(nnz + n_coords), against O(nnz log nnz) for
-    ``np.unique`` — the cheaper one when the model is not much larger than a
-    chunk.  Returns the remapped indices, the in-block ids of each local
-    coordinate, the per-block bounds, the intercept's local id (or -1), and
-    the number of entries and the sum of squared values of each local coordinate.
-    """
-    for c in indices:
-        stamp[c] = mark
-    if intercept >= 0:
-        stamp[intercept] = mark
-    bounds = np.zeros(n_blocks + 1, dtype=np.int64)
-    ids = np.empty(min(n_coords, indices.shape[0] + 1), dtype=np.int64)
-    n_local = 0
-    for b in range(n_blocks):
-        bounds[b] = n_local
-        j, k = b, 0
-        while j < n_coords:
-            if stamp[j] == mark:
-                local_of[j] = n_local
-                ids[n_local] = k
-                n_local += 1
-            j += n_blocks
-            k += 1
-    bounds[n_blocks] = n_local
-    out = np.empty(indices.shape[0], dtype=np.int32)
-    counts = np.zeros(n_local, dtype=np.int64)
-    energy = np.zeros(n_local)
-    for i in range(indices.shape[0]):
-        c = local_of[indices[i]]
-        out[i] = c
-        counts[c] += 1
-        energy[c] += data[i] * data[i]
-    return (out, ids[:n_local], bounds, local_of[intercept] if intercept >= 0 else -1,
-            counts, energy)
-
-
 class _Scratch:
-    """Per-shard work arrays of :func:`_compact_columns` (one slot per coordinate)."""
+    """Per-shard work arrays of :func:`~dask_asyncopt.kernels.columns.renumber_by_block`
+    (a word per 64 coordinates)."""
 
     def __init__(self, n_coords):
-        self.stamp = np.zeros(n_coords, dtype=np.int32)
-        self.local_of = np.zeros(n_coords, dtype=np.int32)
-        self.mark = 0
+        n_words = (n_coords + 63) >> 6
+        self.bits = np.zeros(n_words, dtype=np.uint64)
+        self.before = np.empty(n_words, dtype=np.int64)
 
 
-def _chunk_csr_stamped(X, Y, n_features, n_blocks, fit_intercept, scratch):
-    scratch.mark += 1
-    n_coords = n_features + int(fit_intercept)
-    local, ids, bounds, intercept, counts, energy = _compact_columns(
-        X.indices, X.data, n_coords, n_blocks, n_features if fit_intercept else -1,
-        scratch.stamp, scratch.mark, scratch.local_of)
+def _chunk_csr_bits(X, Y, n_features, n_blocks, fit_intercept, scratch):
+    local, ids, bounds, intercept, counts, energy = renumber_by_block(
+        X.indices, X.data, n_blocks, n_features if fit_intercept else -1, scratch.bits,
+        scratch.before)
     block_ids = [ids[bounds[b]:bounds[b + 1]] for b in range(n_blocks)]
     Xl = CSRView(X.indptr, local, X.data, (X.shape[0], ids.shape[0]))
     return Chunk(Xl, Y, block_ids, bounds, int(intercept),
@@ -277,11 +236,11 @@ def make_shard(X, Y, layout, seed, W=None):
         # A CSR part as it arrived: re-wrapping it would copy its arrays (scipy
         # copies arrays that are views of a larger buffer, as received ones are).
         X = X if X.format == "csr" else sp.csr_matrix(X)
-        # Walking the model's coordinates per chunk beats sorting the chunk's
-        # columns unless the model is much larger than a chunk.
+        # A bit per model coordinate, walked a word at a time per chunk, beats
+        # sorting the chunk's columns unless the model is much larger than a chunk.
         if n_features <= 64 * X.nnz * batch_size / max(X.shape[0], 1):
             scratch = _Scratch(n_features + int(fit_intercept))
-            chunk_of = functools.partial(_chunk_csr_stamped, scratch=scratch)
+            chunk_of = functools.partial(_chunk_csr_bits, scratch=scratch)
         else:
             chunk_of = _chunk_csr
         chunks = [chunk_of(CSRView.rows(X, s, s + batch_size), Y[s:s + batch_size],

@@ -24,6 +24,7 @@ from ..data.inputs import is_dask
 from ..data.placement import place_dask, place_in_memory
 from ..data.shards import ShardLayout
 from ..kernels.columns import renumber_columns
+from ..store.blocks import wide_zeros
 from .gradients import exchange_sizes
 from .registry import SOLVERS
 from .run import with_restarts, worker_loops
@@ -75,10 +76,20 @@ def _on_columns(columns, problem, init, settings):
 
 
 def _whole(model, columns, n_features):
-    """A model over ``columns`` (intercept last) as one over all ``n_features``."""
-    full = np.zeros((n_features + model.shape[0] - columns.shape[0], model.shape[1]))
-    full[columns] = model[:columns.shape[0]]
-    full[n_features:] = model[columns.shape[0]:]
+    """A model over ``columns`` (intercept last) as one over all ``n_features``.
+
+    Only its non-zero coefficients are written, into zeros on 4 KB pages
+    (:func:`~dask_asyncopt.store.blocks.wide_zeros`): the used columns of a
+    hashed model fall on nearly every page of it, but an L1 fit leaves most
+    of them at 0, and a page no non-zero falls on is never mapped (it reads as
+    zeros without memory).  Exact: an entry is skipped only when all its bits
+    are 0 (``-0.0`` is written)."""
+    n_used = columns.shape[0]
+    full = wide_zeros((n_features + model.shape[0] - n_used, model.shape[1]))
+    used = model[:n_used]
+    rows = np.flatnonzero(used.view(np.uint64).any(axis=1))
+    full[columns[rows]] = used[rows]
+    full[n_features:] = model[n_used:]
     return full
 
 

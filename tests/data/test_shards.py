@@ -12,7 +12,7 @@ from dask_asyncopt.data.shards import ShardLayout
 
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("n_blocks", [1, 3, 7])
-def test_stamped_compaction_matches_sorting(n_blocks, fit_intercept):
+def test_bitmap_compaction_matches_sorting(n_blocks, fit_intercept):
     rng = np.random.default_rng(n_blocks)
     X = sp.random(40, 97, density=0.08, format="lil", random_state=rng)
     X[5] = 0  # an empty row
@@ -22,7 +22,7 @@ def test_stamped_compaction_matches_sorting(n_blocks, fit_intercept):
     for s in (0, 20):  # two chunks through one scratch
         rows = slice(s, s + 20)
         want = shards._chunk_csr(X[rows], Y[rows], 97, n_blocks, fit_intercept)
-        got = shards._chunk_csr_stamped(X[rows], Y[rows], 97, n_blocks, fit_intercept,
+        got = shards._chunk_csr_bits(X[rows], Y[rows], 97, n_blocks, fit_intercept,
                                         scratch)
         np.testing.assert_array_equal(got.X.toarray(), want.X.toarray())
         np.testing.assert_array_equal(got.bounds, want.bounds)

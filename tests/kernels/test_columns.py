@@ -1,9 +1,9 @@
-"""The column renumbering kernel (``kernels/columns.py``)."""
+"""The column renumbering kernels (``kernels/columns.py``)."""
 
 import numpy as np
 import pytest
 
-from dask_asyncopt.kernels.columns import renumber_columns
+from dask_asyncopt.kernels.columns import renumber_by_block, renumber_columns
 
 
 @pytest.mark.parametrize("n_columns", [1, 63, 64, 65, 1000])
@@ -21,3 +21,27 @@ def test_renumbers_as_unique_does(n_columns):
     # more used columns than asked for: only their count, no renumbering
     over, none = renumber_columns(indices, n_columns, expected.shape[0] - 1)
     assert over.shape == expected.shape and none.shape == (0,)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2, 5])
+def test_renumbers_by_block_in_block_order(n_blocks):
+    """Local ids run block by block, each block's coordinates ascending; the
+    intercept is one more coordinate; the scratch bits are left at 0."""
+    rng = np.random.default_rng(n_blocks)
+    n_coords = 301  # the intercept is the last
+    indices = rng.integers(0, n_coords - 1, size=500).astype(np.int32)
+    data = rng.normal(size=500)
+    bits = np.zeros((n_coords + 63) >> 6, dtype=np.uint64)
+    before = np.empty(bits.shape[0], dtype=np.int64)
+    local, ids, bounds, intercept, counts, energy = renumber_by_block(
+        indices, data, n_blocks, n_coords - 1, bits, before)
+    used = np.unique(np.append(indices, n_coords - 1))
+    in_order = used[np.lexsort((used // n_blocks, used % n_blocks))]
+    np.testing.assert_array_equal(ids, in_order // n_blocks)
+    np.testing.assert_array_equal(np.diff(bounds), np.bincount(used % n_blocks,
+                                                               minlength=n_blocks))
+    np.testing.assert_array_equal(in_order[local], indices)
+    assert in_order[intercept] == n_coords - 1 and local.dtype == np.int32
+    np.testing.assert_array_equal(counts, np.bincount(local, minlength=used.shape[0]))
+    np.testing.assert_allclose(energy, np.bincount(local, data ** 2, minlength=used.shape[0]))
+    assert not bits.any()
