@@ -126,3 +126,23 @@ def renumber_by_block(indices, data, n_blocks, intercept, bits, before):
     for w in range(n_words):
         bits[w] = 0
     return out, ids, bounds, local_intercept, counts, energy
+
+
+@njit(nogil=True, cache=True)
+def mean_at(local, values, n_out):
+    """``(n_out, K)``: at each position ``p``, the mean of the rows ``values[k]``
+    with ``local[k] == p`` (summed in ``k`` order, as ``np.add.at`` sums, then
+    divided by their number; every position must occur).  With
+    :func:`renumber_columns`, the mean per coordinate of updates that name
+    coordinates by id, without sorting them."""
+    total = np.zeros((n_out, values.shape[1]))
+    count = np.zeros(n_out, dtype=np.int64)
+    for k in range(local.shape[0]):
+        p = local[k]
+        count[p] += 1
+        for j in range(values.shape[1]):
+            total[p, j] += values[k, j]
+    for p in range(n_out):
+        for j in range(values.shape[1]):
+            total[p, j] /= count[p]
+    return total

@@ -30,6 +30,7 @@ import threading
 
 import numpy as np
 
+from ..kernels.columns import mean_at, renumber_columns
 from ..kernels.lazy import (
     add_delta,
     add_delta_logged,
@@ -927,11 +928,9 @@ class BlockServer(EpochHandOff):
         """
         n = self.w.shape[0]
         ids = np.concatenate([np.arange(n) if i is None else i for i in ids_list])
-        uniq, where = np.unique(ids, return_inverse=True)
-        total = np.zeros((uniq.shape[0], self.w.shape[1]))
-        np.add.at(total, where, np.concatenate(deltas))
-        touches = np.bincount(where, minlength=uniq.shape[0])
-        self._add(uniq, total / touches[:, None])
+        # a bit per coordinate, no sort: this runs every round while the loops wait
+        uniq, where = renumber_columns(ids, n, n)
+        self._add(uniq, mean_at(where, np.concatenate(deltas), uniq.shape[0]))
 
     def _add(self, ids, delta):
         if ids is None:

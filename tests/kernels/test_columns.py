@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dask_asyncopt.kernels.columns import renumber_by_block, renumber_columns
+from dask_asyncopt.kernels.columns import mean_at, renumber_by_block, renumber_columns
 
 
 @pytest.mark.parametrize("n_columns", [1, 63, 64, 65, 1000])
@@ -45,3 +45,19 @@ def test_renumbers_by_block_in_block_order(n_blocks):
     np.testing.assert_array_equal(counts, np.bincount(local, minlength=used.shape[0]))
     np.testing.assert_allclose(energy, np.bincount(local, data ** 2, minlength=used.shape[0]))
     assert not bits.any()
+
+
+def test_mean_at_is_the_sorted_mean_bit_for_bit():
+    """renumber_columns + mean_at == np.unique + np.add.at / counts, to the last bit
+    (the sync rounds' average; the reference fits depend on it)."""
+    rng = np.random.default_rng(7)
+    ids = np.concatenate([rng.choice(500, 200, replace=False) for _ in range(3)])
+    values = rng.normal(size=(ids.shape[0], 2))
+    uniq, where = np.unique(ids, return_inverse=True)
+    total = np.zeros((uniq.shape[0], 2))
+    np.add.at(total, where, values)
+    want = total / np.bincount(where)[:, None]
+    columns, local = renumber_columns(ids, 500, 500)
+    np.testing.assert_array_equal(columns, uniq)
+    got = mean_at(local, values, columns.shape[0])
+    assert got.tobytes() == want.tobytes()
