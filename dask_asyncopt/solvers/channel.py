@@ -15,6 +15,8 @@ and keeps the event loops out of the hot path:
   worker (:func:`channel`) and removed when the fit ends; its ``setup`` adds
   one comm handler to the worker, its ``teardown`` removes it and closes
   every connection it opened or accepted: nothing of the fit outlives it.
+  The driver's calls between epochs take links of their own
+  (:class:`Driver`, on the client's event loop), closed when the fit ends.
 * A loop reaches the store objects of one other worker through one
   :class:`Link`: a single connection, opened by Dask on first use, carrying
   requests ``(id, actor key, method, args, kwargs)`` in the order the loop
@@ -110,6 +112,13 @@ class SocketTransport:
     def send(self, obj):
         self.write(self.frames(obj))
 
+    def limit_writes(self, seconds):
+        """A write blocked ``seconds`` (the peer reads nothing) raises ``OSError``
+        instead of waiting on; reads keep blocking (replies may take long)."""
+        whole = int(seconds)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack(
+            "ll", whole, int((seconds - whole) * 1e6)))
+
     @staticmethod
     def frames(obj):
         """``obj`` as one message: a length header, the pickle, its out-of-band
@@ -160,8 +169,9 @@ class SocketTransport:
 
 
 class CommTransport:
-    """Messages through Dask's own ``comm.write``/``comm.read`` on the worker's event
-    loop, for comms other than plain TCP; the same threads drive it."""
+    """Messages through Dask's own ``comm.write``/``comm.read`` on the event loop of
+    the link's process (a worker's, or the client's), for comms other than plain
+    TCP; the same threads drive it."""
 
     def __init__(self, comm, loop):
         self.comm, self.loop = comm, loop
@@ -222,6 +232,7 @@ class _Caller:
         self.lock = threading.Lock()
         self.tasks = set()
         self.closed = False
+        self.send_timeout = None  # seconds a write may block (None: no limit)
 
     def link(self, address, timeout):
         """The link from this process to the worker at ``address``, safe from any
@@ -246,11 +257,17 @@ class _Caller:
         task.add_done_callback(self.tasks.discard)
 
     def _close_links(self):
+        """Fail every link (closing its connection) and stop those still connecting."""
         self.closed = True
         with self.lock:
             links, self.links = list(self.links.values()), {}
         for link in links:
             link.fail(ChannelError(f"the fit's channel {self.token} was closed"))
+        for task in list(self.tasks):
+            try:
+                self.loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the loop is closed: nothing runs there any more
+                pass
 
 
 class Driver(_Caller):
@@ -258,15 +275,19 @@ class Driver(_Caller):
     reports, statistics, checkpoints, the decision) to store objects on
     worker processes, through links like a loop's rather than actor RPCs.
     Opened on the client's event loop with the client's connection
-    arguments; :meth:`close` ends them (the fit's end)."""
+    arguments; :meth:`close` ends them (the fit's end).
 
-    def __init__(self, client, token):
+    A driver's request may carry a model-sized array; a worker that hangs
+    without dying stops reading, and a write into a full socket would block
+    the driver for good: its writes give up after ``timeout`` seconds (the
+    link then fails, and so does the fit)."""
+
+    def __init__(self, client, token, timeout):
         self._start(token, client.loop.asyncio_loop, client.connection_args)
+        self.send_timeout = timeout
 
     def close(self):
         self._close_links()
-        for task in list(self.tasks):  # a connection still being opened
-            self.loop.call_soon_threadsafe(task.cancel)
 
 
 class Exchange(_Caller, WorkerPlugin):
@@ -289,8 +310,6 @@ class Exchange(_Caller, WorkerPlugin):
         self._close_links()
         for served in list(self.incoming):
             served.close()
-        for task in list(self.tasks):
-            task.cancel()
 
     # ------------------------------------------------------------ serving
     async def _serve(self, comm, **_):
@@ -374,6 +393,8 @@ class Link:
         except Exception as exc:  # noqa: BLE001 - a lost peer: fail what waits for it
             self.fail(exc)
             return
+        if self.exchange.send_timeout is not None and isinstance(opened, SocketTransport):
+            opened.limit_writes(self.exchange.send_timeout)
         _thread(self._reader, opened, name=f"asyncopt-link-{self.address}")
 
     def call(self, key, method, args, kwargs, reply=True, now=False):

@@ -235,7 +235,7 @@ def fit(client, shards, loop_workers, layout, mu, problem, settings, seed, init=
         futures.extend(side.submit(client, layout, problem, seed, inits_v, loop_workers, token))
         actors = run.connect(futures)
         run.actors = actors[:n_loops]  # the driver reads the user blocks directly
-        items = side(actors[n_loops:], layout, settings.timeout)
+        items = side(run.bind(actors[n_loops:]), layout, settings.timeout)
         run.config = items.loop_config(FactorLoopConfig(
             settings.solver, n_loops, mu, problem.eta0, problem.reg_factors, problem.reg_biases,
             problem.rule, tuple(problem.adam), settings.timeout,

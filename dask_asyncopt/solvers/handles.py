@@ -1,5 +1,5 @@
 """The one way to call a store object: directly when it lives in this process,
-through its Dask actor otherwise.
+through the fit's channel or its Dask actor otherwise.
 
 Every caller of the store -- worker loops of every topology, and the driver
 between epochs -- binds the fit's actors once (:func:`bind`) and calls them
@@ -10,20 +10,19 @@ through a :class:`Handle`:
   on the object: no round trip through the event loop that all in-process
   workers share, which would otherwise serialise every exchange of every
   loop.  The object's lock keeps calls atomic either way.
-* **elsewhere** the call goes through the actor.  Short methods run on the
-  actor worker's event loop (``separate_thread=False``, no thread hop);
-  methods that may wait inside the store (a sync barrier, admission under
-  ``max_staleness``, the driver's decision) go to their ``<method>_async``
-  twin, which waits without holding a thread of that worker (see
-  :mod:`~dask_asyncopt.store.waits`).
+* **elsewhere**, when the fit registered a channel (:mod:`.channel`; every
+  fit does once a store object or a loop lives in another process), through
+  its links: one ordered connection from the caller's process (a worker, or
+  the driver's :class:`~.channel.Driver`) to the object's worker, requests
+  served on a thread of their own over there (a waiting method blocks only
+  its link), and :meth:`Handle.send` for requests that need no reply.
+* **without a channel**, through the actor: short methods on the actor
+  worker's event loop (``separate_thread=False``), methods that may wait in
+  the store on their ``<method>_async`` twin, which waits without holding a
+  thread of that worker (see :mod:`~dask_asyncopt.store.waits`).
 
-Both return something with ``result(timeout)`` and ``done()``.  On a cluster
-with worker processes the fit registers a channel (:mod:`.channel`) and a
-loop's handles to objects on other workers use it instead of the actors:
-one ordered connection per pair of workers, requests served on their own
-thread over there (a waiting method blocks only its link), and
-:meth:`Handle.send` for requests that need no reply.  A loop with a shard
-also names each chunk's coordinates once per fit to every remote block
+All return something with ``result(timeout)`` and ``done()``.  A loop with a
+shard also names each chunk's coordinates once per fit to every remote block
 (:class:`~dask_asyncopt.store.blocks.IdSet`).
 """
 

@@ -421,9 +421,9 @@ class CheckedOutItems:
             client.submit(CheckoutTable, n_blocks, actor=True, workers=[loop_workers[0]],
                           key=f"asyncopt-mf-checkout-{token}")]
 
-    def __init__(self, actors, layout, timeout):
-        self.handles = bind(actors[:-1])
-        self.table = actors[-1]
+    def __init__(self, handles, layout, timeout):
+        self.handles = handles[:-1]
+        self.table = handles[-1].ref
         self.timeout = timeout
 
     def loop_config(self, config, n_values):

@@ -123,8 +123,8 @@ class GossipItems:
                               actor=True, workers=[addr], key=f"asyncopt-mf-items-{w}-{token}")
                 for w, addr in enumerate(loop_workers)]
 
-    def __init__(self, actors, layout, timeout):
-        self.handles = bind(actors)
+    def __init__(self, handles, layout, timeout):
+        self.handles = handles
         self.offsets = block_offsets(layout.item_sizes)
         self.timeout = timeout
 

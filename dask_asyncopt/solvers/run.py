@@ -129,6 +129,8 @@ class Run:
         self._handles = None
         self.channel = None  # the fit's exchange channel (token), when registered
         self._driver = None  # the driver's end of it (channel.Driver), once bound
+        self._bound = []  # every handle bound by the driver (its calls are counted)
+        self._counted = 0
         self._waiter = concurrent.futures.ThreadPoolExecutor(1, "asyncopt-driver")
         self._wake = threading.Event()
         self.epochs = (0, 0)  # last epoch reported, last epoch of the loops (start_epochs)
@@ -163,6 +165,7 @@ class Run:
         if self._driver is not None:
             self._driver.close()
             self._driver = None
+            self._handles = None  # their links are closed: bind again if needed
 
     # ------------------------------------------------------------- the loops
     def start_loops(self, func, name, epoch, *args):
@@ -271,24 +274,37 @@ class Run:
         self.gather_loops()
 
     # ------------------------------------------------------------ the store
+    def bind(self, refs):
+        """The driver's handles of the store objects ``refs``: direct calls to those
+        in this process (through their actors, the statistics and checkpoint
+        reads between two epochs would take turns on a thread cluster's event
+        loop), the channel's links to those on worker processes when the fit
+        has one (an actor call costs a few event-loop hops on each side, and
+        the loops wait for the driver between epochs).  Their calls count in
+        :meth:`driver_calls`.
+
+        A link serves its requests one after another: while the driver waits
+        in a store object (the epoch's reports, :meth:`epoch_reports`), its
+        other calls to that worker wait behind it; the driver makes none
+        meanwhile, and a failed fit's loops are stopped through the actors
+        (:func:`release`), which ends that wait."""
+        if self.channel is not None and self._driver is None:
+            self._driver = Driver(self.client, self.channel, self.settings.timeout)
+        handles = bind(refs, driver=self._driver)
+        self._bound.extend(handles)
+        return handles
+
     def handles(self):
-        """The driver's handles of the fit's actors: direct calls to those in this
-        process (through their actors, the statistics and checkpoint reads
-        between two epochs would take turns on a thread cluster's event loop),
-        the channel's links to those on worker processes when the fit has one
-        (an actor call costs a few event-loop hops on each side; the loops
-        wait for the driver between epochs)."""
+        """The driver's handles of the fit's actors (:meth:`bind`)."""
         if self._handles is None:
-            if self.channel is not None and self._driver is None:
-                self._driver = Driver(self.client, self.channel)
-            self._handles = bind(self.actors, driver=self._driver)
+            self._handles = self.bind(self.actors)
         return self._handles
 
     def driver_calls(self):
         """The driver's calls to store objects in other processes since the last
         time this was asked (its share of the history's ``remote_calls``)."""
-        made = remote_calls(self.handles())
-        counted, self._counted = getattr(self, "_counted", 0), made
+        made = remote_calls(self._bound)
+        counted, self._counted = self._counted, made
         return made - counted
 
     def call_blocks(self, method, *args):

@@ -235,6 +235,8 @@ class BlockServer(EpochHandOff):
         self.n_workers = n_workers
         self.max_staleness = max_staleness
         self.average_rounds = average_rounds
+        if average_rounds:  # load (or compile) the rounds' kernels now, not under the lock
+            mean_at(renumber_columns(np.zeros(1, np.int64), 1, 1)[1], np.zeros((1, 1)), 1)
         self.precondition = precondition
         if init is None:
             self.w = wide_zeros((n_coords, n_outputs))

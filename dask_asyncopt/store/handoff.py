@@ -67,7 +67,8 @@ class EpochHandOff(Waits):
             return self._take(epoch, n_loops)
 
     async def collect_epoch_async(self, epoch, n_loops, wait):
-        """:meth:`collect_epoch` for a driver in another process."""
+        """:meth:`collect_epoch` through the actor (a caller in another process
+        without the fit's channel), waiting on the event loop."""
         await self.wait_async(lambda: self._collected(epoch, n_loops), wait)
         with self.changed:
             return self._take(epoch, n_loops)

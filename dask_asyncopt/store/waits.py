@@ -1,9 +1,10 @@
 """Waiting on a block's condition from worker threads *and* from the event loop.
 
 A worker loop on the block's own worker calls the block directly and waits on
-its ``threading.Condition``.  A loop (or the driver) in another process calls
-through the actor: Dask runs ``async`` actor methods on the worker's event
-loop, where a blocking wait would stall every other call.  Handing the wait to
+its ``threading.Condition``; so do requests through a fit's exchange channel,
+each served on a thread of its own.  A caller in another process without the
+channel calls through the actor: Dask runs ``async`` actor methods on the
+worker's event loop, where a blocking wait would stall every other call.  Handing the wait to
 an executor thread (``run_in_executor``) holds one thread per waiting caller,
 from a default pool of ``min(32, cores + 4)`` threads: with more remote
 waiters than that, the call that would release them queues behind them and

@@ -73,9 +73,10 @@ def test_process_workers_reach_optimum(data, optimum, process_client):
 
 
 def test_dense_regressor_reaches_ridge_optimum():
-    # tol below the asserted gap: the default rule's stop (an extrapolated gap of
-    # gossiping replicas) lands 1e-4-1.1e-3 above the optimum here, run to run
+    # the solver reaches the optimum; where the default rule stops is an estimate
+    # (the extrapolated gap of gossiping replicas), asserted with a margin
     assert ridge_gap(solver="adpsgd", tol=1e-4) <= 1e-3
+    assert ridge_gap(solver="adpsgd") <= 2e-3
 
 
 def test_plain_sgd_hinge_multiclass_like_sklearn(client):

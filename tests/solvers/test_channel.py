@@ -91,7 +91,7 @@ def _in_order(client):
     table = client.submit(CheckoutTable, 4, workers=[second], actor=True, pure=False)
     task = client.submit(_pushes_then_read, StoreRef.of(table.result()), token, 4,
                          workers=[first], pure=False)
-    driver = Driver(client, token)
+    driver = Driver(client, token, TIMEOUT)
     try:
         got, transport, error = task.result(TIMEOUT)
         # the driver's end: the same requests from the client's process

@@ -294,8 +294,12 @@ def test_snapshot_summed_per_loop_or_per_chunk_agree(monkeypatch, penalty):
 def test_term_index_names_each_remote_blocks_coordinates_once():
     """Per remote block, the sorted union of the coordinates the shard's chunks read
     there, and each chunk's positions in it; nothing for a block on this worker."""
-    X, Y = _problem()
-    shard = make_shard(X, Y, ShardLayout(D, N_BLOCKS, True, BATCH), 5)
+    rng = np.random.default_rng(8)
+    X = sp.random(400, 600, density=0.01, format="csr", random_state=9)
+    X = (sp.diags((np.arange(400) >= 20) * 1.0) @ X).tocsr()  # a first chunk reads nothing
+    X.eliminate_zeros()
+    Y = np.where(rng.random(400) > 0.5, 1.0, -1.0)[:, None]
+    shard = make_shard(X, Y, ShardLayout(600, N_BLOCKS, False, 20), 5)
 
     class Here:  # what _term_index reads of a handle
         def __init__(self, key, local):
@@ -304,7 +308,9 @@ def test_term_index_names_each_remote_blocks_coordinates_once():
     union = loop._term_index(shard, [Here("a", True), Here("b", False)])
     assert union[0] is None and all(c.term_pos[0] is None for c in shard.chunks)
     ids = [c.block_ids[1] for c in shard.chunks]
+    assert len({tuple(i) for i in ids}) > 1 and min(len(i) for i in ids) == 0
     np.testing.assert_array_equal(union[1], np.unique(np.concatenate(ids)))
+    assert union[1].dtype == ids[0].dtype
     for chunk, mine in zip(shard.chunks, ids, strict=True):
         assert chunk.term_pos[1].dtype == np.int32
         np.testing.assert_array_equal(union[1][chunk.term_pos[1]], mine)

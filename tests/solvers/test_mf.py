@@ -9,6 +9,7 @@ from dask_asyncopt.datasets import make_ratings
 from dask_asyncopt.kernels.factors import RULE_ADAGRAD, RULE_SGD
 from dask_asyncopt.solvers import mf
 from dask_asyncopt.solvers.config import FactorLoopConfig, PassReport
+from dask_asyncopt.solvers.handles import StoreRef, bind
 from dask_asyncopt.store.factors import CheckoutTable, FactorBlock, initial_rows
 from dask_asyncopt.store.replies import StoreStats
 
@@ -136,8 +137,9 @@ def test_one_loops_epoch_on_real_blocks_equals_per_rating_sgd(request, solver, w
         U = user_actor.rows().result(30)
         V = [a.rows().result(30) for a in item_actors]
         # the driver's side of the blocks: the item blocks, then the table
-        side = mf.CheckedOutItems(item_actors + [table_actor], layout, 30.0)
-        assert side.loop_kwargs(solver) == ({} if solver == "sync" else {"table": table_actor})
+        side = mf.CheckedOutItems(bind(item_actors + [table_actor]), layout, 30.0)
+        ref = StoreRef.of(table_actor)
+        assert side.loop_kwargs(solver) == ({} if solver == "sync" else {"table": ref})
         stats, extra = side.after_epoch([report])
         blocks = side.item_blocks()
         ustats = user_actor.stats().result(30)

@@ -9,6 +9,7 @@ from dask_asyncopt.datasets import make_ratings
 from dask_asyncopt.kernels.factors import RULE_ADAGRAD, row_width
 from dask_asyncopt.solvers import mf, mf_gossip
 from dask_asyncopt.solvers.config import FactorLoopConfig, FactorProblem
+from dask_asyncopt.solvers.handles import bind
 from dask_asyncopt.store.factors import FactorBlock, initial_rows
 
 from ..conftest import cluster_is_clean
@@ -47,7 +48,7 @@ def test_one_loops_epoch_equals_per_rating_sgd(client):
     layout, parts, users, replicas, shards, loop_workers, config, mu = _setup(client, 1)
     try:
         actors = client.gather(replicas)
-        side = mf_gossip.GossipItems(actors, layout, 30.0)
+        side = mf_gossip.GossipItems(bind(actors), layout, 30.0)
         config = side.loop_config(config, K + 1)
         assert config.n_values == K + 1
         np.testing.assert_array_equal(config.offsets,
@@ -85,7 +86,7 @@ def test_two_loops_gossip_and_the_driver_averages_the_replicas(client):
     layout, parts, users, replicas, shards, loop_workers, config, mu = _setup(client, 2)
     try:
         actors = client.gather(replicas)
-        side = mf_gossip.GossipItems(actors, layout, 30.0)
+        side = mf_gossip.GossipItems(bind(actors), layout, 30.0)
         config = side.loop_config(config, K + 1)
         loops = [client.submit(mf_gossip.run_mf_gossip_epoch, shards[w], users[w].result(30),
                                actors, config, w, 1, workers=[loop_workers[w]], pure=False)
