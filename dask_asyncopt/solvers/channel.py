@@ -114,7 +114,10 @@ class SocketTransport:
 
     def limit_writes(self, seconds):
         """A write blocked ``seconds`` (the peer reads nothing) raises ``OSError``
-        instead of waiting on; reads keep blocking (replies may take long)."""
+        instead of waiting on; reads keep blocking (replies may take long).  No
+        limit for an infinite (or practically infinite) ``seconds``."""
+        if not seconds < 1e9:
+            return
         whole = int(seconds)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack(
             "ll", whole, int((seconds - whole) * 1e6)))

@@ -132,3 +132,24 @@ def test_a_tls_cluster_keeps_dasks_comm(tmp_path):
                       local_directory=str(tmp_path)) as cluster, Client(
             cluster, security=security, set_as_default=False) as client:
         assert _in_order(client) == "CommTransport"
+
+
+def test_a_limited_write_to_a_peer_that_reads_nothing_fails():
+    """The driver's sockets: a write the peer never drains raises instead of blocking
+    the fit for good; an infinite timeout sets no limit."""
+    import socket
+
+    from dask_asyncopt.solvers.channel import SocketTransport
+
+    ours, theirs = socket.socketpair()
+    try:
+        transport = SocketTransport.__new__(SocketTransport)  # the socket part alone
+        transport.sock = ours
+        transport.limit_writes(float("inf"))
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16) == bytes(16)
+        transport.limit_writes(0.2)
+        with pytest.raises(OSError):
+            transport.write([memoryview(np.zeros(2**26, np.uint8))])
+    finally:
+        ours.close()
+        theirs.close()
