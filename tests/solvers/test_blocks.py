@@ -152,7 +152,10 @@ def test_more_loops_than_workers_reach_optimum(data, optimum):
     1.4e-3 gap, measured; see docs/status.md.)
     """
     X, y = data
-    est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, n_workers=4).fit(X, y)
+    # tol below the asserted gap: where the default rule stops an asynchronous fit is
+    # an estimate (the extrapolated decrease), and this test is about the optimum
+    est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=1e-4, n_workers=4,
+                             tol=1e-4).fit(X, y)
     f = logistic_objective(X, y, est.coef_, est.intercept_, 1e-4, 1.0)
     assert (f - optimum("l1", 1e-4)) / optimum("l1", 1e-4) <= 1e-3
 
