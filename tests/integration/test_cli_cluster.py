@@ -45,9 +45,25 @@ def test_partial_fit_stream_on_cli_cluster(cli, solver):
             clf.partial_fit(X[part], y[part], classes=[0, 1],
                             sample_weight=np.full(1000, 0.5))
         assert clf.score(X, y) > 0.7
+        # the kept blocks keep their channel, but each call closed the driver's links
+        assert _driver_links_closed()
         del clf
         gc.collect()
     assert nothing_left(cli.client)
+
+
+def _driver_links_closed(wait=30.0):
+    """No link thread of a channel left in this (the driver's) process: a closed
+    link's reader ends once its socket is shut (asynchronously: a bounded poll)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + wait
+    while any(t.name.startswith("asyncopt-link") for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_matrix_factorization_fits_on_cli_cluster(cli):

@@ -56,10 +56,18 @@ def test_fit_returns_the_model_intercept_last_and_its_exact_objective(client, sp
     assert cluster_is_clean(client)
 
 
-def test_a_model_wider_than_its_data_is_fitted_on_the_used_columns(client, sparse):
+@pytest.mark.parametrize("paged", [False, True])
+def test_a_model_wider_than_its_data_is_fitted_on_the_used_columns(client, sparse, paged,
+                                                                   monkeypatch):
     """X's 200 columns spread over 4000: the fit runs on the 200 alone (the same fit,
     bit for bit, as on the narrow X) and returns every other coefficient at 0; a
-    validation score sees the whole model."""
+    validation score sees the whole model.  ``paged``: the whole model is written
+    into zeros on pages mapped as written (a large model's path), with the same
+    bytes."""
+    if paged:
+        from dask_asyncopt.store import blocks
+
+        monkeypatch.setattr(blocks, "_WIDE_BYTES", 0)
     X, Y, _ = sparse
     wide = 4000
     columns = np.sort(np.random.default_rng(3).choice(wide, size=200, replace=False))
@@ -74,6 +82,7 @@ def test_a_model_wider_than_its_data_is_fitted_on_the_used_columns(client, spars
     result = fit_linear(client, (X_wide, Y, None, None), problem,
                         replace(settings, validation=seen), np.random.default_rng(0))
     assert result.model.shape == (wide + 1, 1)
+    assert result.model.flags.owndata is not paged  # paged: a view of its mapped memory
     # bit for bit (a -0.0 too); L1 left some used columns at 0, which are not written
     assert (narrow.model[:200] == 0).any()
     assert result.model[columns].tobytes() == narrow.model[:200].tobytes()
