@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import OUT_HELP, machine, size_label, write_result  # benchmarks/ on sys.path
+from peers import penalty_args  # benchmarks/ on sys.path
+from report import OUT_HELP, machine, size_label, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
@@ -65,8 +66,8 @@ def saga_reference(X, y, alpha, tol, cache):
         with np.load(path) as f:
             return f["coef"], f["intercept"], float(f["seconds"]), int(f["n_iter"])
     tick = time.perf_counter()
-    ref = LogisticRegression(penalty="l1", C=1.0 / (X.shape[0] * alpha), solver="saga",
-                             tol=tol, max_iter=10_000).fit(X, y)
+    ref = LogisticRegression(**penalty_args("l1"), C=1.0 / (X.shape[0] * alpha),
+                             solver="saga", tol=tol, max_iter=10_000).fit(X, y)
     seconds = time.perf_counter() - tick
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from ctr_data import make_zipf_ctr  # benchmarks/ is on sys.path
 from distributed import Client, LocalCluster
+from peers import penalty_args
 from report import OUT_HELP, size_label, write_result
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -107,8 +108,8 @@ def main():
                 exact = (dict(solver="liblinear", intercept_scaling=100.0, tol=1e-8,
                               max_iter=1000) if args.reference == "liblinear" else
                          dict(solver="saga", tol=args.saga_tol, max_iter=args.saga_max_iter))
-                ref = LogisticRegression(l1_ratio=l1, C=1.0 / (X.shape[0] * alpha),
-                                         **exact).fit(X, y)
+                ref = LogisticRegression(**penalty_args(penalty),
+                                         C=1.0 / (X.shape[0] * alpha), **exact).fit(X, y)
             t_ref = time.perf_counter() - tick
             f_saga = objective(X, y, ref.coef_, ref.intercept_, alpha, l1)
             f_long = math.inf

@@ -155,7 +155,9 @@ def child(args):
         from sklearn.linear_model import LogisticRegression
 
         tick = time.perf_counter()
-        est = LogisticRegression(penalty="l1", C=1.0 / (X.shape[0] * args.alpha),
+        from peers import penalty_args
+
+        est = LogisticRegression(**penalty_args("l1"), C=1.0 / (X.shape[0] * args.alpha),
                                  solver="saga", tol=args.saga_tol,
                                  max_iter=args.max_iter).fit(X, y)
         out["time"] = time.perf_counter() - tick

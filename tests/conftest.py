@@ -84,6 +84,19 @@ def data():
     return make(5000, 2000, random_state=3)
 
 
+def penalty_args(penalty):
+    """scikit-learn ``LogisticRegression``'s arguments for an ``"l1"`` or ``"l2"``
+    penalty on every version the package supports: ``l1_ratio`` alone from 1.8
+    (``penalty`` is deprecated there, to be removed in 1.10), ``penalty`` before
+    (where ``l1_ratio`` is read for elastic-net only)."""
+    import sklearn
+    from sklearn.utils.fixes import parse_version
+
+    if parse_version(sklearn.__version__) >= parse_version("1.8"):
+        return {"l1_ratio": 1.0 if penalty == "l1" else 0.0}
+    return {"penalty": penalty}
+
+
 @pytest.fixture(scope="session")
 def saga(data):
     """``fit(penalty, alpha)``: scikit-learn's exact solution of ``data``'s logistic
@@ -99,8 +112,8 @@ def saga(data):
             # LogisticRegression minimises C * sum(loss) + R(w): the same minimiser as
             # mean(loss) + alpha * R(w) for C = 1 / (n * alpha).
             cache[penalty, alpha] = LogisticRegression(
-                penalty=penalty, C=1.0 / (X.shape[0] * alpha), solver="saga", tol=1e-8,
-                max_iter=5000).fit(X, y)
+                **penalty_args(penalty), C=1.0 / (X.shape[0] * alpha), solver="saga",
+                tol=1e-8, max_iter=5000).fit(X, y)
         return cache[penalty, alpha]
 
     return fit

@@ -1,7 +1,6 @@
 """AD-PSGD's default stopping rule (``solvers/adpsgd.py`` with ``solvers/steps.py``):
 ``tol`` is the relative gap to the optimum at which the replicas' average stops."""
 
-import warnings
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -9,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.datasets import make_sparse_classification
 
-from ..conftest import cluster_is_clean, logistic_objective
+from ..conftest import cluster_is_clean, logistic_objective, penalty_args
 
 ALPHA = 1e-5
 
@@ -21,10 +20,9 @@ def test_default_tol_stops_within_it_of_the_optimum_on_an_ill_conditioned_proble
     from liblinear's exact coordinate descent, without an intercept so that
     nothing is penalised differently)."""
     X, y = make_sparse_classification(3000, 1000, random_state=3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # liblinear: penalty/l1_ratio deprecation notices
-        ref = LogisticRegression(l1_ratio=1.0, C=1.0 / (X.shape[0] * ALPHA), solver="liblinear",
-                                 fit_intercept=False, tol=1e-8, max_iter=1000).fit(X, y)
+    ref = LogisticRegression(**penalty_args("l1"), C=1.0 / (X.shape[0] * ALPHA),
+                             solver="liblinear", fit_intercept=False, tol=1e-8,
+                             max_iter=1000).fit(X, y)
     f_star = logistic_objective(X, y, ref.coef_, np.zeros(1), ALPHA, 1.0)
     est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=ALPHA, solver="adpsgd",
                              fit_intercept=False).fit(X, y)

@@ -10,7 +10,13 @@ from dask_asyncopt import AsyncSGDClassifier
 from dask_asyncopt.datasets import make_sparse_classification
 from dask_asyncopt.solvers.steps import SAFETY
 
-from ..conftest import cluster_is_clean, logistic_objective, returned_objective, ridge_gap
+from ..conftest import (
+    cluster_is_clean,
+    logistic_objective,
+    penalty_args,
+    returned_objective,
+    ridge_gap,
+)
 
 N, D = 5000, 2000
 
@@ -78,8 +84,8 @@ def test_l1_finds_the_optimum_support(data):
     """The L1 fit is as sparse as the exact optimum and agrees on its support."""
     X, y = data
     alpha = 1e-4
-    ref = LogisticRegression(penalty="l1", C=1.0 / (X.shape[0] * alpha), solver="saga",
-                             tol=1e-8, max_iter=5000).fit(X, y)
+    ref = LogisticRegression(**penalty_args("l1"), C=1.0 / (X.shape[0] * alpha),
+                             solver="saga", tol=1e-8, max_iter=5000).fit(X, y)
     # sync with a seed: the same fit on every run (an asynchronous fit's support
     # near the stopping tolerance varies from run to run)
     est = AsyncSGDClassifier(loss="log_loss", penalty="l1", alpha=alpha, solver="sync",
