@@ -564,7 +564,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
 
     The model is ``SGDClassifier``'s (one-vs-rest for more than two classes);
     ``fit`` splits the coefficients into blocks held by Dask actors and runs
-    one worker loop per Dask worker (AsyB-ProxSGD) or a synchronous baseline.
+    one worker loop per Dask worker thread (AsyB-ProxSGD) or a synchronous
+    baseline.
 
     Parameters
     ----------
@@ -673,11 +674,12 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         unbounded).  ``solver="asyb"`` only: with ``"sync"`` or ``"adpsgd"`` it
         is ignored, with a ``UserWarning``.
     n_workers : int, default=None
-        Number of worker loops; default one per Dask worker.  At most one per
-        row of ``X`` and one per row chunk of a dask ``X``: a larger value is
-        clipped, with a ``UserWarning`` naming both numbers (the default
-        silently).  More loops than Dask workers run, sharing workers, with a
-        ``UserWarning``.
+        Number of worker loops; default one per Dask worker thread (a worker
+        started with ``--nthreads 4`` runs four; the loops' kernels release the
+        GIL).  At most one per row of ``X`` and one per row chunk of a dask
+        ``X``: a larger value is clipped, with a ``UserWarning`` naming both
+        numbers (the default silently).  More loops than the workers' threads
+        run, sharing threads, with a ``UserWarning``.
     timeout : float, default=120
         Seconds any single exchange may take before the fit fails; also how
         long a worker loop waits at the end of an epoch for the slowest loop,

@@ -4,7 +4,7 @@ The model is ``mu + b_u + c_i + <p_u, q_i>`` (global mean, user and item
 biases, user and item factors) fitted to squared loss with L2 on factors and
 biases (separate strengths, paid per rating as in Funk/Koren SGD and LIBMF).
 ``fit`` keeps user and item factor blocks in Dask actors and runs one worker
-loop per Dask worker over stratified rating blocks (DSGD/NOMAD style, see
+loop per Dask worker thread over stratified rating blocks (DSGD/NOMAD style, see
 :mod:`dask_asyncopt.solvers.mf`).
 
 Ids: any hashable values (integers, floats, strings, tuples, a mix), compared
@@ -431,10 +431,10 @@ class MatrixFactorization(RegressorMixin, BaseEstimator):
         ``"sync"`` only ``n_blocks`` loops can hold a block at a time (a
         ``UserWarning``).
     n_workers : int or None, default=None
-        Worker loops; ``None``: one per Dask worker.  At most one per user: a
-        larger value is clipped, with a ``UserWarning`` naming both numbers (the
-        default silently).  More loops than Dask workers run, sharing workers,
-        with a ``UserWarning``.
+        Worker loops; ``None``: one per Dask worker thread.  At most one per
+        user: a larger value is clipped, with a ``UserWarning`` naming both
+        numbers (the default silently).  More loops than the workers' threads
+        run, sharing threads, with a ``UserWarning``.
     timeout : float, default=120.0
         Longest wait for any single exchange before the fit fails.
     random_state : int, RandomState instance or None, default=None

@@ -297,7 +297,7 @@ def run_gossip_epoch(shard, actors, config, rank, target):
     PassReport
     """
     secede()
-    handles = bind(actors, config=config)
+    handles = bind(actors, loop=rank, config=config)
     me = own_replica(handles, rank)
     n_loops = config.n_loops
     gossip = Gossip(me, handles, rank, n_loops, config.timeout)
@@ -376,7 +376,7 @@ def run_gossip_snapshot(shard, actors, config, rank, first):
     loss at the snapshot.
     """
     secede()
-    handles = bind(actors, config=config)
+    handles = bind(actors, loop=rank, config=config)
     me = own_replica(handles, rank)
     full = me.read(None).values
     grad = np.zeros_like(full)

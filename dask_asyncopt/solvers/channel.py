@@ -237,21 +237,31 @@ class _Caller:
         self.closed = False
         self.send_timeout = None  # seconds a write may block (None: no limit)
 
-    def link(self, address, timeout):
-        """The link from this process to the worker at ``address``, safe from any
-        thread.  It connects in the background: requests wait in its outbox,
-        and a peer that cannot be reached within ``timeout`` (at most
-        :data:`CONNECT_TIMEOUT`) fails them, instead of a loop blocking on a
-        lost worker's address."""
+    def link(self, address, timeout, lane=None):
+        """The link of ``lane`` from this process to the worker at ``address``,
+        safe from any thread.  It connects in the background: requests wait in
+        its outbox, and a peer that cannot be reached within ``timeout`` (at
+        most :data:`CONNECT_TIMEOUT`) fails them, instead of a loop blocking on
+        a lost worker's address.
+
+        Worker loops sharing a process (one per worker thread) each take their
+        own lane, their loop's index: a request that waits in the store (a
+        barrier, a block check-out) holds its link's serving thread until
+        others arrive, and another loop's request queued behind it on a shared
+        link could be the one it waits for.  A lane's link serves its loop's
+        tasks one after another for the whole fit (and a kept store's later
+        fits), so their number stays that of the loops.
+        """
+        key = (address, lane)
         with self.lock:
-            link = self.links.get(address)
+            link = self.links.get(key)
             if link is None or link.error is not None:
                 if self.closed:
                     raise ChannelError(f"the fit's channel {self.token} was closed")
                 link = Link(self, address)
                 self.loop.call_soon_threadsafe(
                     self._spawn, link.open(min(timeout, CONNECT_TIMEOUT)))
-                self.links[address] = link
+                self.links[key] = link
             return link
 
     def _spawn(self, coro):

@@ -98,7 +98,7 @@ class Settings:
 
     solver: str = "asyb"
     n_blocks: int | None = None  # coefficient (item) blocks; None: the solver's default
-    n_workers: int | None = None  # worker loops; None: one per Dask worker
+    n_workers: int | None = None  # worker loops; None: one per Dask worker thread
     batch_size: int | None = None  # rows per exchange; None: chosen from the data
     gradient_rows: int | None = None  # an update rule's rows per gradient (exchange_sizes)
     max_staleness: int | None = None

@@ -29,10 +29,10 @@ from .run import (
     drive,
     epochs_result,
     on_cluster,
+    place_loops,
     stopping,
     store_columns,
     with_restarts,
-    worker_loops,
 )
 from .steps import EpochSteps
 
@@ -88,7 +88,7 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
     -----
     Checked before any data moves (a ``UserWarning`` for values the user set):
     ``n_workers`` above the users is clipped (a loop owns users of its own),
-    above the Dask workers kept (loops share workers); ``n_blocks`` above the
+    above the workers' threads kept (loops share threads); ``n_blocks`` above the
     items is clipped, and below the loops kept (with ``asyb``/``sync`` at most
     ``n_blocks`` loops can hold an item block at a time).
     """
@@ -114,15 +114,15 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
             score, "valid_rmse", lower_is_better=True, watch=True, keep_best=True))
 
     def attempt(settings):
-        workers = sorted(client.nthreads())
-        if not workers:
+        nthreads = client.nthreads()
+        if not nthreads:
             raise RuntimeError("the Dask cluster has no workers" + (
                 " left" if settings.resume is not None else ""))
-        n_loops = worker_loops(settings.n_workers, workers, [(n_ids[0], (
+        loop_workers = place_loops(settings.n_workers, nthreads, [(n_ids[0], (
             f"the ratings have {n_ids[0]} distinct user(s) (a worker loop owns users of "
             "its own)"), "")])
+        n_loops = len(loop_workers)
         n_blocks = item_blocks(settings.n_blocks, n_loops, n_ids[1], settings.solver)
-        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
         token = uuid.uuid4().hex[:8]
         scattered, shards = [], []
         try:

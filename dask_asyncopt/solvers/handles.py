@@ -187,7 +187,8 @@ def bind(refs, shard=None, loop=0, config=None, driver=None):
     With ``shard`` (of worker loop ``loop``), handles to remote objects send
     each chunk's ids once per fit.  With a ``config`` naming the fit's channel
     (on a worker) or the driver's end of it (``driver``, a
-    :class:`~.channel.Driver`), remote objects are reached through its links.
+    :class:`~.channel.Driver`), remote objects are reached through its links,
+    on a worker those of loop ``loop`` (see :meth:`~.channel.Exchange.link`).
     """
     here = objects_here()
     if shard is not None and not hasattr(shard, "sent_ids"):
@@ -199,7 +200,8 @@ def bind(refs, shard=None, loop=0, config=None, driver=None):
         obj = here.get(ref.key)
         link = None
         if obj is None and exchange is not None:
-            link = exchange.link(StoreRef.of(ref).address, timeout)
+            link = exchange.link(StoreRef.of(ref).address, timeout,
+                                 None if driver is not None else loop)
         sent = None if shard is None else shard.sent_ids.setdefault(ref.key, set())
         handles.append(Handle(ref, obj, sent, loop, link))
     return handles

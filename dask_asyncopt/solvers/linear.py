@@ -27,7 +27,7 @@ from ..kernels.columns import renumber_columns
 from ..store.blocks import wide_zeros
 from .gradients import exchange_sizes
 from .registry import SOLVERS
-from .run import with_restarts, worker_loops
+from .run import place_loops, with_restarts
 
 #: fit a sparse ``X`` on the columns it uses when they are at most this share of the model
 COMPACT_SHARE = 1 / 8
@@ -194,7 +194,7 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
     Settings that disagree with the data, the cluster or the solver are checked
     before any data moves: ``n_workers`` above the rows (or a dask ``X``'s row
     chunks) and ``n_blocks`` above the coordinates are clipped, ``n_workers``
-    above the Dask workers is kept (loops share workers), ``max_staleness``
+    above the workers' threads is kept (loops share threads), ``max_staleness``
     without ``solver="asyb"`` and ``n_blocks`` with ``solver="adpsgd"`` are
     dropped; each with a ``UserWarning`` when the user set the value.  A
     ``batch_size`` above a loop's rows makes one exchange of all of them.
@@ -215,12 +215,12 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
                      "to run them all"))
 
     def attempt(settings):
-        workers = sorted(client.nthreads())  # asks the scheduler: no stale cache
-        if not workers:
+        nthreads = client.nthreads()  # asks the scheduler: no stale cache
+        if not nthreads:
             raise RuntimeError("the Dask cluster has no workers" + (
                 " left" if settings.first_epoch > 1 else ""))
-        n_loops = worker_loops(settings.n_workers, workers, caps)
-        loop_workers = [workers[i % len(workers)] for i in range(n_loops)]
+        loop_workers = place_loops(settings.n_workers, nthreads, caps)
+        n_loops, workers = len(loop_workers), sorted(nthreads)
         settings = replace(settings, n_blocks=block_count(settings.n_blocks, len(workers),
                                                           problem))
         check_memory(client, problem, settings, n_loops)

@@ -333,9 +333,9 @@ def run_mf_epoch(shard, user_actor, item_actors, config, worker, epoch, table=No
     load_kernel(config)
     timeout = config.timeout
     sync = config.solver == "sync"
-    user_block = bind([user_actor], config=config)[0]
-    blocks = bind(item_actors, config=config)
-    checkout = None if table is None else bind([table], config=config)[0]
+    user_block = bind([user_actor], loop=worker, config=config)[0]
+    blocks = bind(item_actors, loop=worker, config=config)
+    checkout = None if table is None else bind([table], loop=worker, config=config)[0]
     n_blocks = len(blocks)
     n_loops = config.n_loops
     got = user_block.wait("acquire", worker, None, timeout).result(timeout)

@@ -62,8 +62,8 @@ def run_mf_gossip_epoch(shard, user_actor, replicas, config, worker, epoch):
     n_loops = config.n_loops
     offsets = config.offsets
     n_values = config.n_values  # factor and bias columns: what the item step scales
-    user_block = bind([user_actor], config=config)[0]
-    handles = bind(replicas, config=config)
+    user_block = bind([user_actor], loop=worker, config=config)[0]
+    handles = bind(replicas, loop=worker, config=config)
     me = own_replica(handles, worker)
     gossip = Gossip(me, handles, worker, n_loops, timeout)
     got = user_block.wait("acquire", worker, None, timeout).result(timeout)

@@ -570,18 +570,28 @@ def _free(client, futures, channel):
         _unregister(client, channel)
 
 
-def worker_loops(requested, workers, caps=()):
-    """How many worker loops a fit runs on ``workers`` (the Dask workers' addresses).
+def place_loops(requested, nthreads, caps=()):
+    """The Dask worker (address) of each of a fit's worker loops.
 
-    ``requested`` is the estimator's ``n_workers`` (``None``: one loop per Dask
-    worker); ``caps`` are ``(limit, reason, fix)`` triples from the data (a loop
-    needs rows, or users, or a row chunk of its own).  The data's limits clip the
-    count: silently for the default, with a ``UserWarning`` naming both numbers
-    for an explicit ``n_workers``.  An explicit ``n_workers`` above the number of
-    Dask workers is kept -- loops then share workers, which works -- and said in
-    a ``UserWarning``.
+    ``nthreads`` maps the Dask workers' addresses to their threads
+    (``client.nthreads()``).  ``requested`` is the estimator's ``n_workers``
+    (``None``: one loop per worker thread: a worker started with ``--nthreads
+    4`` runs four, whose kernels release the GIL; a loop is one long task that
+    leaves its worker's thread pool); ``caps`` are ``(limit, reason, fix)``
+    triples from the data (a loop needs rows, or users, or a row chunk of its
+    own).  The data's limits clip the count: silently for the default, with a
+    ``UserWarning`` naming both numbers for an explicit ``n_workers``.  An
+    explicit ``n_workers`` above the workers' threads is kept -- loops then
+    share threads, which works -- and said in a ``UserWarning``.
+
+    Loops take the threads in turn, every worker's first thread, then every
+    worker's second, ...: fewer loops than threads still spread over the
+    workers (a worker process, its memory and its link to the others), and
+    more loops than threads share them evenly.
     """
-    n = requested or len(workers)
+    workers = sorted(nthreads)
+    slots = [w for k in range(max(nthreads.values())) for w in workers if nthreads[w] > k]
+    n = requested or len(slots)
     for limit, reason, fix in caps:
         if n > limit:
             if requested is not None:
@@ -590,15 +600,15 @@ def worker_loops(requested, workers, caps=()):
                     f"worker loop(s){fix}", UserWarning, stacklevel=2)
             n = limit
     n = max(n, 1)
-    if requested is not None and n > len(workers):
+    if requested is not None and n > len(slots):
         loops = f"n_workers={requested}" + (" worker loops" if n == requested else
                                              f" ({n} worker loops)")
         warnings.warn(
-            f"{loops} on {len(workers)} Dask worker(s): loops "
-            f"share workers (up to {-(-n // len(workers))} on one), each taking a share of "
-            "its worker's CPU and memory.  The fit works, but to run one loop per worker "
-            "leave n_workers=None, or add workers", UserWarning, stacklevel=2)
-    return n
+            f"{loops} on {len(slots)} Dask worker thread(s) ({len(workers)} worker(s)): "
+            f"loops share threads (up to {-(-n // len(slots))} on one), each taking a "
+            "share of its thread's CPU.  The fit works, but to run one loop per thread "
+            "leave n_workers=None, or add workers (or threads)", UserWarning, stacklevel=2)
+    return [slots[i % len(slots)] for i in range(n)]
 
 
 def with_restarts(client, settings, attempt):

@@ -152,8 +152,9 @@ def test_n_workers_above_the_workers_runs_with_a_warning(client):
     assert len(client.nthreads()) == 2
     clf = AsyncSGDClassifier(loss="log_loss", n_workers=3, max_iter=2, tol=None,
                              random_state=0)
-    with pytest.warns(UserWarning, match=r"n_workers=3 worker loops on 2 Dask worker\(s\): "
-                                         r"loops share workers \(up to 2 on one\)"):
+    with pytest.warns(UserWarning, match=r"n_workers=3 worker loops on 2 Dask worker thread\(s\) "
+                                         r"\(2 worker\(s\)\): loops share threads "
+                                         r"\(up to 2 on one\)"):
         clf.fit(X, y)
     assert clf.n_iter_ == 2 and clf.history_["samples"].iloc[-1] == 2 * X.shape[0]
     assert cluster_is_clean(client)
@@ -165,7 +166,7 @@ def test_n_workers_above_the_rows_is_clipped_with_a_warning(client):
     got = fit_quietly(clf, Xd, yd)
     assert "n_workers=6 but X has 3 row(s) (a worker loop needs at least one): the fit " \
            "runs 3 worker loop(s)" in got
-    assert any("loops share workers" in m for m in got)  # 3 loops on 2 workers
+    assert any("loops share threads" in m for m in got)  # 3 loops on 2 workers
     assert cluster_is_clean(client)
 
 
@@ -232,7 +233,7 @@ def test_mf_n_workers_above_the_users_is_clipped_with_a_warning(client):
     got = fit_quietly(mf, XR[few], YR[few])
     assert "n_workers=5 but the ratings have 3 distinct user(s) (a worker loop owns users " \
            "of its own): the fit runs 3 worker loop(s)" in got
-    assert any("loops share workers" in m for m in got)
+    assert any("loops share threads" in m for m in got)
     assert cluster_is_clean(client)
 
 

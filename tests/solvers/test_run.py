@@ -26,6 +26,7 @@ from dask_asyncopt.solvers.run import (
     epochs_result,
     lost_workers,
     on_cluster,
+    place_loops,
     release,
     stopping,
     store_columns,
@@ -453,3 +454,23 @@ def test_driver_collects_epochs_and_sees_failed_loops(request, where):
         fut.result(10).stop().result(10)
         run._waiter.shutdown(wait=True)
         client.cancel([fut] + run.loops, force=True)
+
+
+def test_loops_take_the_workers_threads_in_turn():
+    """One loop per worker thread by default, every worker's first thread before any
+    second one; an explicit count above the threads shares them, with a warning; the
+    data's limits clip (silently for the default)."""
+    import warnings
+
+    threads = {"tcp://b:1": 1, "tcp://a:1": 2}
+    a, b = "tcp://a:1", "tcp://b:1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert place_loops(None, threads) == [a, b, a]
+        assert place_loops(2, threads) == [a, b]
+        assert place_loops(None, threads, [(2, "X has 2 row(s)", "")]) == [a, b]
+    with pytest.warns(UserWarning, match=r"n_workers=5 worker loops on 3 Dask worker "
+                                         r"thread\(s\) \(2 worker\(s\)\): loops share "
+                                         r"threads \(up to 2 on one\)"):
+        assert place_loops(5, threads) == [a, b, a, a, b]
+
