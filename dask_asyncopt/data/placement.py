@@ -98,7 +98,9 @@ def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
 
 def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):
     """Compute the partitions where they fall and give each loop those it holds
-    (with its rows' labels and, if any, sample weights)."""
+    (with its rows' labels and, if any, sample weights); a loop whose worker holds
+    none takes one from another loop.  An error only with fewer row chunks than
+    loops."""
     from distributed import wait
 
     X = X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
@@ -123,6 +125,18 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):
             # keep a partition where it lies when a loop runs there, else even out rows
             i = min(local or range(len(loop_workers)), key=lambda i: load[i])
             assigned[i].append(j)
+            load[i] += rows[j]
+        # The scheduler may have put every partition on some loops' workers: a loop
+        # left without one takes one from the most loaded loop holding several (its
+        # rows then move worker to worker), so enough row chunks always suffice.
+        for i in [i for i, mine in enumerate(assigned) if not mine]:
+            donors = [k for k, mine in enumerate(assigned) if len(mine) > 1]
+            if not donors:
+                break
+            k = max(donors, key=lambda k: load[k])
+            j = assigned[k].pop()
+            assigned[i].append(j)
+            load[k] -= rows[j]
             load[i] += rows[j]
         if not all(assigned):
             raise ValueError(

@@ -236,9 +236,9 @@ def loss_sum_dense(X, Y, W, coef, intercept, loss, epsilon):
 # and normalised per row (see :func:`sweep_csr_svrg`).  A single step
 # ``1 / (L max_r |x_r|^2)`` moves a coordinate that appears in few rows by a
 # ``1 / (row length)`` share of its error per appearance: on click-through-like
-# data (Zipf-distributed binary features, 24 a row) it left the default fit
-# 1.4% above the optimum where the preconditioned step reaches 4e-4 in 8 epochs
-# (measured, see docs/design.md).
+# data (Zipf-distributed binary features) it left the default fit far above the
+# optimum, which the preconditioned step reaches (docs/design.md gives the
+# measurements).
 # ---------------------------------------------------------------------------
 
 

@@ -51,7 +51,8 @@ STALL_REDUCTIONS = 2
 STALL_FACTOR = 5.0
 
 #: :class:`GapStopping` stops when the extrapolated gap is below ``tol / SAFETY``
-#: (on click-through data the extrapolation ran up to 1.5x below the true gap)
+#: (the extrapolation can run below the true gap while the rate settles; the
+#: user guide's "When a fit stops" gives the measurements)
 SAFETY = 2.0
 
 #: :func:`extrapolated_gap` takes the slowest of this many ratios of decreases
@@ -115,11 +116,11 @@ class GapStopping(EarlyStopping):
 
     Either stops the fit.  The bound is exact but, scaled by the largest
     gradient entry over a tiny ``alpha``, closes only near machine accuracy on
-    ill-conditioned data (click-through data: still 0.8 at a true gap of 1e-3);
-    the estimate follows the true gap within a factor of about 1.5 there.  An
-    objective that merely slows down says nothing about the distance left
-    (scikit-learn's rule stopped such fits 1.1e-3 above the optimum with
-    ``tol=1e-3``); the rate of that slowing down does.
+    ill-conditioned data such as click-through data, where the estimate
+    follows the true gap closely (the user guide's "When a fit stops" gives
+    the measurements).  An objective that merely slows down says nothing about
+    the distance left (scikit-learn's rule stopped such fits several times
+    ``tol`` above the optimum); the rate of that slowing down does.
 
     The objective-decrease rule stays as a safety net: ``n_iter_no_change``
     epochs without an improvement of :data:`STALL_SHARE` ``* tol`` of the

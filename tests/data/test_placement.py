@@ -161,6 +161,28 @@ def test_place_dask_gives_each_loop_whole_partitions(client):
     assert cluster_is_clean(client)
 
 
+def test_place_dask_feeds_a_loop_whose_worker_holds_no_partition(client):
+    """Every partition on one worker (the scheduler's choice): the other loop still
+    gets rows, as long as there are as many row chunks as loops."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 4))
+    y = rng.integers(0, 2, 300)
+    first, second = sorted(client.nthreads())
+    Xd = client.persist(da.from_array(X, chunks=(50, 4)), workers=[first])
+    wait(Xd)
+    assert {w for ws in client.who_has(Xd).values() for w in ws} == {first}
+    futures, n = placement.place_dask(client, Xd, da.from_array(y, chunks=50), None,
+                                      [first, second], ShardLayout(4, 2, False, 64),
+                                      _encode, np.random.default_rng(0))
+    try:
+        sizes = [s.n_rows for s in client.gather(futures)]
+        assert n == 300 and sum(sizes) == 300 and min(sizes) >= 50
+    finally:
+        client.cancel(futures)
+    del Xd
+    assert cluster_is_clean(client)
+
+
 def test_placement_keeps_rows_shuffled(client):
     """Rows sorted by class reach every chunk mixed: the shards keep the
     placement's shuffle (the sweeps visit rows in storage order)."""
