@@ -18,9 +18,10 @@ and keeps the event loops out of the hot path:
   The driver's calls between epochs take links of their own
   (:class:`Driver`, on the client's event loop), closed when the fit ends.
 * A loop reaches the store objects of one other worker through one
-  :class:`Link`: a single connection, opened by Dask on first use, carrying
-  requests ``(id, actor key, method, args, kwargs)`` in the order the loop
-  issues them.  The caller's thread writes them itself; a thread of the link
+  :class:`Link` of its own (loops sharing a worker process do not share
+  links: see :meth:`_Caller.link`): a single connection, opened by Dask on
+  first use, carrying requests ``(id, actor key, method, args, kwargs)`` in
+  the order the loop issues them.  The caller's thread writes them itself; a thread of the link
   reads the replies.  The receiving worker serves each link on a thread of
   its own: requests one after another (a request may wait inside the store --
   a sync round, admission under ``max_staleness`` -- without holding the
