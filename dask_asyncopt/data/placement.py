@@ -105,13 +105,18 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):
 
     X = X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
     y = y.rechunk({0: X.chunks[0]})
-    x_parts = client.compute(list(X.to_delayed().ravel()))
-    y_parts = client.compute(list(y.to_delayed().ravel()))
-    w_parts = []
-    if sample_weight is not None:
-        w_parts = client.compute(list(
-            sample_weight.rechunk({0: X.chunks[0]}).to_delayed().ravel()))
-    wait(x_parts + y_parts + w_parts)
+    weights = [] if sample_weight is None else list(
+        sample_weight.rechunk({0: X.chunks[0]}).to_delayed().ravel())
+    # One graph: X, y and the weights often share keys (y = X[:, 0] > 0, or
+    # columns of one dataframe), and collections computed separately are
+    # optimised separately, which can give one key two different tasks (the
+    # scheduler then keeps stale task states and may deadlock).
+    n_parts = len(X.chunks[0])
+    futures = client.compute(list(X.to_delayed().ravel()) + list(y.to_delayed().ravel())
+                             + weights)
+    x_parts, y_parts = futures[:n_parts], futures[n_parts:2 * n_parts]
+    w_parts = futures[2 * n_parts:]
+    wait(futures)
     try:
         who = client.who_has(x_parts)
         rows = X.chunks[0]

@@ -199,3 +199,22 @@ def test_placement_keeps_rows_shuffled(client):
             assert 0.25 < share < 0.75
     client.cancel(futures)
 
+
+
+def test_place_dask_with_keys_shared_by_x_and_y_leaves_no_task(process_client):
+    """X and y selected by one mask share its keys: computed as one graph, no
+    key gets two tasks, and every task is released after the placement."""
+    rng = np.random.default_rng(4)
+    X = da.from_array(rng.normal(size=(400, 6)), chunks=(100, 6))
+    y = da.from_array(rng.integers(0, 2, 400), chunks=100)
+    keep = X[:, 1] > -1.0
+    Xm, ym = X[keep].compute_chunk_sizes(), y[keep].compute_chunk_sizes()
+    workers = sorted(process_client.nthreads())
+    futures, n = placement.place_dask(process_client, Xm, ym, None, workers,
+                                      ShardLayout(6, 2, False, 64), _encode,
+                                      np.random.default_rng(0))
+    try:
+        assert n == Xm.shape[0] and sum(s.n_rows for s in process_client.gather(futures)) == n
+    finally:
+        process_client.cancel(futures)
+    assert cluster_is_clean(process_client)
