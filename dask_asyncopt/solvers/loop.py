@@ -289,8 +289,9 @@ def check_finite(loss, delta=None, finite=True):
             and (delta is None or all_finite(delta.reshape(delta.shape[0], -1)))):
         raise FloatingPointError(
             "the loss or the coefficients became non-finite: the step size is too "
-            "large for this data; lower eta0 (or alpha with learning_rate='optimal') "
-            "or scale the features")
+            "large for this data, or its values are (a squared loss of targets near "
+            "1e154 overflows); lower eta0 (or alpha with learning_rate='optimal') or "
+            "scale the features and targets")
 
 
 def sweep_sgd(chunk, rows, w, samples, config):

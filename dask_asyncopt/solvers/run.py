@@ -451,7 +451,10 @@ def on_cluster(client, run, actors, body, kept=None):
         ended = True
         return result
     except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
-        lost = lost_workers(client, workers)
+        # a loop that raised a data or arithmetic error ran on a live worker: look
+        # once, without waiting for the scheduler to notice a lost one
+        alive = isinstance(exc, (ValueError, TypeError, ArithmeticError))
+        lost = lost_workers(client, workers, patience=0.0 if alive else 5.0)
         if lost:
             raise WorkerLost(lost, run.checkpoint, run.history) from exc
         raise
@@ -619,6 +622,12 @@ def with_restarts(client, settings, attempt):
         try:
             result = attempt(settings)
             break
+        except TimeoutError as exc:
+            # Waits on futures raise a bare TimeoutError: name the setting behind it.
+            raise TimeoutError(
+                f"{str(exc) or 'an exchange or an epoch'} exceeded the fit's "
+                f"timeout={settings.timeout:g} s; pass a larger timeout to the "
+                "estimator (a loaded cluster or a long epoch needs more)") from exc
         except WorkerLost as lost:
             resume = lost.checkpoint
             if resume is not None:

@@ -37,6 +37,7 @@ from dask_asyncopt.store.blocks import BlockServer
 from dask_asyncopt.store.replies import StoreStats
 
 from ..conftest import cluster_is_clean
+from ..integration.deployments import nothing_left
 
 
 class Policy:
@@ -474,3 +475,24 @@ def test_loops_take_the_workers_threads_in_turn():
                                          r"threads \(up to 2 on one\)"):
         assert place_loops(5, threads) == [a, b, a, a, b]
 
+
+@pytest.mark.slow  # a failed fit waits for the scheduler to tell a lost worker
+@pytest.mark.parametrize("model", ["linear", "factors"])
+def test_a_fit_past_its_timeout_names_the_setting_and_leaves_nothing(process_client, model):
+    """No exchange between processes is answered within a nanosecond: the fit
+    fails with an error naming the timeout (waits on futures raise a bare
+    TimeoutError; which wait fails first varies, a link's connection may) and
+    releases everything it placed."""
+    from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
+
+    rng = np.random.default_rng(0)
+    if model == "linear":
+        est = AsyncSGDClassifier(timeout=1e-9, max_iter=2)
+        X, y = rng.normal(size=(400, 5)), rng.integers(0, 2, 400)
+    else:
+        est = MatrixFactorization(timeout=1e-9, max_iter=2)
+        X, y = np.c_[rng.integers(0, 40, 400), rng.integers(0, 30, 400)], rng.normal(size=400)
+    with process_client.as_current(), pytest.raises(
+            (TimeoutError, OSError, RuntimeError), match="1e-09 s"):
+        est.fit(X, y)
+    assert nothing_left(process_client)
