@@ -149,6 +149,20 @@ def check_finite_part(X):
                          "before fitting")
 
 
+def check_magnitude(X):
+    """Raise unless the squares of finite ``X``'s values (float64) add up to a
+    finite number.  The solvers size their steps and precondition their
+    coordinates by rows' and columns' sums of squares: one that overflows to
+    infinity gives a step of 0, and the fit would return its starting point
+    without a word.  Bounds every such sum at the cost of one dot product."""
+    data = X.data if sp.issparse(X) else np.ravel(X)
+    if not math.isfinite(float(np.dot(data, data))):
+        raise ValueError(
+            f"X has values so large (up to {np.abs(data).max():.3g}) that the sum of their "
+            "squares overflows float64, which the step sizes are computed from; scale the "
+            "features (e.g. sklearn.preprocessing.MaxAbsScaler) before fitting")
+
+
 
 
 def check_sample_weight(sample_weight, n_samples):

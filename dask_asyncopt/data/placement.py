@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from .inputs import check_finite_part, to_scipy
+from .inputs import check_finite_part, check_magnitude, to_scipy
 from .shards import make_shard
 
 #: Rows per exchange aim at this many non-zeros: enough compute to dwarf an
@@ -38,6 +38,7 @@ def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed):
     else:
         X = np.vstack([np.asarray(x, dtype=np.float64) for x in parts])
     check_finite_part(X)
+    check_magnitude(X)
     y = np.concatenate([np.asarray(y).ravel() for y in y_parts])
     sw = None if w_parts is None else np.concatenate(
         [np.asarray(w, dtype=np.float64).ravel() for w in w_parts])

@@ -325,6 +325,7 @@ class _BaseAsyncSGD(BaseEstimator):
             n_samples = X.shape[0]
         else:
             X, y = self._validate_in_memory(X, y, reset=reset)
+            inputs.check_magnitude(X)
             n_samples = X.shape[0]
             sw = inputs.check_sample_weight(sample_weight, n_samples)
         if n_samples == 0:

@@ -97,6 +97,27 @@ def preconditioner(counts, energy, out=None):
     return out
 
 
+def _check_float32(precond, counts, energy):
+    """Raise a ``ValueError`` naming the fix unless every :func:`preconditioner`
+    value of a column with non-zeros is a non-zero, finite float32 (as the
+    blocks keep it): a column's scale far from 1 (root mean square beyond
+    about 1e21, or below about 1e-19, depending on its row count) would round
+    it to 0, a coordinate that silently never moves, or to infinity.  Values
+    in float32's subnormal range keep fewer bits: a step scale off by a few
+    percent, which moves no fixed point."""
+    f32 = np.finfo(np.float32)
+    bad = (counts > 0) & (energy > 0) & (
+        (precond < f32.smallest_subnormal) | (precond > f32.max))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        rms = float(np.sqrt(energy[j] / counts[j]))
+        raise ValueError(
+            f"a feature's non-zero values have a root mean square of {rms:.3g}, too far "
+            "from 1 for the variance-reduced steps (their per-feature scale is kept in "
+            "float32); scale the features (e.g. sklearn.preprocessing.StandardScaler or "
+            "MaxAbsScaler), or pass variance_reduction=None")
+
+
 def column_scale(counts, energy):
     """Root mean square of each column's non-zeros (1 for a column no row
     touches): the scale an update rule's steps are divided by."""
@@ -585,8 +606,11 @@ class BlockServer(EpochHandOff):
         if self.n_log == 0:  # no push yet to undo: the iterate to go back to is here
             self._keep_active()
         if self.precondition:  # 0 where no row touches (see preconditioner)
-            self.precond[seen] = preconditioner(
-                self.counts[seen], energy[seen] if energy is not None else energy_active)
+            counts = self.counts[seen]
+            energy_seen = energy[seen] if energy is not None else energy_active
+            scale = preconditioner(counts, energy_seen)
+            _check_float32(scale, counts, energy_seen)
+            self.precond[seen] = scale
         else:
             self.precond[:] = 1.0
         if self.RULE_UPDATES:

@@ -32,6 +32,9 @@ BAD_FIT = [
     ("strings", dict(), np.array([["a", "b"]] * 60), y, ValueError, "convert|numeric"),
     ("empty", dict(), np.empty((0, 3)), np.empty(0), ValueError, "0 sample"),
     ("no features", dict(), np.empty((60, 0)), y, ValueError, "0 feature"),
+    ("squares overflow", dict(), X * 1e160, y, ValueError, "overflows float64"),
+    ("sparse squares overflow", dict(), sp.csr_matrix(X * 1e160), y, ValueError,
+     "overflows float64"),
     ("unknown solver", dict(solver="hogwild"), X, y, ValueError, "solver"),
     ("unknown penalty", dict(penalty="l3"), X, y, ValueError, "penalty"),
     ("negative alpha", dict(alpha=-1.0), X, y, ValueError, "alpha"),
@@ -102,7 +105,7 @@ def test_predict_proba_only_for_probabilistic_losses():
 
 def test_divergence_is_an_error_not_nan_coefficients(client):
     # values so large that one step overflows the predictions to inf
-    Xbig = rng.normal(loc=1e160, scale=1e159, size=(200, 3))
+    Xbig = rng.normal(loc=1e100, scale=1e99, size=(200, 3))
     ybig = rng.normal(size=200)
     est = AsyncSGDRegressor(learning_rate="constant", eta0=10.0, max_iter=5, tol=None)
     with pytest.raises(FloatingPointError, match="step size"):
@@ -120,6 +123,22 @@ def test_failure_inside_a_worker_loop_leaves_cluster_clean(client):
     with pytest.raises(ValueError, match="NaN"):
         AsyncSGDClassifier(max_iter=2).fit(Xd, yd)
     assert cluster_is_clean(client)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e25])
+def test_features_too_far_from_unit_scale_are_an_error_not_a_frozen_fit(
+        process_client, scale):
+    """The blocks keep the variance-reduced steps' per-feature scale in float32:
+    features whose scale would round it to 0 (a fit that silently returns its
+    start) or to infinity fail with the fix named, on process workers too, and
+    leave nothing behind."""
+    with process_client.as_current(), pytest.raises(ValueError, match="scale the features"):
+        AsyncSGDClassifier(loss="log_loss", max_iter=2).fit(X * scale, y)
+    assert cluster_is_clean(process_client)
+    # within range, the same data fits (the steps do not depend on a feature's scale)
+    est = AsyncSGDClassifier(loss="log_loss", max_iter=2, solver="sync", random_state=0)
+    with process_client.as_current():
+        assert est.fit(X * 1e18, y).score(X * 1e18, y) > 0.8
 
 
 @pytest.mark.parametrize("loss", ["hinge", "log_loss"])  # plain SGD, SVRG
