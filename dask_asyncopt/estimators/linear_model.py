@@ -444,6 +444,8 @@ class _BaseAsyncSGD(BaseEstimator):
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
         if X.shape[0] == 0:
             raise ValueError("X has 0 samples; at least 1 is required")
+        if X.shape[1] == 0:
+            raise ValueError("X has 0 features; at least 1 is required")
         if reset:
             self.n_features_in_ = int(X.shape[1])
         elif X.shape[1] != self.n_features_in_:

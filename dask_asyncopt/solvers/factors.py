@@ -156,7 +156,9 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
             client.cancel(held)
     U, V = result.model
     if not (np.isfinite(U).all() and np.isfinite(V).all()):
-        raise FloatingPointError("the factors became non-finite: lower eta0")
+        raise FloatingPointError(
+            "the factors became non-finite: lower eta0, or scale ratings far from 1 (e.g. "
+            "y / y.std())")
     return result
 
 

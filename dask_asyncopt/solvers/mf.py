@@ -302,7 +302,8 @@ def diverged(config):
     hint = ("lower eta0" if config.rule != RULE_SGD else
             "lower eta0, or use learning_rate='adagrad'")
     return FloatingPointError(
-        f"the factors became non-finite: the step size is too large for this data; {hint}")
+        "the factors became non-finite: the step size is too large for this data; "
+        f"{hint}, or scale ratings far from 1 (e.g. y / y.std())")
 
 
 def load_kernel(config):

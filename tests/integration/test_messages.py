@@ -54,6 +54,10 @@ def test_empty_dask_input(client):
     yd = da.from_array(np.empty(0), chunks=1)
     with pytest.raises(ValueError, match="X has 0 samples; at least 1 is required"):
         AsyncSGDClassifier(max_iter=2).fit(Xd, yd)
+    # no columns: refused as in memory, not a fit of no coefficients
+    with pytest.raises(ValueError, match="X has 0 features; at least 1 is required"):
+        AsyncSGDClassifier(max_iter=2).fit(da.zeros((60, 0), chunks=(20, 0)),
+                                           da.from_array(y, chunks=20))
 
 
 def test_decreasing_indptr(client):
