@@ -671,7 +671,8 @@ class Replicas:
                  f"consensus distance {distance:.3g}, "
                  f"compute {100 * row['compute_fraction']:.0f}%"),
             diverged=(f"the objective became {objective} at epoch {epoch}: the step size is "
-                      "too large; lower eta0 (or raise alpha with learning_rate='optimal')"))
+                      "too large; lower eta0 (or raise alpha with learning_rate='optimal'), "
+                      "or scale features, targets or sample weights far from 1"))
 
     def _wait_for_samples(self, target):
         """Block until the loops have processed ``target`` samples in all, or ended

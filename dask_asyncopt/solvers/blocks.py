@@ -246,7 +246,8 @@ class Blocks:
                  f"staleness {row['staleness_mean']:.2f}/{row['staleness_max']}, "
                  f"compute {100 * row['compute_fraction']:.0f}%"),
             diverged=(f"the objective became {objective} at epoch {epoch}: the step size is "
-                      "too large; lower eta0 (or raise alpha with learning_rate='optimal')"),
+                      "too large; lower eta0 (or raise alpha with learning_rate='optimal'), "
+                      "or scale features, targets or sample weights far from 1"),
             gap_bound=gap, gap_estimate=estimate)
 
     def next(self, epoch, step):
