@@ -156,7 +156,9 @@ def check_magnitude(X):
     infinity gives a step of 0, and the fit would return its starting point
     without a word.  Bounds every such sum at the cost of one dot product."""
     data = X.data if sp.issparse(X) else np.ravel(X)
-    if not math.isfinite(float(np.dot(data, data))):
+    with np.errstate(over="ignore"):  # the error below says it
+        total = float(np.dot(data, data))
+    if not math.isfinite(total):
         raise ValueError(
             f"X has values so large (up to {np.abs(data).max():.3g}) that the sum of their "
             "squares overflows float64, which the step sizes are computed from; scale the "
