@@ -10,13 +10,15 @@ data (20 non-zeros a row), ``F = mean(log-loss) + alpha |w|_1``.  ``F_target`` i
 the objective scikit-learn's ``SGDClassifier`` reaches in 5 epochs; its fit
 is timed in every round, next to ours.
 
-Deployments, all with 2 single-threaded workers, started by this script and
-kept for the whole run (``benchmarks/deploy.py``):
+Deployments, all with 2 worker threads (single-threaded workers but
+``cli-1x2``), started by this script and kept for the whole run (``benchmarks/deploy.py``):
 
 * ``threads``: a thread ``LocalCluster`` (the embedded default's layout);
 * ``processes``: ``LocalCluster(processes=True)``;
 * ``cli``: ``dask scheduler`` + 2 ``dask worker --nthreads 1`` CLI processes
   (nannies on), over TCP on 127.0.0.1;
+* ``cli-1x2`` (``--threaded``): ``dask scheduler`` + one ``dask worker --nthreads
+  2``: the fit's two loops share one worker process;
 * ``hosts``: the same, each process in its own Linux network namespace
   (veth pairs to a bridge), with a user-space delay giving ``--rtts`` ms of
   round trip between any two hosts, the driver included (switched between
@@ -172,15 +174,15 @@ def persisted(client, X, y):
     return client.persist(Xd), client.persist(yd)
 
 
-def deployment_pids(deployments, hosts):
+def deployment_pids(deployments, started):
     """``{deployment: pids to stop while another one fits}``: the process groups
-    of CLI and namespaced deployments, the worker processes of the process
-    ``LocalCluster`` (its scheduler and nannies live in this process)."""
+    of the CLI and namespaced deployments ``started`` (by name), the worker
+    processes of the process ``LocalCluster`` (its scheduler and nannies live in
+    this process)."""
     import os
 
     pids = {"processes": list(deployments["processes"].run(os.getpid).values())}
-    for name in ("cli", "hosts"):
-        dep = hosts if name == "hosts" else deployments.get("_cli")
+    for name, dep in started.items():
         if dep is not None:
             pids[name] = [-p.pid for p in dep.processes]  # negative: the process group
     return pids
@@ -236,8 +238,11 @@ def run(args):
                 n_workers=2, threads_per_worker=1, processes=processes,
                 dashboard_address=None))
             deployments[name] = stack.enter_context(Client(cluster, set_as_default=False))
-        cli = stack.enter_context(cli_cluster(n_workers=2))
-        deployments["cli"] = cli.client
+        started = {"cli": stack.enter_context(cli_cluster(n_workers=2))}
+        if args.threaded:
+            started["cli-1x2"] = stack.enter_context(cli_cluster(n_workers=1, nthreads=2))
+        for name, dep in started.items():
+            deployments[name] = dep.client
         hosts = None
         why = netns_unavailable()
         if why is None and args.rtts:
@@ -262,7 +267,7 @@ def run(args):
                       if "+" not in d and s == args.solvers[0] for m in args.mf_solvers]
         mf = mf_data(args) if mf_configs else None
         mf_results = {c: [] for c in mf_configs}
-        pids = deployment_pids({**deployments, "_cli": cli}, hosts)
+        pids = deployment_pids(deployments, {**started, "hosts": hosts})
         # warm-up: every worker loads the kernels (Numba cache) once
         for client in deployments.values():
             our_fit(client, X[:4000], y[:4000], args.alpha, "asyb", 1, -math.inf)
@@ -364,6 +369,9 @@ def parse_args(argv=None):
     p.add_argument("--mf-items", type=int, default=10_000)
     p.add_argument("--mf-ratings", type=int, default=2_000_000)
     p.add_argument("--mf-epochs", type=int, default=10)
+    p.add_argument("--threaded", action="store_true",
+                   help="also a CLI deployment of one worker process with 2 threads "
+                        "(cli-1x2): a loop per thread, in one process")
     p.add_argument("--dask-data", action="store_true",
                    help="also fit from dask arrays persisted on the cluster")
     p.add_argument("--out", default=None, help=OUT_HELP)
