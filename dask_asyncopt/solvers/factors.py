@@ -114,13 +114,9 @@ def fit_factors(client, ratings, n_ids, mu, problem, settings, rng, held_out=Non
             score, "valid_rmse", lower_is_better=True, watch=True, keep_best=True))
 
     def attempt(settings):
-        nthreads = client.nthreads()
-        if not nthreads:
-            raise RuntimeError("the Dask cluster has no workers" + (
-                " left" if settings.resume is not None else ""))
-        loop_workers = place_loops(settings.n_workers, nthreads, [(n_ids[0], (
+        loop_workers = place_loops(settings.n_workers, client.nthreads(), [(n_ids[0], (
             f"the ratings have {n_ids[0]} distinct user(s) (a worker loop owns users of "
-            "its own)"), "")])
+            "its own)"), "")], restarted=settings.resume is not None)
         n_loops = len(loop_workers)
         n_blocks = item_blocks(settings.n_blocks, n_loops, n_ids[1], settings.solver)
         token = uuid.uuid4().hex[:8]

@@ -216,10 +216,8 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
 
     def attempt(settings):
         nthreads = client.nthreads()  # asks the scheduler: no stale cache
-        if not nthreads:
-            raise RuntimeError("the Dask cluster has no workers" + (
-                " left" if settings.first_epoch > 1 else ""))
-        loop_workers = place_loops(settings.n_workers, nthreads, caps)
+        loop_workers = place_loops(settings.n_workers, nthreads, caps,
+                                   restarted=settings.first_epoch > 1)
         n_loops, workers = len(loop_workers), sorted(nthreads)
         settings = replace(settings, n_blocks=block_count(settings.n_blocks, len(workers),
                                                           problem))

@@ -573,8 +573,10 @@ def _free(client, futures, channel):
         _unregister(client, channel)
 
 
-def place_loops(requested, nthreads, caps=()):
-    """The Dask worker (address) of each of a fit's worker loops.
+def place_loops(requested, nthreads, caps=(), restarted=False):
+    """The Dask worker (address) of each of a fit's worker loops (a
+    ``RuntimeError`` on a cluster without workers, ``restarted``: left after a
+    loss).
 
     ``nthreads`` maps the Dask workers' addresses to their threads
     (``client.nthreads()``).  ``requested`` is the estimator's ``n_workers``
@@ -592,6 +594,8 @@ def place_loops(requested, nthreads, caps=()):
     workers (a worker process, its memory and its link to the others), and
     more loops than threads share them evenly.
     """
+    if not nthreads:
+        raise RuntimeError("the Dask cluster has no workers" + (" left" if restarted else ""))
     workers = sorted(nthreads)
     slots = [w for k in range(max(nthreads.values())) for w in workers if nthreads[w] > k]
     n = requested or len(slots)

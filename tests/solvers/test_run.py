@@ -460,7 +460,7 @@ def test_driver_collects_epochs_and_sees_failed_loops(request, where):
 def test_loops_take_the_workers_threads_in_turn():
     """One loop per worker thread by default, every worker's first thread before any
     second one; an explicit count above the threads shares them, with a warning; the
-    data's limits clip (silently for the default)."""
+    data's limits clip (silently for the default); no workers is an error."""
     import warnings
 
     threads = {"tcp://b:1": 1, "tcp://a:1": 2}
@@ -474,6 +474,10 @@ def test_loops_take_the_workers_threads_in_turn():
                                          r"thread\(s\) \(2 worker\(s\)\): loops share "
                                          r"threads \(up to 2 on one\)"):
         assert place_loops(5, threads) == [a, b, a, a, b]
+    with pytest.raises(RuntimeError, match="has no workers$"):
+        place_loops(None, {})
+    with pytest.raises(RuntimeError, match="has no workers left"):
+        place_loops(None, {}, restarted=True)
 
 
 @pytest.mark.slow  # a failed fit waits for the scheduler to tell a lost worker
