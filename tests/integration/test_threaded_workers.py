@@ -46,10 +46,11 @@ def test_a_loop_per_thread_reaches_the_optimum(threaded, data, optimum, solver):
     assert cluster_is_clean(threaded)
 
 
-@pytest.mark.parametrize("solver", ["asyb", "sync"])
+@pytest.mark.parametrize("solver", ["asyb", "sync", "adpsgd"])
 def test_matrix_factorization_checks_out_blocks_across_loops_of_a_process(threaded, solver):
     """Four loops, two per process, take turns on the item blocks (a check-out waits in
-    the store for the holder's release, possibly from the other loop of its process)."""
+    the store for the holder's release, possibly from the other loop of its process), or
+    gossip their item replicas (adpsgd)."""
     X, y = make_ratings(400, 300, 12_000, random_state=0)
     with threaded.as_current():
         mf = MatrixFactorization(n_factors=4, max_iter=4, solver=solver, random_state=0,
