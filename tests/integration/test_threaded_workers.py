@@ -53,8 +53,10 @@ def test_matrix_factorization_checks_out_blocks_across_loops_of_a_process(thread
     gossip their item replicas (adpsgd)."""
     X, y = make_ratings(400, 300, 12_000, random_state=0)
     with threaded.as_current():
-        mf = MatrixFactorization(n_factors=4, max_iter=4, solver=solver, random_state=0,
-                                 timeout=60).fit(X, y)
+        with get_task_stream(threaded) as stream:
+            mf = MatrixFactorization(n_factors=4, max_iter=4, solver=solver, random_state=0,
+                                     timeout=60).fit(X, y)
+        assert sorted(w for _, w in _loops(stream)) == sorted(2 * list(threaded.nthreads()))
         one = MatrixFactorization(n_factors=4, max_iter=4, solver=solver, random_state=0,
                                   n_workers=1, timeout=60).fit(X, y)
     assert mf.history_.epoch.max() == 4
