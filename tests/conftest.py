@@ -47,8 +47,19 @@ def cluster_is_clean(client, wait=5.0):
         n_tasks = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
         actors = sum(client.run(lambda dask_worker: len(dask_worker.state.actors)).values())
         if (n_tasks == 0 and actors == 0) or time.monotonic() > deadline:
+            if n_tasks or actors:  # shown with the failing test's output
+                print("left on the cluster:", _leftovers(client))
             return n_tasks == 0 and actors == 0
         time.sleep(0.05)
+
+
+def _leftovers(client):
+    """The scheduler's tasks (key, state, who wants them) and the workers' actors."""
+    def tasks(dask_scheduler):
+        return [(str(key), ts.state, sorted(str(c.client_key) for c in ts.who_wants))
+                for key, ts in list(dask_scheduler.tasks.items())[:20]]
+    return {"tasks": client.run_on_scheduler(tasks),
+            "actors": client.run(lambda dask_worker: [str(k) for k in dask_worker.state.actors])}
 
 
 def make_sparse_classification(n_samples, n_features, nnz_per_row=10, seed=0,

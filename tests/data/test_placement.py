@@ -198,6 +198,7 @@ def test_placement_keeps_rows_shuffled(client):
             share = (chunk.Y > 0).mean()
             assert 0.25 < share < 0.75
     client.cancel(futures)
+    assert cluster_is_clean(client)
 
 
 

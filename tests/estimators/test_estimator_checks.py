@@ -5,7 +5,17 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
 
+from ..conftest import cluster_is_clean
+
 pytestmark = pytest.mark.slow  # every scikit-learn check: ~400 small fits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_after_the_checks(client):
+    """Whatever the checks' fits did (failures included), nothing of theirs is left on
+    the shared cluster (the next module would fail instead, without saying why)."""
+    yield
+    assert cluster_is_clean(client)
 
 # With the asynchronous solver, updates from the two workers interleave in
 # arrival order, so two fits on the same data and seed differ in the last
