@@ -56,7 +56,7 @@ def cluster_is_clean(client, wait=5.0):
 def _leftovers(client):
     """The scheduler's tasks (key, state, who wants them) and the workers' actors."""
     def tasks(dask_scheduler):
-        return [(str(key), ts.state, sorted(str(c.client_key) for c in ts.who_wants))
+        return [(str(key), ts.state, sorted(str(c.client_key) for c in ts.who_wants or ()))
                 for key, ts in list(dask_scheduler.tasks.items())[:20]]
     return {"tasks": client.run_on_scheduler(tasks),
             "actors": client.run(lambda dask_worker: [str(k) for k in dask_worker.state.actors])}

@@ -451,10 +451,7 @@ def on_cluster(client, run, actors, body, kept=None):
         ended = True
         return result
     except (Exception, CancelledError) as exc:  # Dask cancels the lost worker's futures
-        # a loop that raised a data or arithmetic error ran on a live worker: look
-        # once, without waiting for the scheduler to notice a lost one
-        alive = isinstance(exc, (ValueError, TypeError, ArithmeticError))
-        lost = lost_workers(client, workers, patience=0.0 if alive else 5.0)
+        lost = lost_workers(client, workers)
         if lost:
             raise WorkerLost(lost, run.checkpoint, run.history) from exc
         raise
