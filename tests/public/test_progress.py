@@ -97,7 +97,7 @@ def test_early_stop_completes_the_bar(client, capsys):
 
 def test_failed_fit_leaves_the_bar_where_it_failed(client, capsys):
     rng = np.random.default_rng(0)
-    Xbig = rng.normal(loc=1e160, scale=1e159, size=(200, 3))
+    Xbig = rng.normal(loc=1e100, scale=1e99, size=(200, 3))
     est = AsyncSGDRegressor(learning_rate="constant", eta0=10.0, max_iter=5, tol=None,
                             verbose=2)
     level_before = logger.level

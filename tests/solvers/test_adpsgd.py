@@ -95,7 +95,7 @@ def test_plain_sgd_hinge_multiclass_like_sklearn(client):
 
 def test_divergence_leaves_cluster_clean(client):
     rng = np.random.default_rng(0)
-    Xbig = rng.normal(loc=1e160, scale=1e159, size=(200, 3))
+    Xbig = rng.normal(loc=1e100, scale=1e99, size=(200, 3))
     est = AsyncSGDRegressor(learning_rate="constant", eta0=10.0, max_iter=5, tol=None,
                             solver="adpsgd", variance_reduction=None)
     with pytest.raises(FloatingPointError):
