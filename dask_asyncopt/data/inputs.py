@@ -132,14 +132,45 @@ def _check_compressed(indptr, indices, data, n_major, n_minor, name, minor):
 
 def dask_to_array(obj, name):
     """A dask DataFrame/Series becomes a dask array with known chunk sizes."""
-    if hasattr(obj, "to_dask_array"):
-        obj = obj.to_dask_array(lengths=True)
-    if any(math.isnan(c) for c in obj.chunks[0]):
-        obj = obj.compute_chunk_sizes()
-    if name == "X" and obj.ndim != 2:
-        raise ValueError(f"X must be 2-dimensional, got a {obj.ndim}-d dask array; "
-                         "reshape it to (n_samples, n_features)")
-    return obj
+    return dask_to_arrays(**{name: obj})[0]
+
+
+def dask_to_arrays(**named):
+    """Dask collections (``None`` passes through) as dask arrays with known chunk
+    sizes, the unknown ones computed in ONE graph.
+
+    Why one graph: ``X[mask]`` and ``y[mask]`` (or two columns of one frame)
+    share keys, and each computation is optimised on its own: the same key can
+    get two different tasks.  Sized one after the other with dask's
+    ``compute_chunk_sizes``, such a pair left the shared keys' task states on
+    the scheduler for good (``released``, wanted by no one).
+    """
+    import dask.array as da
+
+    arrays = []
+    for name, obj in named.items():
+        if obj is not None and hasattr(obj, "to_dask_array"):
+            obj = obj.to_dask_array()
+        if name == "X" and obj is not None and obj.ndim != 2:
+            raise ValueError(f"X must be 2-dimensional, got a {obj.ndim}-d dask array; "
+                             "reshape it to (n_samples, n_features)")
+        arrays.append(obj)
+    unknown = [i for i, a in enumerate(arrays)
+               if a is not None and any(math.isnan(c) for cs in a.chunks for c in cs)]
+    shapes = dask.compute(*[arrays[i].map_blocks(
+        _block_shape, dtype=np.int64, new_axis=arrays[i].ndim,
+        chunks=tuple((1,) * len(c) for c in arrays[i].chunks) + ((arrays[i].ndim,),))
+        for i in unknown])
+    for i, shape in zip(unknown, shapes, strict=True):
+        a = arrays[i]
+        chunks = tuple(tuple(int(n) for n in np.moveaxis(shape, axis, 0)[
+            (slice(None),) + (0,) * (a.ndim - 1) + (axis,)]) for axis in range(a.ndim))
+        arrays[i] = da.Array(a.dask, a.name, chunks, meta=a._meta)
+    return arrays
+
+
+def _block_shape(block):
+    return np.array(block.shape, dtype=np.int64).reshape((1,) * block.ndim + (block.ndim,))
 
 
 def check_finite_part(X):

@@ -436,8 +436,10 @@ class _BaseAsyncSGD(BaseEstimator):
         if not (inputs.is_dask(X) and inputs.is_dask(y)):
             raise TypeError("X and y must both be dask collections or both in memory; "
                             "convert the other with dask.array.from_array")
-        X = inputs.dask_to_array(X, "X")
-        y = inputs.dask_to_array(y, "y")
+        X, y, dask_weights = inputs.dask_to_arrays(
+            X=X, y=y, sample_weight=sample_weight if inputs.is_dask(sample_weight) else None)
+        if dask_weights is not None:
+            sample_weight = dask_weights
         if X.dtype.kind not in "biuf":
             raise TypeError(f"X has dtype {X.dtype}; numeric data is required")
         if X.shape[0] != y.shape[0]:

@@ -327,7 +327,7 @@ def _dask_parts(X, y):
                 "aligned; pass one DataFrame of (user, item, rating) columns as fit(X)")
         xs, ys = X.to_delayed(), y.to_delayed()
     else:
-        X, y = inputs.dask_to_array(X, "X"), inputs.dask_to_array(y, "y")
+        X, y = inputs.dask_to_arrays(X=X, y=y)
         if X.ndim != 2 or X.shape[1] != 2:
             raise ValueError(
                 "X must have shape (n_ratings, 2): one [user id, item id] pair per row; "

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import sparse
 
 from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
+from dask_asyncopt.data import inputs
 from dask_asyncopt.datasets import make_sparse_classification
 
 from ..conftest import cluster_is_clean
@@ -78,6 +79,25 @@ def test_regressor_on_dask_dataframe():
     assert hasattr(pred, "dask")
     np.testing.assert_allclose(pred.compute(), X @ reg.coef_ + reg.intercept_)
     assert reg.score(X, y) > 0.99
+
+
+def test_masked_dask_rows_are_sized_in_one_graph(client):
+    """``X[keep]``, ``y[keep]`` share keys and have unknown chunk sizes: sized
+    together they match dask's own sizes, and neither the sizing nor a fit on
+    them leaves a task on the cluster (dask's ``compute_chunk_sizes`` on one,
+    then the other, left the shared keys' task states on the scheduler)."""
+    Xn = np.random.default_rng(4).normal(size=(400, 6))
+    X = da.from_array(Xn, chunks=(100, 6))
+    y = da.from_array((Xn[:, 0] > 0).astype(int), chunks=100)
+    keep, kept = X[:, 1] > -1.0, Xn[:, 1] > -1.0
+    Xm, ym, none = inputs.dask_to_arrays(X=X[keep], y=y[keep], sample_weight=None)
+    assert none is None
+    assert Xm.chunks == (tuple(int(kept[i:i + 100].sum()) for i in range(0, 400, 100)), (6,))
+    assert ym.chunks == (Xm.chunks[0],)
+    np.testing.assert_array_equal(ym.compute(), (Xn[:, 0] > 0)[kept])
+    est = AsyncSGDClassifier(max_iter=2, tol=None, random_state=0).fit(X[keep], y[keep])
+    assert est.n_features_in_ == 6
+    assert cluster_is_clean(client)
 
 
 def test_process_cluster(process_client, data):

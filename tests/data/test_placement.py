@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from distributed import wait
 
-from dask_asyncopt.data import placement
+from dask_asyncopt.data import inputs, placement
 from dask_asyncopt.data.shards import ShardLayout, WorkerShard
 
 from ..conftest import cluster_is_clean
@@ -209,7 +209,8 @@ def test_place_dask_with_keys_shared_by_x_and_y_leaves_no_task(process_client):
     X = da.from_array(rng.normal(size=(400, 6)), chunks=(100, 6))
     y = da.from_array(rng.integers(0, 2, 400), chunks=100)
     keep = X[:, 1] > -1.0
-    Xm, ym = X[keep].compute_chunk_sizes(), y[keep].compute_chunk_sizes()
+    with process_client.as_current():
+        Xm, ym = inputs.dask_to_arrays(X=X[keep], y=y[keep])
     workers = sorted(process_client.nthreads())
     futures, n = placement.place_dask(process_client, Xm, ym, None, workers,
                                       ShardLayout(6, 2, False, 64), _encode,
