@@ -46,6 +46,7 @@ import itertools
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 from distributed import WorkerPlugin, get_worker
@@ -399,13 +400,17 @@ class Link:
         self.n_calls = 0
 
     async def open(self, timeout):
+        started = time.monotonic()
         try:
             comm = await connect(self.address, timeout=timeout,
                                  **self.exchange.connection_args)
             await comm.write({"op": self.exchange.op, "reply": False})
             opened = transport(comm, self.exchange.loop)
         except Exception as exc:  # noqa: BLE001 - a lost peer: fail what waits for it
-            self.fail(exc)
+            # Dask says OSError when connecting timed out; a TimeoutError lets the
+            # fit name its setting
+            timed_out = time.monotonic() - started >= timeout
+            self.fail(TimeoutError(f"connecting to {self.address}") if timed_out else exc)
             return
         if self.exchange.send_timeout is not None and isinstance(opened, SocketTransport):
             opened.limit_writes(self.exchange.send_timeout)
@@ -484,8 +489,9 @@ class Link:
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(ChannelError(
-                    f"the link to {self.address} failed: {self.error!r}"))
+                future.set_exception(self.error if isinstance(self.error, TimeoutError) else
+                                     ChannelError(f"the link to {self.address} failed: "
+                                                  f"{self.error!r}"))
         if self.transport is not None:
             self.transport.close()
 

@@ -481,22 +481,22 @@ def test_loops_take_the_workers_threads_in_turn():
 
 
 @pytest.mark.slow  # a failed fit waits for the scheduler to tell a lost worker
-@pytest.mark.parametrize("model", ["linear", "factors"])
+@pytest.mark.parametrize("model", ["asyb", "adpsgd", "factors"])
 def test_a_fit_past_its_timeout_names_the_setting_and_leaves_nothing(process_client, model):
     """No exchange between processes is answered within a nanosecond: the fit
-    fails with an error naming the timeout (waits on futures raise a bare
-    TimeoutError; which wait fails first varies, a link's connection may) and
-    releases everything it placed."""
+    fails with a TimeoutError naming the setting and its fix, whichever wait
+    failed first (a wait on a future, an exchange, a link's connection, which
+    Dask reports as an OSError), and releases everything it placed."""
     from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
 
     rng = np.random.default_rng(0)
-    if model == "linear":
-        est = AsyncSGDClassifier(timeout=1e-9, max_iter=2)
-        X, y = rng.normal(size=(400, 5)), rng.integers(0, 2, 400)
-    else:
+    if model == "factors":
         est = MatrixFactorization(timeout=1e-9, max_iter=2)
         X, y = np.c_[rng.integers(0, 40, 400), rng.integers(0, 30, 400)], rng.normal(size=400)
+    else:
+        est = AsyncSGDClassifier(timeout=1e-9, max_iter=2, solver=model)
+        X, y = rng.normal(size=(400, 5)), rng.integers(0, 2, 400)
     with process_client.as_current(), pytest.raises(
-            (TimeoutError, OSError, RuntimeError), match="1e-09 s"):
+            TimeoutError, match=r"timeout=1e-09 s; pass a larger timeout"):
         est.fit(X, y)
     assert nothing_left(process_client)
