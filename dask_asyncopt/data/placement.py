@@ -29,9 +29,44 @@ def auto_batch_size(n_rows, nnz):
     return int(max(16, min(math.ceil(TARGET_CHUNK_NNZ / per_row), math.ceil(n_rows / 8))))
 
 
-def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed):
+def held_counts(rows, fraction):
+    """Rows held out of each row chunk (``rows``: the chunks' sizes) for a
+    validation ``fraction``: the nearest count, leaving every chunk a row to
+    train on.  Known before any chunk is computed."""
+    return [min(int(fraction * n + 0.5), max(n - 1, 0)) for n in rows]
+
+
+def held_index(n, k, seed, part):
+    """The ``k`` held-out rows (sorted) of row chunk ``part`` of ``n`` rows."""
+    return np.sort(np.random.default_rng([seed, part]).choice(n, k, replace=False))
+
+
+def _take(a, index):
+    """Rows ``index`` of a chunk of ``X``, ``y`` or the weights (``None`` stays)."""
+    if a is None:
+        return None
+    a = to_scipy(a)
+    return sp.csr_matrix(a)[index] if sp.issparse(a) else np.asarray(a)[index]
+
+
+def held_rows(x, y, w, k, seed, part):
+    """The held-out rows of one chunk: ``(X, y, sample_weight or None)`` (a task)."""
+    index = held_index(x.shape[0], k, seed, part)
+    return _take(x, index), _take(y, index), _take(w, index)
+
+
+def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed, drop=None):
     """Build a shard on a worker from its dask partitions (runs as a task);
-    ``w_parts`` are the sample weights' partitions, or ``None``."""
+    ``w_parts`` are the sample weights' partitions, or ``None``; ``drop``, per
+    partition, ``(k, seed, part)`` of the rows held out (:func:`held_index`)
+    that it leaves out."""
+    if drop is not None:
+        keep = [np.delete(np.arange(x.shape[0]), held_index(x.shape[0], *d))
+                for x, d in zip(X_parts, drop, strict=True)]
+        X_parts = [_take(x, i) for x, i in zip(X_parts, keep, strict=True)]
+        y_parts = [_take(y, i) for y, i in zip(y_parts, keep, strict=True)]
+        w_parts = None if w_parts is None else [
+            _take(w, i) for w, i in zip(w_parts, keep, strict=True)]
     parts = [to_scipy(x) for x in X_parts]
     if any(sp.issparse(x) for x in parts):
         X = sp.vstack([sp.csr_matrix(x, dtype=np.float64) for x in parts], format="csr")
@@ -97,11 +132,18 @@ def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
         return list(pool.map(place, range(len(loop_workers)))), n
 
 
-def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):
+def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng,
+               hold_out=None):
     """Compute the partitions where they fall and give each loop those it holds
     (with its rows' labels and, if any, sample weights); a loop whose worker holds
     none takes one from another loop.  An error only with fewer row chunks than
-    loops."""
+    loops.
+
+    Returns the shards and their rows; with ``hold_out`` (a
+    :class:`~dask_asyncopt.solvers.config.HeldOut`) the shards leave the held-out
+    rows out, and a third item lists futures of those rows per chunk
+    (:func:`held_rows`), computed from the same partitions where they lie.
+    """
     from distributed import wait
 
     X = X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
@@ -148,21 +190,30 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng):
             raise ValueError(
                 f"X has {len(x_parts)} row chunks for {len(loop_workers)} worker loops; "
                 "rechunk X into at least n_workers row chunks or lower n_workers")
+        counts = None if hold_out is None else held_counts(rows, hold_out.fraction)
+        held = [] if hold_out is None else [client.submit(
+            held_rows, x_parts[j], y_parts[j], w_parts[j] if w_parts else None, k,
+            hold_out.seed, j, workers=list(who.get(x_parts[j].key, ())) or None,
+            pure=False) for j, k in enumerate(counts) if k]
         shards = [client.submit(
             shard_from_parts, [x_parts[j] for j in mine], [y_parts[j] for j in mine],
             [w_parts[j] for j in mine] if w_parts else None, encode, layout,
-            int(rng.integers(2**31)), workers=[addr], allow_other_workers=False, pure=False)
+            int(rng.integers(2**31)),
+            None if counts is None else [(counts[j], hold_out.seed, j) for j in mine],
+            workers=[addr], allow_other_workers=False, pure=False)
             for mine, addr in zip(assigned, loop_workers, strict=True)]
         try:
-            wait(shards)
-            for f in shards:
+            wait(shards + held)
+            for f in shards + held:
                 if f.status == "error":
                     f.result()  # re-raises a partition's validation error here
         except BaseException:
-            client.cancel(shards)
+            client.cancel(shards + held)
             raise
     finally:
         # release, not cancel: cancelling a key cancels its dependents (the shards)
         for f in x_parts + y_parts + w_parts:
             f.release()
-    return shards, sum(rows)
+    if hold_out is None:
+        return shards, sum(rows)
+    return shards, sum(rows) - sum(counts), held

@@ -23,7 +23,7 @@ from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..data import inputs
+from ..data import inputs, placement
 from ..objective.losses import (
     CLASSIFICATION_LOSSES,
     REGRESSION_LOSSES,
@@ -37,6 +37,7 @@ from ..progress import FitProgress
 from ..solvers import (
     SOLVERS,
     SVRG,
+    HeldOut,
     KeptStore,
     LinearProblem,
     Schedule,
@@ -333,11 +334,9 @@ class _BaseAsyncSGD(BaseEstimator):
         validation = None
         if self.early_stopping and not partial:
             if inputs.is_dask(X):
-                raise ValueError(
-                    "early_stopping=True needs in-memory X and y (it holds out a random "
-                    "validation_fraction of the rows); with dask collections hold out a "
-                    "validation set yourself and call score(), or set early_stopping=False")
-            X, y, sw, validation = self._hold_out(X, y, sw, rng)
+                validation = self._hold_out_dask(X, rng)
+            else:
+                X, y, sw, validation = self._hold_out(X, y, sw, rng)
         if not inputs.is_dask(X):
             data = (X, *self._encoder(y, partial)(y, sw), None)
         problem = self._problem(sp.issparse(X) or _has_sparse_chunks(X), partial)
@@ -428,6 +427,22 @@ class _BaseAsyncSGD(BaseEstimator):
             return self._score_decision(decision, y_val, sw_val)
 
         return X, y, sw, Validation(score, "validation_score", watch=True)
+
+    def _hold_out_dask(self, X, rng):
+        """The validation set of dask collections: about ``validation_fraction``
+        of each row chunk's rows, held out and scored on the workers (not
+        stratified; see :class:`~dask_asyncopt.solvers.HeldOut`)."""
+        n, fraction = X.shape[0], self.validation_fraction
+        n_val = sum(placement.held_counts(X.chunks[0], fraction))
+        if n_val == 0:
+            raise ValueError(
+                f"validation_fraction={fraction} holds out 0 of the {n} samples (each row "
+                "chunk of X holds out that share of its rows, keeping one to train on): "
+                "raise validation_fraction, use larger row chunks, or set "
+                "early_stopping=False")
+        part_score, combine = self._held_out_scoring()
+        return Validation(HeldOut(fraction, int(rng.integers(2**31)), part_score, combine),
+                          "validation_score", watch=True)
 
     def _describe_dask(self, X, y, sample_weight, reset=True, partial=False):
         """Dask ``X``, ``y`` and weights (``None``) checked from their metadata
@@ -550,6 +565,66 @@ class _BaseAsyncSGD(BaseEstimator):
         inputs.check_finite_part(X)
         coef = self.coef_.reshape(len(self.intercept_), -1)
         return np.asarray(safe_sparse_dot(X, coef.T, dense_output=True)) + self.intercept_
+
+
+def _weights(w, n):
+    return np.ones(n) if w is None else np.asarray(w, dtype=np.float64).ravel()
+
+
+def _all_zero_weights():
+    return ValueError(
+        "the sample weights of the validation rows are all zero, so they cannot score "
+        "the fit: use another random_state or validation_fraction, or "
+        "early_stopping=False")
+
+
+def _accuracy_sums(decision, y, w, classes):
+    """Weighted correct labels and weight of one held-out chunk (on a worker)."""
+    labels = (classes[(decision[:, 0] > 0).astype(int)] if decision.shape[1] == 1 else
+              classes[decision.argmax(axis=1)])
+    y = np.ravel(y)
+    w = _weights(w, y.shape[0])
+    return float(w @ (labels == y)), float(w.sum())
+
+
+def _accuracy(sums):
+    """scikit-learn's weighted accuracy from the chunks' :func:`_accuracy_sums`."""
+    correct, total = (sum(s[i] for s in sums) for i in range(2))
+    if total == 0:
+        raise _all_zero_weights()
+    return correct / total
+
+
+def _r2_sums(decision, y, w):
+    """One held-out chunk's weight, weighted mean and sum of squared deviations
+    of ``y``, and weighted squared residuals (on a worker)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    w = _weights(w, y.shape[0])
+    weight = float(w.sum())
+    mean = float(w @ y) / weight if weight else 0.0
+    return (weight, mean, float(w @ np.square(y - mean)),
+            float(w @ np.square(y - decision[:, 0])))
+
+
+def _r2(sums):
+    """scikit-learn's weighted R^2 from the chunks' :func:`_r2_sums`; their
+    deviations are merged pairwise (Chan et al.), not from sums of squares,
+    which cancel for targets far from 0."""
+    weight = mean = deviations = residuals = 0.0
+    for w, m, d, r in sums:
+        residuals += r
+        if w == 0:
+            continue
+        total = weight + w
+        delta = m - mean
+        deviations += d + delta * delta * weight * w / total
+        mean += delta * w / total
+        weight = total
+    if weight == 0:
+        raise _all_zero_weights()
+    if deviations == 0:  # as scikit-learn's r2_score (force_finite)
+        return 1.0 if residuals == 0 else 0.0
+    return 1.0 - residuals / deviations
 
 
 def _has_sparse_chunks(X):
@@ -704,7 +779,8 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         model on them after every epoch (``history_["validation_score"]``:
         accuracy, R^2 for the regressor) and stop when that score has not
         improved by ``tol`` for ``n_iter_no_change`` epochs, as scikit-learn's
-        SGD does.  In-memory data only.
+        SGD does.  With dask collections, that share of each row chunk's rows
+        (at random, not stratified) is held out on its worker and scored there.
     validation_fraction : float, default=0.1
         Share of the rows held out when ``early_stopping`` is set.
     class_weight : dict, "balanced" or None, default=None
@@ -922,6 +998,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
     def _score_decision(self, scores, y, sample_weight=None):
         return accuracy_score(y, self._labels(scores), sample_weight=sample_weight)
 
+    def _held_out_scoring(self):
+        return functools.partial(_accuracy_sums, classes=self.classes_), _accuracy
+
     def _labels(self, scores):
         if scores.shape[1] == 1:
             return self.classes_[(scores[:, 0] > 0).astype(int)]
@@ -1055,6 +1134,9 @@ early_stopping, validation_fraction :
 
     def _score_decision(self, scores, y, sample_weight=None):
         return r2_score(y, np.asarray(scores)[:, 0], sample_weight=sample_weight)
+
+    def _held_out_scoring(self):
+        return _r2_sums, _r2
 
     def _encoder(self, y, partial=False):
         return _regression_targets

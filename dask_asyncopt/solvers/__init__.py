@@ -22,6 +22,7 @@ from .config import (
     SVRG,
     FactorProblem,
     FitResult,
+    HeldOut,
     LinearProblem,
     Schedule,
     Settings,
@@ -46,5 +47,5 @@ def session():
 
 
 __all__ = ["FACTOR_RULES", "ITEM_SIDES", "SOLVERS", "SVRG", "FactorProblem", "FitResult",
-           "KeptStore", "LinearProblem", "Schedule", "Settings", "Validation", "fit_factors",
-           "fit_linear", "session"]
+           "HeldOut", "KeptStore", "LinearProblem", "Schedule", "Settings", "Validation",
+           "fit_factors", "fit_linear", "session"]

@@ -79,6 +79,22 @@ class FactorProblem:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """A validation set held out of dask collections where they lie: about
+    ``fraction`` of each row chunk's rows (chosen from ``seed``, see
+    :func:`~dask_asyncopt.data.placement.held_counts`), scored there.
+    ``part_score(decision, y, sample_weight)`` turns one chunk's decisions, raw
+    targets and weights (or ``None``) into sums; ``combine(sums)`` the sums of
+    every chunk into the score.  As :attr:`Validation.score`, the fit replaces
+    it by the function of the parts it placed."""
+
+    fraction: float
+    seed: int
+    part_score: object
+    combine: object
+
+
+@dataclass(frozen=True)
 class Validation:
     """A held-out score after every epoch: ``score(model)`` into history column
     ``column``; with ``watch`` the stopping rule watches it (lower is better

@@ -16,6 +16,7 @@ follow the data, not the width.
 
 import warnings
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +26,7 @@ from ..data.placement import place_dask, place_in_memory
 from ..data.shards import ShardLayout
 from ..kernels.columns import renumber_columns
 from ..store.blocks import wide_zeros
+from .config import HeldOut
 from .gradients import exchange_sizes
 from .registry import SOLVERS
 from .run import place_loops, with_restarts
@@ -91,6 +93,29 @@ def _whole(model, columns, n_features):
     full[columns[rows]] = used[rows]
     full[n_features:] = model[n_used:]
     return full
+
+
+def held_out_score(client, held, problem, spec, model):
+    """The validation score of ``model`` on rows held out on the cluster
+    (``held``: futures of each chunk's rows, see
+    :func:`~dask_asyncopt.data.placement.held_rows`): the model goes to the rows,
+    each chunk's sums (``spec.part_score``) come back and ``spec.combine`` makes
+    them the score."""
+    [m] = client.scatter([model], hash=False)
+    sums = [client.submit(_part_sums, m, part, problem.n_features, problem.fit_intercept,
+                          spec.part_score, pure=False) for part in held]
+    try:
+        return spec.combine(client.gather(sums))
+    finally:
+        client.cancel([*sums, m])
+
+
+def _part_sums(model, part, n_features, fit_intercept, part_score):
+    X, y, w = part
+    decision = np.asarray(X @ model[:n_features])
+    if fit_intercept:
+        decision = decision + model[n_features]
+    return part_score(decision, y, w)
 
 
 def store_bytes(problem, solver, n_loops):
@@ -230,9 +255,17 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
             settings = replace(settings, gradient_rows=gradient_rows)
         layout = ShardLayout(problem.n_features, settings.n_blocks, problem.fit_intercept,
                              batch_size)
+        held = []
         if is_dask(X):
-            shards, n_samples = place_dask(client, X, Y, W, loop_workers, layout, encode,
-                                           rng)
+            validation = settings.validation
+            hold_out = validation.score if validation is not None and isinstance(
+                validation.score, HeldOut) else None
+            shards, n_samples, *held = place_dask(client, X, Y, W, loop_workers, layout,
+                                                  encode, rng, hold_out)
+            if hold_out is not None:
+                held = held[0]
+                settings = replace(settings, validation=replace(validation, score=partial(
+                    held_out_score, client, held, problem, hold_out)))
         else:
             shards, n_samples = place_in_memory(client, X, Y, W, loop_workers, layout,
                                                 rng)
@@ -244,7 +277,7 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
             return fit(client, shards, loop_workers, n_samples, problem, settings, start,
                        samples, kept, start_moments)
         finally:
-            client.cancel(shards)
+            client.cancel(shards + held)
 
     result = with_restarts(client, settings, attempt)
     if not np.isfinite(result.model).all():

@@ -161,6 +161,59 @@ def test_place_dask_gives_each_loop_whole_partitions(client):
     assert cluster_is_clean(client)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse):
+    """With a hold-out, the shards train on every row but the held-out ones
+    (each chunk's count from held_counts), those rows come back as futures on
+    the cluster, and their score there is scikit-learn's on the same rows."""
+    from sklearn.metrics import accuracy_score
+
+    from dask_asyncopt.solvers.config import HeldOut, LinearProblem
+    from dask_asyncopt.solvers.linear import held_out_score
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(430, 6))
+    y = rng.integers(0, 2, 430)
+    sw = rng.uniform(0.5, 2.0, 430)
+    Xd = da.from_array(sp.csr_matrix(X) if sparse else X, chunks=(100, 6), asarray=False)
+    classes = np.array([0, 1])
+
+    def part_score(decision, labels, w):
+        return float(w @ (classes[(decision[:, 0] > 0).astype(int)] == labels)), float(w.sum())
+
+    def combine(sums):
+        return sum(s[0] for s in sums) / sum(s[1] for s in sums)
+
+    spec = HeldOut(0.25, 11, part_score, combine)
+    counts = placement.held_counts(Xd.chunks[0], 0.25)
+    assert counts == [25, 25, 25, 25, 8]
+    futures, n, held = placement.place_dask(
+        client, Xd, da.from_array(y, chunks=100), da.from_array(sw, chunks=100),
+        sorted(client.nthreads()), ShardLayout(6, 2, False, 64), _encode,
+        np.random.default_rng(0), spec)
+    try:
+        assert n == 430 - sum(counts)
+        index = np.concatenate([100 * j + placement.held_index(m, k, 11, j) for j, (m, k) in
+                                enumerate(zip(Xd.chunks[0], counts, strict=True))])
+        train = np.setdiff1d(np.arange(430), index)
+        got = [_rows(s) for s in client.gather(futures)]
+        got_X = np.vstack([g[0] for g in got])[:, np.argsort([0, 2, 4, 1, 3, 5])]
+        assert _as_set(got_X, np.vstack([g[1] for g in got]), np.vstack([g[2] for g in got])
+                       ) == _as_set(X[train], *_encode(y[train], sw[train]))
+        parts = client.gather(held)
+        X_val = np.vstack([p[0].toarray() if sparse else p[0] for p in parts])
+        np.testing.assert_array_equal(X_val, X[index])
+        coef = np.r_[rng.normal(size=6), 0.1][:, None]  # intercept last
+        problem = LinearProblem(n_features=6, n_outputs=1, loss=0, penalty=None,
+                                fit_intercept=True, schedule=None)
+        expected = accuracy_score(y[index], (X[index] @ coef[:6, 0] + 0.1 > 0).astype(int),
+                                  sample_weight=sw[index])
+        assert held_out_score(client, held, problem, spec, coef) == pytest.approx(expected)
+    finally:
+        client.cancel(futures + held)
+    assert cluster_is_clean(client)
+
+
 def test_place_dask_feeds_a_loop_whose_worker_holds_no_partition(client):
     """Every partition on one worker (the scheduler's choice): the other loop still
     gets rows, as long as there are as many row chunks as loops."""

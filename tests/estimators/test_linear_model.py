@@ -11,6 +11,7 @@ from dask_asyncopt import AsyncSGDClassifier, AsyncSGDRegressor
 from dask_asyncopt.datasets import make_sparse_classification
 
 from ..conftest import cluster_is_clean
+from ..integration.deployments import nothing_left
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(60, 3))
@@ -246,6 +247,41 @@ def test_early_stopping_regressor_and_errors(client):
     y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=400)
     est = AsyncSGDRegressor(early_stopping=True, max_iter=30, random_state=0).fit(X, y)
     assert est.history_["validation_score"].iloc[-1] > 0.9  # R^2 on held-out rows
-    with pytest.raises(ValueError, match="early_stopping=True needs in-memory"):
-        AsyncSGDRegressor(early_stopping=True).fit(da.from_array(X), da.from_array(y))
+    with pytest.raises(ValueError, match="validation_fraction=0.1 holds out 0 of the 400"):
+        AsyncSGDRegressor(early_stopping=True).fit(da.from_array(X, chunks=(4, 5)),
+                                                   da.from_array(y, chunks=4))
     assert cluster_is_clean(client)
+
+
+@pytest.mark.parametrize("model", ["classifier", "regressor"])
+def test_early_stopping_on_dask_collections_scores_rows_held_out_on_the_workers(
+        process_client, model):
+    """Each row chunk holds out about validation_fraction of its rows on its
+    worker: the fit trains on the rest (its sample count says so), scores the
+    held-out rows there every epoch (tests/data/test_placement.py checks the
+    score against scikit-learn's) and leaves nothing on the cluster."""
+    import dask.array as da
+
+    from dask_asyncopt.data import placement
+
+    rng = np.random.default_rng(5)
+    X = sp.random(3000, 40, density=0.2, format="csr", random_state=5)
+    truth = X @ rng.normal(size=40)
+    if model == "classifier":
+        est, y = AsyncSGDClassifier, np.where(truth > 0, "yes", "no")
+    else:
+        est, y = AsyncSGDRegressor, truth + 0.1 * rng.normal(size=3000)
+    w = rng.random(3000)
+    Xd = da.from_array(X, chunks=(700, -1), asarray=False)
+    fitted = est(early_stopping=True, validation_fraction=0.2, max_iter=8, tol=None,
+                 random_state=0)
+    with process_client.as_current():
+        fitted.fit(Xd, da.from_array(y, chunks=700), sample_weight=da.from_array(w, chunks=700))
+    n_val = sum(placement.held_counts(Xd.chunks[0], 0.2))
+    assert n_val == 4 * 140 + 40  # chunks of 700, 700, 700, 700, 200
+    assert fitted.t_ == 8 * (3000 - n_val)
+    scores = fitted.history_["validation_score"]
+    assert len(scores) == 8 and scores.notna().all()
+    assert scores.iloc[-1] > (0.8 if model == "classifier" else 0.9)
+    assert nothing_left(process_client)
+
