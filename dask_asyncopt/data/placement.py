@@ -29,15 +29,9 @@ def auto_batch_size(n_rows, nnz):
     return int(max(16, min(math.ceil(TARGET_CHUNK_NNZ / per_row), math.ceil(n_rows / 8))))
 
 
-def held_counts(rows, fraction):
-    """Rows held out of each row chunk (``rows``: the chunks' sizes) for a
-    validation ``fraction``: the nearest count, leaving every chunk a row to
-    train on.  Known before any chunk is computed."""
-    return [min(int(fraction * n + 0.5), max(n - 1, 0)) for n in rows]
-
-
 def held_index(n, k, seed, part):
-    """The ``k`` held-out rows (sorted) of row chunk ``part`` of ``n`` rows."""
+    """The ``k`` held-out rows (sorted) of row chunk ``part`` of ``n`` rows
+    (``k`` from :meth:`~dask_asyncopt.solvers.config.HeldOut.counts`)."""
     return np.sort(np.random.default_rng([seed, part]).choice(n, k, replace=False))
 
 
@@ -190,7 +184,7 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng,
             raise ValueError(
                 f"X has {len(x_parts)} row chunks for {len(loop_workers)} worker loops; "
                 "rechunk X into at least n_workers row chunks or lower n_workers")
-        counts = None if hold_out is None else held_counts(rows, hold_out.fraction)
+        counts = None if hold_out is None else hold_out.counts(rows)
         held = [] if hold_out is None else [client.submit(
             held_rows, x_parts[j], y_parts[j], w_parts[j] if w_parts else None, k,
             hold_out.seed, j, workers=list(who.get(x_parts[j].key, ())) or None,

@@ -23,7 +23,7 @@ from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..data import inputs, placement
+from ..data import inputs
 from ..objective.losses import (
     CLASSIFICATION_LOSSES,
     REGRESSION_LOSSES,
@@ -433,16 +433,14 @@ class _BaseAsyncSGD(BaseEstimator):
         of each row chunk's rows, held out and scored on the workers (not
         stratified; see :class:`~dask_asyncopt.solvers.HeldOut`)."""
         n, fraction = X.shape[0], self.validation_fraction
-        n_val = sum(placement.held_counts(X.chunks[0], fraction))
-        if n_val == 0:
+        spec = HeldOut(fraction, int(rng.integers(2**31)), *self._held_out_scoring())
+        if sum(spec.counts(X.chunks[0])) == 0:
             raise ValueError(
                 f"validation_fraction={fraction} holds out 0 of the {n} samples (each row "
                 "chunk of X holds out that share of its rows, keeping one to train on): "
                 "raise validation_fraction, use larger row chunks, or set "
                 "early_stopping=False")
-        part_score, combine = self._held_out_scoring()
-        return Validation(HeldOut(fraction, int(rng.integers(2**31)), part_score, combine),
-                          "validation_score", watch=True)
+        return Validation(spec, "validation_score", watch=True)
 
     def _describe_dask(self, X, y, sample_weight, reset=True, partial=False):
         """Dask ``X``, ``y`` and weights (``None``) checked from their metadata

@@ -81,8 +81,8 @@ class FactorProblem:
 @dataclass(frozen=True)
 class HeldOut:
     """A validation set held out of dask collections where they lie: about
-    ``fraction`` of each row chunk's rows (chosen from ``seed``, see
-    :func:`~dask_asyncopt.data.placement.held_counts`), scored there.
+    ``fraction`` of each row chunk's rows (:meth:`counts`; which ones,
+    :func:`~dask_asyncopt.data.placement.held_index` of ``seed``), scored there.
     ``part_score(decision, y, sample_weight)`` turns one chunk's decisions, raw
     targets and weights (or ``None``) into sums; ``combine(sums)`` the sums of
     every chunk into the score.  As :attr:`Validation.score`, the fit replaces
@@ -92,6 +92,12 @@ class HeldOut:
     seed: int
     part_score: object
     combine: object
+
+    def counts(self, rows):
+        """Rows held out of each row chunk (``rows``: the chunks' sizes): the
+        nearest count, leaving every chunk a row to train on.  Known before any
+        chunk is computed."""
+        return [min(int(self.fraction * n + 0.5), max(n - 1, 0)) for n in rows]
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def test_place_dask_gives_each_loop_whole_partitions(client):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse):
     """With a hold-out, the shards train on every row but the held-out ones
-    (each chunk's count from held_counts), those rows come back as futures on
+    (each chunk's count from HeldOut.counts), those rows come back as futures on
     the cluster, and their score there is scikit-learn's on the same rows."""
     from sklearn.metrics import accuracy_score
 
@@ -185,7 +185,7 @@ def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse
         return sum(s[0] for s in sums) / sum(s[1] for s in sums)
 
     spec = HeldOut(0.25, 11, part_score, combine)
-    counts = placement.held_counts(Xd.chunks[0], 0.25)
+    counts = spec.counts(Xd.chunks[0])
     assert counts == [25, 25, 25, 25, 8]
     futures, n, held = placement.place_dask(
         client, Xd, da.from_array(y, chunks=100), da.from_array(sw, chunks=100),

@@ -262,7 +262,7 @@ def test_early_stopping_on_dask_collections_scores_rows_held_out_on_the_workers(
     score against scikit-learn's) and leaves nothing on the cluster."""
     import dask.array as da
 
-    from dask_asyncopt.data import placement
+    from dask_asyncopt.solvers import HeldOut
 
     rng = np.random.default_rng(5)
     X = sp.random(3000, 40, density=0.2, format="csr", random_state=5)
@@ -277,7 +277,7 @@ def test_early_stopping_on_dask_collections_scores_rows_held_out_on_the_workers(
                  random_state=0)
     with process_client.as_current():
         fitted.fit(Xd, da.from_array(y, chunks=700), sample_weight=da.from_array(w, chunks=700))
-    n_val = sum(placement.held_counts(Xd.chunks[0], 0.2))
+    n_val = sum(HeldOut(0.2, 0, None, None).counts(Xd.chunks[0]))
     assert n_val == 4 * 140 + 40  # chunks of 700, 700, 700, 700, 200
     assert fitted.t_ == 8 * (3000 - n_val)
     scores = fitted.history_["validation_score"]
