@@ -185,10 +185,11 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng,
                 f"X has {len(x_parts)} row chunks for {len(loop_workers)} worker loops; "
                 "rechunk X into at least n_workers row chunks or lower n_workers")
         counts = None if hold_out is None else hold_out.counts(rows)
+        # not bound to a worker: the scheduler runs them where their partition
+        # lies, and recomputes them elsewhere if that worker is lost
         held = [] if hold_out is None else [client.submit(
             held_rows, x_parts[j], y_parts[j], w_parts[j] if w_parts else None, k,
-            hold_out.seed, j, workers=list(who.get(x_parts[j].key, ())) or None,
-            pure=False) for j, k in enumerate(counts) if k]
+            hold_out.seed, j, pure=False) for j, k in enumerate(counts) if k]
         shards = [client.submit(
             shard_from_parts, [x_parts[j] for j in mine], [y_parts[j] for j in mine],
             [w_parts[j] for j in mine] if w_parts else None, encode, layout,
