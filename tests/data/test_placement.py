@@ -214,6 +214,40 @@ def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse
     assert cluster_is_clean(client)
 
 
+def test_held_out_rows_outlive_the_worker_they_lay_on():
+    """A worker holding held-out rows leaves (the fit restarts on the others):
+    the rows are computed again on a survivor, so the epoch's score is still
+    taken (before, each was pinned to its first worker and waited for it
+    forever, hanging the fit)."""
+    from distributed import Client, LocalCluster
+
+    from dask_asyncopt.solvers.config import HeldOut, LinearProblem
+    from dask_asyncopt.solvers.linear import held_out_score
+
+    X = np.random.default_rng(8).normal(size=(400, 3))
+    y = (X[:, 0] > 0).astype(int)
+    spec = HeldOut(0.25, 5, lambda d, labels, w: (float(((d[:, 0] > 0) == labels).sum()),
+                                                 float(labels.shape[0])),
+                   lambda sums: sum(s[0] for s in sums) / sum(s[1] for s in sums))
+    problem = LinearProblem(n_features=3, n_outputs=1, loss=0, penalty=None,
+                            fit_intercept=True, schedule=None)
+    coef = np.array([[1.0], [0.0], [0.0], [0.0]])  # intercept last: the labels' rule
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(
+            cluster, set_as_default=False) as c:
+        shards, _, held = placement.place_dask(
+            c, da.from_array(X, chunks=(100, 3)), da.from_array(y, chunks=100), None,
+            sorted(c.nthreads()), ShardLayout(3, 1, True, 64), _encode,
+            np.random.default_rng(0), spec)
+        c.cancel(shards)
+        victim = next(iter(c.who_has(held)[held[0].key]))
+        c.sync(next(w for w in cluster.workers.values() if w.address == victim).close)
+        wait(held, timeout=60)  # a bound: pinned rows never finish
+        assert held_out_score(c, held, problem, spec, coef) == 1.0
+        c.cancel(held)
+        assert cluster_is_clean(c)
+
+
 def test_place_dask_feeds_a_loop_whose_worker_holds_no_partition(client):
     """Every partition on one worker (the scheduler's choice): the other loop still
     gets rows, as long as there are as many row chunks as loops."""
