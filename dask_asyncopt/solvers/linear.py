@@ -95,16 +95,24 @@ def _whole(model, columns, n_features):
     return full
 
 
-def held_out_score(client, held, problem, spec, model):
+def held_out_score(client, held, problem, spec, model, timeout=None):
     """The validation score of ``model`` on rows held out on the cluster
     (``held``: futures of each chunk's rows, see
     :func:`~dask_asyncopt.data.placement.held_rows`): the model goes to the rows,
     each chunk's sums (``spec.part_score``) come back and ``spec.combine`` makes
-    them the score."""
+    them the score.  A ``TimeoutError`` after ``timeout`` seconds (the fit's):
+    the driver waits here between epochs, and a worker that hangs without
+    leaving would otherwise stop the fit for good."""
+    from distributed import wait
+
     [m] = client.scatter([model], hash=False)
     sums = [client.submit(_part_sums, m, part, problem.n_features, problem.fit_intercept,
                           spec.part_score, pure=False) for part in held]
     try:
+        try:
+            wait(sums, timeout=timeout)
+        except TimeoutError as exc:
+            raise TimeoutError("scoring the held-out rows") from exc
         return spec.combine(client.gather(sums))
     finally:
         client.cancel([*sums, m])
@@ -265,7 +273,8 @@ def fit_linear(client, data, problem, settings, rng, init=None, t_start=0, kept=
             if hold_out is not None:
                 held = held[0]
                 settings = replace(settings, validation=replace(validation, score=partial(
-                    held_out_score, client, held, problem, hold_out)))
+                    held_out_score, client, held, problem, hold_out,
+                    timeout=settings.timeout)))
         else:
             shards, n_samples = place_in_memory(client, X, Y, W, loop_workers, layout,
                                                 rng)

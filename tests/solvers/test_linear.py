@@ -1,6 +1,7 @@
 """Linear models on the cluster (``solvers/linear.py``): ``fit_linear`` places the data,
 runs the solver named in the settings and resumes from checkpoints."""
 
+import threading
 from dataclasses import replace
 
 import dask.array as da
@@ -153,3 +154,39 @@ def test_a_cluster_without_workers_is_an_error(sparse):
             Client(cluster, set_as_default=False) as empty:
         with pytest.raises(RuntimeError, match="has no workers"):
             fit_linear(empty, (X, Y, None, None), _problem(), Settings(), np.random.default_rng(0))
+
+
+_HUNG = threading.Event()  # released by the test: a worker that stops answering
+
+
+def _hung_sums(decision, labels, w):
+    _HUNG.wait()
+    return 0.0, 1.0
+
+
+def test_held_out_score_gives_up_after_the_fits_timeout(client):
+    """Scoring held-out rows on a worker that stops answering (without
+    leaving, so the fit has no lost worker to restart from) fails with a
+    TimeoutError after the fit's timeout, which the fit turns into its
+    timeout= error, and leaves nothing; before, the driver waited for good."""
+    from dask_asyncopt.data.placement import place_dask
+    from dask_asyncopt.data.shards import ShardLayout
+    from dask_asyncopt.solvers.config import HeldOut
+    from dask_asyncopt.solvers.linear import held_out_score
+
+    X = np.random.default_rng(2).normal(size=(200, 3))
+    spec = HeldOut(0.2, 1, _hung_sums, sum)
+    shards, _, held = place_dask(
+        client, da.from_array(X, chunks=(100, 3)), da.from_array(X[:, 0], chunks=100),
+        None, sorted(client.nthreads()), ShardLayout(3, 1, False, 64),
+        lambda y, w: (y[:, None], None), np.random.default_rng(0), spec)
+    client.cancel(shards)
+    problem = LinearProblem(n_features=3, n_outputs=1, loss=0, penalty=None,
+                            fit_intercept=False, schedule=None)
+    try:
+        with pytest.raises(TimeoutError, match="scoring the held-out rows"):
+            held_out_score(client, held, problem, spec, np.zeros((3, 1)), timeout=0.5)
+    finally:
+        _HUNG.set()
+        client.cancel(held)
+    assert cluster_is_clean(client)
