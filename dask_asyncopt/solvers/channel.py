@@ -262,7 +262,7 @@ class _Caller:
                     raise ChannelError(f"the fit's channel {self.token} was closed")
                 link = Link(self, address)
                 self.loop.call_soon_threadsafe(
-                    self._spawn, link.open(min(timeout, CONNECT_TIMEOUT)))
+                    self._spawn, link.open(timeout))
                 self.links[key] = link
             return link
 
@@ -400,9 +400,14 @@ class Link:
         self.n_calls = 0
 
     async def open(self, timeout):
+        """Connect within the fit's ``timeout``, at most :data:`CONNECT_TIMEOUT`.
+        Running out of the fit's ``timeout`` fails the link with a
+        ``TimeoutError`` (the fit names ``timeout=``, its remedy); giving up
+        after :data:`CONNECT_TIMEOUT` below it is a lost peer, which a larger
+        ``timeout`` would not reach."""
         started = time.monotonic()
         try:
-            comm = await connect(self.address, timeout=timeout,
+            comm = await connect(self.address, timeout=min(timeout, CONNECT_TIMEOUT),
                                  **self.exchange.connection_args)
             await comm.write({"op": self.exchange.op, "reply": False})
             opened = transport(comm, self.exchange.loop)

@@ -153,3 +153,28 @@ def test_a_limited_write_to_a_peer_that_reads_nothing_fails():
     finally:
         ours.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("timeout", [0.3, 30.0])
+def test_a_link_that_cannot_connect_names_the_fits_timeout_only_when_it_ran_out(
+        client, monkeypatch, timeout):
+    """Nothing listens at the peer's address.  A connection that ran out of the
+    fit's timeout fails the call with a TimeoutError (the fit then names
+    timeout=); one given up after CONNECT_TIMEOUT, below the fit's timeout, is a
+    lost peer, a ChannelError: a larger timeout= would not help."""
+    import socket
+
+    from dask_asyncopt.solvers import channel
+
+    monkeypatch.setattr(channel, "CONNECT_TIMEOUT", 0.3)
+    with socket.socket() as s:  # a port nothing listens on (closed before the call)
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    driver = Driver(client, "no-peer", timeout)
+    try:  # the call fails when the link does, or at once if it failed already
+        driver.link(address, timeout).call("key", "method", (), {}).result(TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - the failure is what is tested
+        failure = exc
+    finally:
+        driver.close()
+    assert isinstance(failure, TimeoutError) == (timeout < 1), repr(failure)
