@@ -44,9 +44,14 @@ def _take(a, index):
 
 
 def held_rows(x, y, w, k, seed, part):
-    """The held-out rows of one chunk: ``(X, y, sample_weight or None)`` (a task)."""
+    """The held-out rows of one chunk: ``(X, y, sample_weight or None)`` (a task).
+    Their ``X`` is checked as a shard's is (:func:`shard_from_parts` sees the
+    other rows only): a NaN there would make every validation score NaN."""
     index = held_index(x.shape[0], k, seed, part)
-    return _take(x, index), _take(y, index), _take(w, index)
+    X = _take(x, index)
+    check_finite_part(X)
+    check_magnitude(X)
+    return X, _take(y, index), _take(w, index)
 
 
 def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed, drop=None):

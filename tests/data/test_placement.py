@@ -214,6 +214,22 @@ def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse
     assert cluster_is_clean(client)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_held_out_row_fails_the_placement(client, bad):
+    """A held-out row is checked as the training rows are: before, a NaN there
+    passed, and every validation score of the fit was NaN."""
+    from dask_asyncopt.solvers.config import HeldOut
+
+    X = np.random.default_rng(9).normal(size=(200, 3))
+    X[100 + placement.held_index(100, 20, 4, 1)[0], 2] = bad  # held out of chunk 1
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        placement.place_dask(
+            client, da.from_array(X, chunks=(100, 3)), da.from_array(X[:, 0] > 0, chunks=100),
+            None, sorted(client.nthreads()), ShardLayout(3, 1, False, 64), _encode,
+            np.random.default_rng(0), HeldOut(0.2, 4, None, None))
+    assert cluster_is_clean(client)
+
+
 def test_held_out_rows_outlive_the_worker_they_lay_on():
     """A worker holding held-out rows leaves (the fit restarts on the others):
     the rows are computed again on a survivor, so the epoch's score is still
