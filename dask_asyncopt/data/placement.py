@@ -31,7 +31,12 @@ def auto_batch_size(n_rows, nnz):
 
 def held_index(n, k, seed, part):
     """The ``k`` held-out rows (sorted) of row chunk ``part`` of ``n`` rows
-    (``k`` from :meth:`~dask_asyncopt.solvers.config.HeldOut.counts`)."""
+    (``k`` from :meth:`~dask_asyncopt.solvers.config.HeldOut.counts`).
+
+    A function of its arguments alone: :func:`held_rows` and
+    :func:`shard_from_parts` run apart (other tasks, other workers) and must
+    split a chunk the same way, and so must every attempt of a fit (a restart
+    after a lost worker places the data again: the held-out rows stay held out)."""
     return np.sort(np.random.default_rng([seed, part]).choice(n, k, replace=False))
 
 
