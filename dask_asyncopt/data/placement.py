@@ -59,6 +59,13 @@ def held_rows(x, y, w, k, seed, part):
     return X, _take(y, index), _take(w, index)
 
 
+def _weighs(shard):
+    """Whether a shard's rows carry any weight (an unweighted chunk's are all 1).
+    The data's weights were checked whole, before a hold-out took its rows: the
+    rest may weigh nothing, and a fit on them would return its start."""
+    return any(c.W.size == 0 or bool((c.W > 0).any()) for c in shard.chunks)
+
+
 def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed, drop=None):
     """Build a shard on a worker from its dask partitions (runs as a task);
     ``w_parts`` are the sample weights' partitions, or ``None``; ``drop``, per
@@ -212,6 +219,12 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng,
             for f in shards + held:
                 if f.status == "error":
                     f.result()  # re-raises a partition's validation error here
+            if held and w_parts and not any(client.gather(
+                    [client.submit(_weighs, s, pure=False) for s in shards])):
+                raise ValueError(
+                    "the sample weights of the training rows are all zero (every weighted "
+                    "sample was held out for validation): use another random_state or "
+                    "validation_fraction, or early_stopping=False")
         except BaseException:
             client.cancel(shards + held)
             raise

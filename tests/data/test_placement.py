@@ -230,6 +230,25 @@ def test_a_non_finite_held_out_row_fails_the_placement(client, bad):
     assert cluster_is_clean(client)
 
 
+def test_a_hold_out_that_leaves_the_training_rows_no_weight_fails(client):
+    """Weights positive on the held-out rows alone pass the check of all the
+    weights; the placement then refuses (as the in-memory hold-out does),
+    where before the fit returned its starting point without a word."""
+    from dask_asyncopt.solvers.config import HeldOut
+
+    X = np.random.default_rng(10).normal(size=(200, 3))
+    w = np.zeros(200)
+    for j in range(2):
+        w[100 * j + placement.held_index(100, 20, 4, j)] = 1.0
+    with pytest.raises(ValueError, match="training rows are all zero"):
+        placement.place_dask(
+            client, da.from_array(X, chunks=(100, 3)), da.from_array(X[:, 0] > 0, chunks=100),
+            da.from_array(w, chunks=100), sorted(client.nthreads()),
+            ShardLayout(3, 1, False, 64), _encode, np.random.default_rng(0),
+            HeldOut(0.2, 4, None, None))
+    assert cluster_is_clean(client)
+
+
 def test_held_out_rows_outlive_the_worker_they_lay_on():
     """A worker holding held-out rows leaves (the fit restarts on the others):
     the rows are computed again on a survivor, so the epoch's score is still
