@@ -48,6 +48,15 @@ def _n_cores():
         return os.cpu_count() or 1
 
 
+#: Dask settings of the clusters this package starts.  Dask's statistical profiler
+#: reads the frames of the threads running tasks from each worker's event loop
+#: (``sys._current_frames``) every 10 ms; on CPython 3.11 that access to another
+#: running thread's frames is not safe, and a worker process died of a segfault
+#: in it (``PyFrame_GetCode`` on its event-loop thread) under the fits' long
+#: tasks.  In the embedded thread cluster that worker is the user's process.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
 def embedded_client():
     """The process-wide embedded client, started on first use.
 
@@ -74,8 +83,10 @@ def embedded_client():
             n = int(dask.config.get("asyncopt.n-workers", None) or _n_cores())
             # ":0": a free port for the dashboard (client.dashboard_link), no warning
             # when another cluster already holds 8787
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                   dashboard_address=":0", silence_logs=40)
+            with dask.config.set(WORKER_CONFIG):
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1,
+                                       processes=processes, dashboard_address=":0",
+                                       silence_logs=40)
             client = Client(cluster, set_as_default=False, direct_to_workers=True)
             _embedded[processes] = client
         return client

@@ -7,10 +7,21 @@ the tests that ask for it (serialisation between processes).
 """
 
 
+import os
+
+import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from distributed import Client, LocalCluster
+
+from dask_asyncopt.cluster import WORKER_CONFIG
+
+# The test clusters run as the embedded one does (see WORKER_CONFIG): in this
+# process, and in the `dask worker` processes the CLI deployments start.
+dask.config.set(WORKER_CONFIG)
+os.environ.update({"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+                   for key, value in WORKER_CONFIG.items()})
 
 
 @pytest.fixture(scope="session")

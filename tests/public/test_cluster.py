@@ -4,6 +4,7 @@ Runs in a fresh interpreter, where no Dask client exists, exactly as a user
 script that never creates one.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,9 @@ SCRIPT = textwrap.dedent("""
         est.fit(X, y)
         assert cluster.get_client() is first, "the embedded cluster was started twice"
         assert len(cluster._embedded) == 1
+        # its workers run without Dask's profiler (cluster.WORKER_CONFIG)
+        assert not any(first.run(lambda dask_worker: "profile" in
+                                 dask_worker.periodic_callbacks).values())
         assert est.score(X, y) > 0.8
         # no client is an estimator parameter: clone and pickle just work
         assert pickle.loads(pickle.dumps(est)).score(X, y) == est.score(X, y)
@@ -36,7 +40,9 @@ SCRIPT = textwrap.dedent("""
 def test_embedded_cluster_started_once_and_reused(tmp_path):
     path = tmp_path / "no_client.py"
     path.write_text(SCRIPT)
+    # without the test session's Dask settings (tests/conftest.py): the package's own
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")
