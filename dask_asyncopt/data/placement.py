@@ -29,15 +29,35 @@ def auto_batch_size(n_rows, nnz):
     return int(max(16, min(math.ceil(TARGET_CHUNK_NNZ / per_row), math.ceil(n_rows / 8))))
 
 
-def held_index(n, k, seed, part):
+def held_index(n, k, seed, part, labels=None):
     """The ``k`` held-out rows (sorted) of row chunk ``part`` of ``n`` rows
-    (``k`` from :meth:`~dask_asyncopt.solvers.config.HeldOut.counts`).
+    (``k`` from :meth:`~dask_asyncopt.solvers.config.HeldOut.counts`); with the
+    chunk's class ``labels``, stratified: each class holds out its share of
+    ``k`` (the largest remainders round up), as scikit-learn's
+    ``StratifiedShuffleSplit`` splits a classifier's data in memory.
 
     A function of its arguments alone: :func:`held_rows` and
     :func:`shard_from_parts` run apart (other tasks, other workers) and must
     split a chunk the same way, and so must every attempt of a fit (a restart
     after a lost worker places the data again: the held-out rows stay held out)."""
-    return np.sort(np.random.default_rng([seed, part]).choice(n, k, replace=False))
+    rng = np.random.default_rng([seed, part])
+    if labels is None:
+        return np.sort(rng.choice(n, k, replace=False))
+    _, of_class, sizes = np.unique(np.asarray(labels).ravel(), return_inverse=True,
+                                   return_counts=True)
+    quota = k * sizes / n
+    take = np.floor(quota).astype(np.int64)
+    # ties between equal remainders broken at random, not by class order
+    order = np.lexsort((rng.random(sizes.shape[0]), take - quota))
+    take[order[:k - take.sum()]] += 1  # never above a class's size: k < n
+    rows = [rng.choice(np.flatnonzero(of_class == c), t, replace=False)
+            for c, t in enumerate(take) if t]
+    return np.sort(np.concatenate(rows)) if rows else np.empty(0, np.int64)
+
+
+def _held(y, n, k, seed, part, stratify):
+    """:func:`held_index` of a chunk with targets ``y`` (its labels, when ``stratify``)."""
+    return held_index(n, k, seed, part, labels=y if stratify else None)
 
 
 def _take(a, index):
@@ -48,11 +68,11 @@ def _take(a, index):
     return sp.csr_matrix(a)[index] if sp.issparse(a) else np.asarray(a)[index]
 
 
-def held_rows(x, y, w, k, seed, part):
+def held_rows(x, y, w, k, seed, part, stratify=False):
     """The held-out rows of one chunk: ``(X, y, sample_weight or None)`` (a task).
     Their ``X`` is checked as a shard's is (:func:`shard_from_parts` sees the
     other rows only): a NaN there would make every validation score NaN."""
-    index = held_index(x.shape[0], k, seed, part)
+    index = _held(y, x.shape[0], k, seed, part, stratify)
     X = _take(x, index)
     check_finite_part(X)
     check_magnitude(X)
@@ -69,11 +89,11 @@ def _weighs(shard):
 def shard_from_parts(X_parts, y_parts, w_parts, encode, layout, seed, drop=None):
     """Build a shard on a worker from its dask partitions (runs as a task);
     ``w_parts`` are the sample weights' partitions, or ``None``; ``drop``, per
-    partition, ``(k, seed, part)`` of the rows held out (:func:`held_index`)
-    that it leaves out."""
+    partition, ``(k, seed, part, stratify)`` of the rows held out
+    (:func:`held_index`) that it leaves out."""
     if drop is not None:
-        keep = [np.delete(np.arange(x.shape[0]), held_index(x.shape[0], *d))
-                for x, d in zip(X_parts, drop, strict=True)]
+        keep = [np.delete(np.arange(x.shape[0]), _held(y, x.shape[0], *d))
+                for x, y, d in zip(X_parts, y_parts, drop, strict=True)]
         X_parts = [_take(x, i) for x, i in zip(X_parts, keep, strict=True)]
         y_parts = [_take(y, i) for y, i in zip(y_parts, keep, strict=True)]
         w_parts = None if w_parts is None else [
@@ -206,12 +226,14 @@ def place_dask(client, X, y, sample_weight, loop_workers, layout, encode, rng,
         # lies, and recomputes them elsewhere if that worker is lost
         held = [] if hold_out is None else [client.submit(
             held_rows, x_parts[j], y_parts[j], w_parts[j] if w_parts else None, k,
-            hold_out.seed, j, pure=False) for j, k in enumerate(counts) if k]
+            hold_out.seed, j, hold_out.stratify, pure=False)
+            for j, k in enumerate(counts) if k]
         shards = [client.submit(
             shard_from_parts, [x_parts[j] for j in mine], [y_parts[j] for j in mine],
             [w_parts[j] for j in mine] if w_parts else None, encode, layout,
             int(rng.integers(2**31)),
-            None if counts is None else [(counts[j], hold_out.seed, j) for j in mine],
+            None if counts is None else [(counts[j], hold_out.seed, j, hold_out.stratify)
+                                         for j in mine],
             workers=[addr], allow_other_workers=False, pure=False)
             for mine, addr in zip(assigned, loop_workers, strict=True)]
         try:

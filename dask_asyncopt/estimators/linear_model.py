@@ -430,10 +430,12 @@ class _BaseAsyncSGD(BaseEstimator):
 
     def _hold_out_dask(self, X, rng):
         """The validation set of dask collections: about ``validation_fraction``
-        of each row chunk's rows, held out and scored on the workers (not
-        stratified; see :class:`~dask_asyncopt.solvers.HeldOut`)."""
+        of each row chunk's rows, held out and scored on the workers (for
+        classifiers stratified within each chunk; see
+        :class:`~dask_asyncopt.solvers.HeldOut`)."""
         n, fraction = X.shape[0], self.validation_fraction
-        spec = HeldOut(fraction, int(rng.integers(2**31)), *self._held_out_scoring())
+        spec = HeldOut(fraction, int(rng.integers(2**31)), *self._held_out_scoring(),
+                       stratify=self._is_classifier)
         if sum(spec.counts(X.chunks[0])) == 0:
             raise ValueError(
                 f"validation_fraction={fraction} holds out 0 of the {n} samples (each row "
@@ -773,12 +775,13 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         Start from the previous fit's coefficients and continue its schedule
         (``optimizer="amsgrad"``: and its moments ``m, v, vhat``).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows (stratified), score the
+        Hold out ``validation_fraction`` of the rows (stratified by class), score the
         model on them after every epoch (``history_["validation_score"]``:
         accuracy, R^2 for the regressor) and stop when that score has not
         improved by ``tol`` for ``n_iter_no_change`` epochs, as scikit-learn's
         SGD does.  With dask collections, that share of each row chunk's rows
-        (at random, not stratified) is held out on its worker and scored there.
+        (stratified by class within the chunk) is held out on its worker and
+        scored there.
     validation_fraction : float, default=0.1
         Share of the rows held out when ``early_stopping`` is set.
     class_weight : dict, "balanced" or None, default=None

@@ -82,7 +82,8 @@ class FactorProblem:
 class HeldOut:
     """A validation set held out of dask collections where they lie: about
     ``fraction`` of each row chunk's rows (:meth:`counts`; which ones,
-    :func:`~dask_asyncopt.data.placement.held_index` of ``seed``), scored there.
+    :func:`~dask_asyncopt.data.placement.held_index` of ``seed``, by class
+    within the chunk when ``stratify``), scored there.
     ``part_score(decision, y, sample_weight)`` turns one chunk's decisions, raw
     targets and weights (or ``None``) into sums; ``combine(sums)`` the sums of
     every chunk into the score.  As :attr:`Validation.score`, the fit replaces
@@ -92,6 +93,7 @@ class HeldOut:
     seed: int
     part_score: object
     combine: object
+    stratify: bool = False
 
     def counts(self, rows):
         """Rows held out of each row chunk (``rows``: the chunks' sizes): the

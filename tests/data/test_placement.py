@@ -161,11 +161,12 @@ def test_place_dask_gives_each_loop_whole_partitions(client):
     assert cluster_is_clean(client)
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse):
+@pytest.mark.parametrize(("sparse", "stratify"), [(False, False), (True, True)])
+def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse, stratify):
     """With a hold-out, the shards train on every row but the held-out ones
-    (each chunk's count from HeldOut.counts), those rows come back as futures on
-    the cluster, and their score there is scikit-learn's on the same rows."""
+    (each chunk's count from HeldOut.counts, by class when stratified), those rows
+    come back as futures on the cluster, and their score there is scikit-learn's
+    on the same rows."""
     from sklearn.metrics import accuracy_score
 
     from dask_asyncopt.solvers.config import HeldOut, LinearProblem
@@ -184,7 +185,7 @@ def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse
     def combine(sums):
         return sum(s[0] for s in sums) / sum(s[1] for s in sums)
 
-    spec = HeldOut(0.25, 11, part_score, combine)
+    spec = HeldOut(0.25, 11, part_score, combine, stratify=stratify)
     counts = spec.counts(Xd.chunks[0])
     assert counts == [25, 25, 25, 25, 8]
     futures, n, held = placement.place_dask(
@@ -193,8 +194,9 @@ def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse
         np.random.default_rng(0), spec)
     try:
         assert n == 430 - sum(counts)
-        index = np.concatenate([100 * j + placement.held_index(m, k, 11, j) for j, (m, k) in
-                                enumerate(zip(Xd.chunks[0], counts, strict=True))])
+        index = np.concatenate([100 * j + placement.held_index(
+            m, k, 11, j, y[100 * j:100 * j + m] if stratify else None)
+            for j, (m, k) in enumerate(zip(Xd.chunks[0], counts, strict=True))])
         train = np.setdiff1d(np.arange(430), index)
         got = [_rows(s) for s in client.gather(futures)]
         got_X = np.vstack([g[0] for g in got])[:, np.argsort([0, 2, 4, 1, 3, 5])]
@@ -212,6 +214,29 @@ def test_place_dask_holds_out_rows_and_scores_them_where_they_lie(client, sparse
     finally:
         client.cancel(futures + held)
     assert cluster_is_clean(client)
+
+
+@pytest.mark.parametrize("labels", [
+    np.repeat(["a", "b", "c"], [70, 20, 10]),  # shares exact at k=10: 7, 2, 1
+    np.repeat([0, 1, 2], [34, 33, 33]),  # remainders: one class rounds up
+    np.repeat([5, 7], [99, 1]),  # a class of one row
+    np.zeros(100),  # one class
+])
+@pytest.mark.parametrize("k", [0, 10, 37, 99])
+def test_a_stratified_hold_out_takes_each_class_share(labels, k):
+    """Each class holds out its share of the chunk's ``k`` rows, rounded so the
+    shares add up to ``k`` and no class gives more rows than it has; the same
+    rows for the same seed and chunk (the shard and the held-out rows are cut
+    by different tasks), others for another chunk."""
+    labels = np.random.default_rng(k).permutation(labels)
+    index = placement.held_index(100, k, 3, 2, labels)
+    np.testing.assert_array_equal(index, placement.held_index(100, k, 3, 2, labels))
+    assert index.shape == (k,) and np.all(np.diff(index) > 0)
+    for c in np.unique(labels):
+        of_c = labels == c
+        assert abs(np.count_nonzero(of_c[index]) - k * of_c.mean()) < 1
+    if 0 < k < 99:
+        assert not np.array_equal(index, placement.held_index(100, k, 3, 5, labels))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

@@ -253,6 +253,34 @@ def test_early_stopping_regressor_and_errors(client):
     assert cluster_is_clean(client)
 
 
+def test_a_dask_hold_out_is_stratified_for_the_classifier_only(client, monkeypatch):
+    """As scikit-learn's SGD splits in memory: by class for a classifier, at random
+    for a regressor (tests/data/test_placement.py checks the classes' shares).
+    On the thread cluster the placement's tasks run here, where the spy is."""
+    import dask.array as da
+
+    from dask_asyncopt.data import placement
+
+    split_by = []
+
+    def spy(n, k, seed, part, labels=None):
+        split_by.append(None if labels is None else set(np.asarray(labels).ravel()))
+        return held_index(n, k, seed, part, labels)
+
+    held_index = placement.held_index
+    monkeypatch.setattr(placement, "held_index", spy)
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    y = np.where(X[:, 0] > 0, "yes", "no")
+    for est, target in [(AsyncSGDClassifier, y), (AsyncSGDRegressor, X[:, 1])]:
+        split_by.clear()
+        est(early_stopping=True, max_iter=2, tol=None, random_state=0).fit(
+            da.from_array(X, chunks=(100, 3)), da.from_array(target, chunks=100))
+        assert split_by  # the held-out rows and the shards of both chunks
+        expected = {"yes", "no"} if est is AsyncSGDClassifier else None
+        assert all(labels == expected for labels in split_by), est
+    assert cluster_is_clean(client)
+
+
 @pytest.mark.parametrize("model", ["classifier", "regressor"])
 def test_early_stopping_on_dask_collections_scores_rows_held_out_on_the_workers(
         process_client, model):
