@@ -236,6 +236,13 @@ def make_shard(X, Y, layout, seed, W=None):
         # A CSR part as it arrived: re-wrapping it would copy its arrays (scipy
         # copies arrays that are views of a larger buffer, as received ones are).
         X = X if X.format == "csr" else sp.csr_matrix(X)
+        if not X.has_canonical_format:
+            # A column's statistics (the preconditioner, the drift) count its
+            # entries: a duplicate (i, j) would count twice and shorten its steps
+            # (the same optimum, reached more slowly).  Summed on a copy, as
+            # scikit-learn's FeatureHasher sums them.
+            X = X.copy()
+            X.sum_duplicates()
         # A bit per model coordinate, walked a word at a time per chunk, beats
         # sorting the chunk's columns unless the model is much larger than a chunk.
         if n_features <= 64 * X.nnz * batch_size / max(X.shape[0], 1):

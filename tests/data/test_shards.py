@@ -53,6 +53,31 @@ def test_bitmap_compaction_matches_sorting(n_blocks, fit_intercept):
                 assert fit_intercept and local_col == got.intercept
 
 
+def test_duplicate_entries_are_summed_into_the_chunks_statistics():
+    """A CSR matrix with an entry split in two (and its rows' indices unsorted) is
+    the canonical matrix to the shard: the same chunks, and a column's entry counted
+    once in its statistics (counted twice, its preconditioned steps were shorter).
+    The caller's matrix is left as it was."""
+    rng = np.random.default_rng(4)
+    X = sp.random(60, 30, density=0.2, format="csr", random_state=rng)
+    row = [slice(a, b) for a, b in zip(X.indptr[:-1], X.indptr[1:], strict=True)]
+    halves = sp.csr_matrix((  # each row: its entries reversed at 1/4, then at 3/4
+        np.concatenate([np.r_[X.data[r][::-1] / 4, 3 * X.data[r] / 4] for r in row]),
+        np.concatenate([np.r_[X.indices[r][::-1], X.indices[r]] for r in row]),
+        2 * X.indptr), shape=X.shape)
+    assert halves.nnz == 2 * X.nnz and not halves.has_canonical_format
+    before = halves.data.copy()
+    Y = rng.normal(size=(60, 1))
+    layout = ShardLayout(30, 2, True, 25)
+    got = shards.make_shard(halves, Y, layout, seed=0).chunks
+    want = shards.make_shard(X, Y, layout, seed=0).chunks
+    np.testing.assert_array_equal(halves.data, before)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.X.toarray(), w.X.toarray(), rtol=1e-15)
+        np.testing.assert_array_equal(g.counts, w.counts)
+        np.testing.assert_allclose(g.energy, w.energy, rtol=1e-14)
+
+
 def test_next_chunk_order():
     """Each pass hands out every chunk once, in a fresh random order; a chunk's
     rows come in storage order from a random start, forwards or backwards
