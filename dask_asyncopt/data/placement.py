@@ -1,7 +1,8 @@
 """Placement of the training data on the workers, as the loops' shards.
 
 In-memory inputs are shuffled once, cut into one row partition per worker
-loop and scattered straight to the loop's worker.  Dask collections never
+loop and handed to the loop's worker (through shared memory on the client's
+host, else scattered straight to it).  Dask collections never
 pass through the client: their partitions are computed where the scheduler
 puts them, each loop takes the partitions its worker already holds, and
 validation (structure, finite values) happens there.
@@ -9,6 +10,7 @@ validation (structure, finite values) happens there.
 
 import math
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -17,6 +19,7 @@ import scipy.sparse as sp
 
 from .inputs import check_finite_part, check_magnitude, to_scipy
 from .shards import make_shard
+from .shared import reachable, read_part, remove_part, write_part
 
 #: Rows per exchange aim at this many non-zeros: enough compute to dwarf an
 #: exchange's round trip between processes.
@@ -127,6 +130,11 @@ def shard_from_arrays(X, Y, W, layout, seed, rows=None):
     return make_shard(X, Y, layout, seed, W)
 
 
+def _shard_from_shared(path, spec, layout, seed):
+    """A shard from rows the client wrote to shared memory (a task)."""
+    return shard_from_arrays(*read_part(path, spec), layout, seed)
+
+
 def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
     """Shuffle, split into one partition per loop, ship each to its worker.
 
@@ -134,31 +142,48 @@ def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
     chunk's rows in storage order (see ``WorkerShard.next_chunk``), and a
     chunk of rows in the user's order could hold one class only.  Workers in
     this process (threads, the embedded default) take their rows from ``X``
-    themselves, in parallel (scipy's row indexing releases the GIL); others
-    receive a copy of theirs.  Scattered data is not hashed for its key
-    (hashing reads every byte of the shard once more).
+    themselves, in parallel (scipy's row indexing releases the GIL); worker
+    processes on this host read a copy of theirs from shared memory
+    (:mod:`.shared`); others receive one over the comms, scattered without
+    hashing for its key (hashing reads every byte of the shard once more).
     """
     n = X.shape[0]
     perm = rng.permutation(n)
     bounds = np.linspace(0, n, len(loop_workers) + 1).astype(int)
     seeds = [int(rng.integers(2**31)) for _ in loop_workers]
     in_process = client.scheduler.address.startswith("inproc://")
+    near = set() if in_process else reachable(client, set(loop_workers))
 
     def place(i):
         idx = perm[bounds[i]:bounds[i + 1]]
-        part = (X, Y, W, idx) if in_process else (
-            X[idx], Y[idx], None if W is None else W[idx], None)
-        part = client.scatter(part, workers=[loop_workers[i]], direct=True, hash=False)
-        return client.submit(
-            lambda part, layout, seed: shard_from_arrays(*part[:3], layout, seed, part[3]),
-            part, layout, seeds[i], workers=[loop_workers[i]],
-            allow_other_workers=False, pure=False,
-            key=f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}")
+        where = {"workers": [loop_workers[i]], "allow_other_workers": False, "pure": False,
+                 "key": f"asyncopt-shard-{i}-{uuid.uuid4().hex[:12]}"}
+        if in_process:  # scattered in this process: a reference, not a copy
+            part = client.scatter((X, Y, W, idx), workers=where["workers"], direct=True,
+                                  hash=False)
+            return client.submit(lambda part, layout, seed: shard_from_arrays(
+                *part[:3], layout, seed, part[3]), part, layout, seeds[i], **where)
+        part = X[idx], Y[idx], None if W is None else W[idx]
+        if loop_workers[i] in near:
+            try:
+                path, spec = write_part(*part)
+            except OSError:  # a full /dev/shm: over the comms after all
+                pass
+            else:
+                shard = client.submit(_shard_from_shared, path, spec, layout, seeds[i],
+                                      **where)
+                # the task removes the file once open; if it never runs (a fit
+                # that failed or was cancelled first), dropping its future does
+                weakref.finalize(shard, remove_part, path)
+                return shard
+        part = client.scatter(part, workers=where["workers"], direct=True, hash=False)
+        return client.submit(lambda part, layout, seed: shard_from_arrays(*part, layout, seed),
+                             part, layout, seeds[i], **where)
 
     if in_process or len(loop_workers) == 1:
         return [place(i) for i in range(len(loop_workers))], n
-    # One loop's rows are gathered (scipy releases the GIL) and serialised while
-    # another's are on the wire.
+    # One loop's rows are gathered (scipy releases the GIL) and written or
+    # serialised while another's are on their way.
     with ThreadPoolExecutor(min(len(loop_workers), 4)) as pool:
         return list(pool.map(place, range(len(loop_workers)))), n
 

@@ -3,6 +3,7 @@ shards built from arrays and from dask partitions, in-memory data shuffled and
 shipped to each loop's worker, dask collections computed where they fall."""
 
 import math
+import os
 
 import dask.array as da
 import numpy as np
@@ -91,9 +92,23 @@ def test_shard_from_parts_stacks_encodes_and_shuffles(sparse):
         placement.shard_from_parts(bad, y_parts, w_parts, _encode, layout, 4)
 
 
-@pytest.mark.parametrize("where", ["client", "process_client"])
-def test_place_in_memory_ships_one_shuffled_part_to_each_loops_worker(request, where):
+@pytest.mark.parametrize(("where", "shared"), [
+    ("client", False), ("process_client", True), ("process_client", False)])
+def test_place_in_memory_ships_one_shuffled_part_to_each_loops_worker(
+        request, monkeypatch, where, shared):
+    """Thread workers take their rows from X; worker processes on this host read
+    theirs from shared memory (none left there after), or, with
+    ``asyncopt.shared-memory`` off, receive them over the comms: the same shards."""
+    import dask
+
+    from dask_asyncopt.data import shared as shm
+
     client = request.getfixturevalue(where)
+    written = []
+    monkeypatch.setattr(placement, "write_part",
+                        lambda *part: written.append(1) or shm.write_part(*part))
+    monkeypatch.setitem(dask.config.config, "asyncopt", {
+        **dask.config.config.get("asyncopt", {}), "shared-memory": shared})
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1000, 6))
     Y = rng.normal(size=(1000, 1))
@@ -119,6 +134,9 @@ def test_place_in_memory_ships_one_shuffled_part_to_each_loops_worker(request, w
         assert not np.array_equal(got_Y, Y)  # shuffled
         assert len({f.key for f in futures}) == 3 and all(
             f.key.startswith("asyncopt-shard-") for f in futures)
+        assert len(written) == (3 if shared else 0)
+        mine = f"{shm.PREFIX}{os.getpid()}-"
+        assert not [f for f in os.listdir(shm.DIRECTORY) if f.startswith(mine)]
     finally:
         client.cancel(futures)
     assert cluster_is_clean(client)
