@@ -17,13 +17,14 @@ Invariant: a part's file exists only between its writing and its reading.
 The reader removes it as soon as it has it open; the driver removes it when
 it drops the future of the task that reads it (a task that never ran: a fit
 that failed or was cancelled first) or exits; files left by a driver that
-died in between are removed by the next fit on this host (their names carry
-the writer's process id).
+died in between are removed by a fit on this host an hour later (their names
+carry the writer's process id).
 """
 
 import os
 import socket
 import threading
+import time
 import uuid
 
 import dask
@@ -88,7 +89,7 @@ def reachable(client, addresses):
                 with open(path, "xb") as f:
                     f.write(token)
                 seen = client.run(_probe, path, token, workers=candidates, on_error="return")
-            except OSError:
+            except Exception:  # noqa: BLE001 - a worker not asked is sent its rows by comms
                 seen = {}
             finally:
                 remove_part(path)
@@ -112,6 +113,11 @@ def remove_part(path):
         pass
 
 
+#: a part file older than this whose writer is gone was left behind (a part lives
+#: seconds; the age guards against a writer's process id from another PID namespace)
+STALE_SECONDS = 3600.0
+
+
 def _sweep_once():
     """Remove the part files of writers that died before removing them."""
     global _swept
@@ -126,12 +132,15 @@ def _sweep_once():
     for name in names:
         if not name.startswith(PREFIX):
             continue
+        path = os.path.join(DIRECTORY, name)
         try:
             pid = int(name[len(PREFIX):].split("-", 1)[0])
+            if time.time() - os.stat(path).st_mtime < STALE_SECONDS:
+                continue
             os.kill(pid, 0)
         except ProcessLookupError:
-            remove_part(os.path.join(DIRECTORY, name))
-        except (ValueError, OSError):  # not ours to judge (another user's process)
+            remove_part(path)
+        except (ValueError, OSError):  # gone already, or another user's process
             pass
 
 

@@ -58,20 +58,25 @@ def test_a_write_that_fails_leaves_no_file():
     assert _ours() == before
 
 
-def test_files_of_writers_that_died_are_swept(monkeypatch):
+def test_old_files_of_writers_that_died_are_swept(monkeypatch):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     stale = os.path.join(shared.DIRECTORY, f"{shared.PREFIX}{dead}-{uuid.uuid4().hex}")
     alive = os.path.join(shared.DIRECTORY, f"{shared.PREFIX}{os.getpid()}-{uuid.uuid4().hex}")
-    for path in (stale, alive):
+    recent = os.path.join(shared.DIRECTORY, f"{shared.PREFIX}{dead}-{uuid.uuid4().hex}")
+    for path in (stale, alive, recent):
         open(path, "wb").close()
+    old = os.stat(recent).st_mtime - shared.STALE_SECONDS - 1
+    for path in (stale, alive):
+        os.utime(path, (old, old))
     try:
         monkeypatch.setattr(shared, "_swept", False)
         shared.remove_part(shared._new_path())  # a new file's name sweeps once
-        assert not os.path.exists(stale) and os.path.exists(alive)
+        # the dead writer's old file goes; a live writer's and a recent one stay
+        assert not os.path.exists(stale) and os.path.exists(alive) and os.path.exists(recent)
     finally:
-        shared.remove_part(stale)
-        shared.remove_part(alive)
+        for path in (stale, alive, recent):
+            shared.remove_part(path)
 
 
 def test_only_workers_that_see_this_hosts_shared_memory_are_reached(process_client,
