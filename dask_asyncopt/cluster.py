@@ -174,7 +174,9 @@ def fit_client():
     ``distributed.worker_client``.  Without it, a fit in a task (e.g. under
     ``joblib.parallel_backend("dask")``) waits forever for its block actors,
     which are pinned to the cluster's workers and need the slot the task holds.
-    Elsewhere it is :func:`get_client`.
+    Elsewhere it is :func:`get_client`, which must not be an asynchronous client
+    driven by this thread's event loop (a ``RuntimeError`` says to run the fit in
+    a thread: ``await asyncio.to_thread(est.fit, X, y)``).
 
     Yields
     ------
@@ -190,8 +192,18 @@ def fit_client():
     if _in_task():
         with worker_client() as client:
             yield client
-    else:
-        yield get_client()
+        return
+    client = get_client()
+    if client.asynchronous:
+        # Its methods return coroutines here, for this thread's event loop, which
+        # the blocking fit would hold: the fit failed deep inside with a TypeError
+        # ("'coroutine' object is not iterable").
+        raise RuntimeError(
+            "fit() blocks until the fit ends, but the active Dask client is asynchronous "
+            "(Client(asynchronous=True)) and runs on this thread's event loop, which the "
+            "fit would block: run the fit in a thread, `est = await "
+            "asyncio.to_thread(est.fit, X, y)`, or use a synchronous Client")
+    yield client
 
 
 @atexit.register
