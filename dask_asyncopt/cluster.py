@@ -28,6 +28,7 @@ parent: it starts its own embedded cluster there and warns
 
 import atexit
 import contextlib
+import logging
 import multiprocessing
 import os
 import threading
@@ -206,11 +207,34 @@ def fit_client():
     yield client
 
 
+class _BelowError(logging.Filter):
+    """Drops ``distributed``'s records below ERROR: :func:`_shutdown`'s quiet."""
+
+    def filter(self, record):
+        return record.levelno >= logging.ERROR or not record.name.startswith("distributed")
+
+
 @atexit.register
 def _shutdown():
-    for client in list(_embedded.values()):
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    _embedded.clear()
+    """Close the embedded clusters at exit, as quietly as they ran (``silence_logs``).
+
+    A closing cluster restores the levels of ``distributed``'s log handlers that it
+    raised, and the scheduler's stream to the closed client can fail after that:
+    ``distributed.batched`` then printed its INFO "Batched Comm Closed" with a
+    ``CommClosedError`` traceback at the user's exit.  A filter, which the restored
+    levels do not touch, keeps that chatter out while the clusters close.
+    """
+    quiet = _BelowError()
+    handlers = logging.getLogger("distributed").handlers
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        for client in list(_embedded.values()):
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        _embedded.clear()
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)

@@ -46,6 +46,9 @@ def test_embedded_cluster_started_once_and_reused(tmp_path):
                          timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")
+    # closed at exit as quietly as it ran (cluster._shutdown): no closing comm's
+    # traceback from distributed's loggers
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
 
 
 def test_an_asynchronous_client_gets_a_clear_error_and_a_thread_fits():
