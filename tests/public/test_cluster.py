@@ -4,10 +4,17 @@ Runs in a fresh interpreter, where no Dask client exists, exactly as a user
 script that never creates one.
 """
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
 
 SCRIPT = textwrap.dedent("""
     import pickle
@@ -55,14 +62,6 @@ def test_an_asynchronous_client_gets_a_clear_error_and_a_thread_fits():
     """``Client(asynchronous=True)``: a fit on its event loop's thread is told to
     run in a thread (it failed with "'coroutine' object is not iterable"), and
     ``asyncio.to_thread`` fits on that cluster."""
-    import asyncio
-
-    import numpy as np
-    import pytest
-    from distributed import Client, LocalCluster
-
-    from dask_asyncopt import AsyncSGDClassifier, MatrixFactorization
-
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4))
     y = (X[:, 0] > 0).astype(int)
