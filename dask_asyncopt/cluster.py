@@ -28,6 +28,7 @@ parent: it starts its own embedded cluster there and warns
 
 import atexit
 import contextlib
+import logging
 import multiprocessing
 import os
 import threading
@@ -174,7 +175,9 @@ def fit_client():
     ``distributed.worker_client``.  Without it, a fit in a task (e.g. under
     ``joblib.parallel_backend("dask")``) waits forever for its block actors,
     which are pinned to the cluster's workers and need the slot the task holds.
-    Elsewhere it is :func:`get_client`.
+    Elsewhere it is :func:`get_client`, which must not be an asynchronous client
+    driven by this thread's event loop (a ``RuntimeError`` says to run the fit in
+    a thread: ``await asyncio.to_thread(est.fit, X, y)``).
 
     Yields
     ------
@@ -190,15 +193,48 @@ def fit_client():
     if _in_task():
         with worker_client() as client:
             yield client
-    else:
-        yield get_client()
+        return
+    client = get_client()
+    if client.asynchronous:
+        # Its methods return coroutines here, for this thread's event loop, which
+        # the blocking fit would hold: the fit failed deep inside with a TypeError
+        # ("'coroutine' object is not iterable").
+        raise RuntimeError(
+            "fit() blocks until the fit ends, but the active Dask client is asynchronous "
+            "(Client(asynchronous=True)) and runs on this thread's event loop, which the "
+            "fit would block: run the fit in a thread, `est = await "
+            "asyncio.to_thread(est.fit, X, y)`, or use a synchronous Client")
+    yield client
+
+
+class _BelowError(logging.Filter):
+    """Drops ``distributed``'s records below ERROR: :func:`_shutdown`'s quiet."""
+
+    def filter(self, record):
+        return record.levelno >= logging.ERROR or not record.name.startswith("distributed")
 
 
 @atexit.register
 def _shutdown():
-    for client in list(_embedded.values()):
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    _embedded.clear()
+    """Close the embedded clusters at exit, as quietly as they ran (``silence_logs``).
+
+    A closing cluster restores the levels of ``distributed``'s log handlers that it
+    raised, and the scheduler's stream to the closed client can fail after that:
+    ``distributed.batched`` then printed its INFO "Batched Comm Closed" with a
+    ``CommClosedError`` traceback at the user's exit.  A filter, which the restored
+    levels do not touch, keeps that chatter out while the clusters close.
+    """
+    quiet = _BelowError()
+    handlers = logging.getLogger("distributed").handlers
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        for client in list(_embedded.values()):
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        _embedded.clear()
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)

@@ -21,7 +21,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names, check_is_fitted, validate_data
 
 from ..data import inputs
 from ..objective.losses import (
@@ -451,6 +451,7 @@ class _BaseAsyncSGD(BaseEstimator):
         if not (inputs.is_dask(X) and inputs.is_dask(y)):
             raise TypeError("X and y must both be dask collections or both in memory; "
                             "convert the other with dask.array.from_array")
+        _check_dask_feature_names(self, X, reset)
         X, y, dask_weights = inputs.dask_to_arrays(
             X=X, y=y, sample_weight=sample_weight if inputs.is_dask(sample_weight) else None)
         if dask_weights is not None:
@@ -546,6 +547,7 @@ class _BaseAsyncSGD(BaseEstimator):
     def _decision(self, X):
         check_is_fitted(self)
         if inputs.is_dask(X):
+            _check_dask_feature_names(self, X, reset=False)
             X = inputs.dask_to_array(X, "X")
             if X.shape[1] != self.n_features_in_:
                 raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
@@ -625,6 +627,14 @@ def _r2(sums):
     if deviations == 0:  # as scikit-learn's r2_score (force_finite)
         return 1.0 if residuals == 0 else 0.0
     return 1.0 - residuals / deviations
+
+
+def _check_dask_feature_names(estimator, X, reset):
+    """scikit-learn's ``feature_names_in_`` check (set it, or compare with it) for a
+    dask ``X``, on its metadata: a dask DataFrame's is an empty pandas frame with
+    its columns, so nothing is computed.  Without it a fit on a dask DataFrame kept
+    no names, and columns given in another order at predict time went unnoticed."""
+    _check_feature_names(estimator, getattr(X, "_meta", None), reset=reset)
 
 
 def _has_sparse_chunks(X):
@@ -804,6 +814,9 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         One row per epoch: time, samples, block updates, loss, objective,
         staleness mean/max, compute fraction.
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of a pandas or dask DataFrame ``X`` (string names only); a
+        DataFrame with other names or order at predict time is an error.
 
     Examples
     --------
@@ -1090,6 +1103,9 @@ early_stopping, validation_fraction :
     t_ : float
     history_ : pandas.DataFrame
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of a pandas or dask DataFrame ``X`` (string names only); a
+        DataFrame with other names or order at predict time is an error.
 
     Examples
     --------

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -843,10 +844,54 @@ pandas/dask DataFrame of shape (n_ratings, 3), or sparse matrix of shape (n_user
             return X.map_blocks(self._predict_block, dtype=np.float64, drop_axis=1)
         return self._predict_block(X)
 
+    def score(self, X, y=None, sample_weight=None):
+        """Coefficient of determination (R^2) of the predicted ratings.
+
+        Takes the ratings as :meth:`fit` does, so that a model fitted on a
+        DataFrame of ratings, ``fit(frame)``, is scored on one, ``score(frame)``:
+        the default scorer of ``GridSearchCV`` and ``cross_val_score`` calls
+        ``score(X_test, None)`` when ``fit`` had no ``y``.  (scikit-learn's named
+        scorers, ``scoring="neg_root_mean_squared_error"`` say, need ``y``: pass the
+        pairs and the ratings apart, ``frame[["user", "item"]], frame["rating"]``.)
+
+        Parameters
+        ----------
+        X : array-like, DataFrame, dask collection or sparse matrix
+            As :meth:`fit`'s ``X``: pairs with ``y``; without it a DataFrame of
+            user, item and rating columns or a users x items rating matrix.
+        y : array-like of shape (n_ratings,), optional
+            Ratings of the pairs ``X``.
+        sample_weight : array-like of shape (n_ratings,), optional
+            Weights of the ratings.
+
+        Returns
+        -------
+        score : float
+            R^2 of ``predict`` (clipped to ``rating_range`` if set) against the
+            ratings.
+        """
+        if y is not None:
+            return super().score(X, y, sample_weight=sample_weight)
+        check_is_fitted(self)
+        if inputs.is_dask(X):
+            if not hasattr(X, "columns"):
+                raise ValueError(
+                    "score without y needs a DataFrame of (user id, item id, rating) "
+                    "columns; pass a dask array of pairs with its ratings as y")
+            users, items, ratings = _frame_positions(X.columns, 3)
+            X, y = X.iloc[:, [users, items]], X.iloc[:, ratings]
+            return super().score(X, y, sample_weight=sample_weight)
+        users, items, ratings = _rating_columns(X, None)
+        return r2_score(ratings, self._predict_ids(users, items),
+                        sample_weight=sample_weight)
+
     def _predict_block(self, X):
+        """:meth:`_predict_ids` of in-memory pairs ``X``."""
+        return self._predict_ids(*_pairs(X))
+
+    def _predict_ids(self, user_ids, item_ids):
         """``mu + b_u + c_i + <p_u, q_i>``; an unknown id contributes nothing (a cold
         start falls back on the best part of the model known)."""
-        user_ids, item_ids = _pairs(X)
         users = _lookup(self.user_index_, user_ids)
         items = _lookup(self.item_index_, item_ids)
         out = np.full(users.shape[0], self.global_mean_)

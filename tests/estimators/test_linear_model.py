@@ -99,6 +99,36 @@ def test_predict_with_wrong_width(client):
     assert cluster_is_clean(client)
 
 
+def test_a_dask_dataframe_keeps_its_feature_names(client):
+    """A fit on a dask DataFrame sets ``feature_names_in_`` as one on pandas does
+    (from the metadata: nothing computed), so columns in another order at predict
+    time are an error: it kept no names and predicted from the swapped columns."""
+    import warnings
+
+    import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    dX, dy = dd.from_pandas(frame, npartitions=2), dd.from_pandas(pd.Series(y), npartitions=2)
+    est = AsyncSGDClassifier(max_iter=2, random_state=0).fit(dX, dy)
+    assert list(est.feature_names_in_) == ["a", "b", "c"]
+    np.testing.assert_array_equal(est.predict(dX).compute(), est.predict(frame))
+    for swapped in (frame[["c", "b", "a"]], dX[["c", "b", "a"]]):
+        with pytest.raises(ValueError, match="feature names should match"):
+            est.predict(swapped)
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.partial_fit(dX[["c", "b", "a"]], dy)
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        est.predict(da.from_array(X))
+    est.fit(da.from_array(X), da.from_array(y))  # a refit without names drops them
+    assert not hasattr(est, "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.predict(X)
+    assert cluster_is_clean(client)
+
+
 def test_predict_proba_only_for_probabilistic_losses():
     est = AsyncSGDClassifier(loss="hinge", max_iter=2).fit(X, y)
     assert not hasattr(est, "predict_proba")

@@ -181,6 +181,31 @@ def test_a_dataframe_of_ratings_is_accepted_directly(client, tiny, reference):
     assert cluster_is_clean(client)
 
 
+def test_a_dataframe_of_ratings_is_scored_as_it_is_fitted(client, tiny, reference):
+    """``score(frame)`` without ``y``, as ``fit(frame)``: the default scorer of a
+    search calls ``score(X_test, None)`` after ``fit(X_train)``, and failed with a
+    TypeError (every candidate's score NaN, the search picking the first)."""
+    from sklearn.model_selection import KFold, cross_val_score
+
+    X, y = tiny
+    frame = pd.DataFrame({"user": X[:, 0], "item": X[:, 1], "rating": y})
+    expected = reference.score(X, y)
+    assert reference.score(frame) == expected
+    assert reference.score(frame[["rating", "item", "user"]]) == expected
+    assert reference.score(dd.from_pandas(frame, npartitions=2)) == pytest.approx(expected)
+    weights = np.arange(len(y), dtype=float)
+    assert reference.score(frame, sample_weight=weights) == reference.score(
+        X, y, sample_weight=weights)
+    cv = KFold(2)
+    scores = cross_val_score(fast(), frame, cv=cv, error_score="raise")
+    apart = [fast().fit(X[train], y[train]).score(X[test], y[test])
+             for train, test in cv.split(X)]
+    np.testing.assert_array_equal(scores, apart)
+    with pytest.raises(ValueError, match="3 columns .user id, item id, rating."):
+        reference.score(frame[["user", "item"]])
+    assert cluster_is_clean(client)
+
+
 # ----------------------------------------------------------- unknown ids, range
 def test_unknown_ids_and_the_rating_range(client, tiny, reference):
     X, y = tiny
