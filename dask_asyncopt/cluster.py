@@ -204,7 +204,19 @@ def fit_client():
             "(Client(asynchronous=True)) and runs on this thread's event loop, which the "
             "fit would block: run the fit in a thread, `est = await "
             "asyncio.to_thread(est.fit, X, y)`, or use a synchronous Client")
-    yield client
+    try:
+        yield client
+    except Exception as exc:
+        if client.status in ("running", "newly-created"):
+            raise
+        # The client lost its scheduler (it tries to reconnect for distributed's
+        # connect timeout, then closes): what failed was a call through it, whose
+        # error ("ConnectionPool closing") does not say so.
+        address = getattr(client.scheduler, "address", None) or "its address"
+        raise RuntimeError(
+            f"the fit lost its Dask scheduler ({address}; the client is "
+            f"{client.status}): start the scheduler again, or connect to another "
+            "cluster, and fit again") from exc
 
 
 class _BelowError(logging.Filter):

@@ -89,3 +89,22 @@ def test_teardown_stops_everything_even_when_the_body_raises():
             raise RuntimeError("body failed")
     assert gone(pids, wait=0)  # terminate() waited for them
     assert not tmpdir.exists()
+
+
+def test_a_fit_after_the_scheduler_died_says_so():
+    """The scheduler process is killed between two fits: the next fit fails (once the
+    client gave up reconnecting: its ``timeout``) with an error naming the lost
+    scheduler, not distributed's "ConnectionPool closing"."""
+    import signal
+
+    from distributed import Client
+
+    X, y = make_sparse_classification(500, 50, random_state=0)
+    with deploy.cli_cluster(n_workers=1) as cluster, Client(
+            cluster.address, timeout=3, set_as_default=False) as client:
+        with client.as_current():
+            AsyncSGDClassifier(max_iter=1, tol=None).fit(X, y)
+            cluster.scheduler.popen.send_signal(signal.SIGKILL)
+            cluster.scheduler.popen.wait(30)
+            with pytest.raises(RuntimeError, match="lost its Dask scheduler"):
+                AsyncSGDClassifier(max_iter=1, tol=None, timeout=10).fit(X, y)
