@@ -130,9 +130,10 @@ def shard_from_arrays(X, Y, W, layout, seed, rows=None):
     return make_shard(X, Y, layout, seed, W)
 
 
-def _shard_from_shared(path, spec, layout, seed):
-    """A shard from rows the client wrote to shared memory (a task)."""
-    return shard_from_arrays(*read_part(path, spec), layout, seed)
+def _shard_from_shared(part, layout, seed):
+    """A shard from rows the client wrote to shared memory (a task; ``part``: the
+    file's path and spec)."""
+    return shard_from_arrays(*read_part(*part), layout, seed)
 
 
 def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
@@ -170,8 +171,13 @@ def place_in_memory(client, X, Y, W, loop_workers, layout, rng):
             except OSError:  # a full /dev/shm: over the comms after all
                 pass
             else:
-                shard = client.submit(_shard_from_shared, path, spec, layout, seeds[i],
-                                      **where)
+                # The file's name is scattered to the worker, as the rows would be: a
+                # shard must not be computed again once its worker is lost (its file
+                # is gone and the task pinned there would wait for good), it must
+                # fail, so that the fit restarts (solvers.run.WorkerLost).
+                named = client.scatter((path, spec), workers=where["workers"], direct=True,
+                                       hash=False)
+                shard = client.submit(_shard_from_shared, named, layout, seeds[i], **where)
                 # the task removes the file once open; if it never runs (a fit
                 # that failed or was cancelled first), dropping its future does
                 weakref.finalize(shard, remove_part, path)
