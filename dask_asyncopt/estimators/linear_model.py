@@ -814,7 +814,7 @@ class AsyncSGDClassifier(ClassifierMixin, _BaseAsyncSGD):
         One row per epoch: time, samples, block updates, loss, objective,
         staleness mean/max, compute fraction.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Column names of a pandas or dask DataFrame ``X`` (string names only); a
         DataFrame with other names or order at predict time is an error.
 
@@ -1103,7 +1103,7 @@ early_stopping, validation_fraction :
     t_ : float
     history_ : pandas.DataFrame
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Column names of a pandas or dask DataFrame ``X`` (string names only); a
         DataFrame with other names or order at predict time is an error.
 
